@@ -1,0 +1,1 @@
+"""Caffe's formats and semantics: schema, text and binary I/O, upgrades, layers, the interpreter."""
