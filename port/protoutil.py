@@ -8,12 +8,15 @@ from .wire import WIRE_NAMES
 
 
 def unknown_fields(msg, where=""):
-    """List ``(where, field number, wire type)`` for every field of ``msg`` its schema lacks.
+    """List ``(where, number, wire type, known name)`` for each field of ``msg`` its schema lacks.
 
     protobuf keeps such fields silently, and also files a known field that arrived with the
     wrong wire type among them, so this one walk finds both.
     """
-    found = [(where or msg.DESCRIPTOR.name, f.field_number, f.wire_type) for f in UnknownFieldSet(msg)]
+    known = msg.DESCRIPTOR.fields_by_number
+    found = [(where or msg.DESCRIPTOR.name, f.field_number, f.wire_type,
+              f"{msg.DESCRIPTOR.name}.{known[f.field_number].name}" if f.field_number in known else None)
+             for f in UnknownFieldSet(msg)]
     for field, value in msg.ListFields():
         if field.type != FieldDescriptor.TYPE_MESSAGE:
             continue
@@ -27,7 +30,9 @@ def unknown_fields(msg, where=""):
 
 
 def describe_unknown(found, limit=5):
-    parts = [f"{w}: field {n} ({WIRE_NAMES.get(t, t)})" for w, n, t in found[:limit]]
+    parts = [f"{w}: field {n} ({WIRE_NAMES.get(t, t)})" if known is None else
+             f"{w}: field {n} is {known} but arrived with the wrong wire type ({WIRE_NAMES.get(t, t)})"
+             for w, n, t, known in found[:limit]]
     more = f" and {len(found) - limit} more" if len(found) > limit else ""
     return "; ".join(parts) + more
 

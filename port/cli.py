@@ -1,0 +1,59 @@
+"""The ``fcn-port`` command: thin verbs over the library. Bad input prints one clear line."""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import CaffeFormatError
+
+BUNDLED = Path(__file__).resolve().parent / "data"
+DEFAULT_WEIGHTS = BUNDLED / "voc-fcn8s-tiny.caffemodel"
+
+
+def _inspect(args):
+    from .inspect import format_report, inspect_file
+
+    files = args.files or [str(DEFAULT_WEIGHTS)]
+    for i, path in enumerate(files):
+        report = inspect_file(path, stats=args.stats or not args.files)
+        if args.json:
+            print(json.dumps(report))
+        else:
+            print(("\n" if i else "") + format_report(report))
+
+
+def build_parser():
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(prog="fcn-port", description=(
+        "Caffe FCN nets, weights and solvers in PyTorch, with no numerical drift."))
+    parser.add_argument("--version", action="version", version=f"fcn-port {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = verbs.add_parser("inspect", help="describe any Caffe file", description=(
+        "Describe a prototxt (net or solver), caffemodel (binary or HDF5) or solverstate: "
+        "format and version, layers with types, bottoms, tops and param shapes, totals, and "
+        "what loading upgraded. With no FILE, the bundled small voc-fcn8s."))
+    p.add_argument("files", nargs="*", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.add_argument("--stats", action="store_true", help="value summary per layer (min/max/mean/NaN)")
+    p.set_defaults(run=_inspect)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except CaffeFormatError as e:
+        print(f"fcn-port: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fcn-port: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
