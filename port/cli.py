@@ -22,6 +22,20 @@ def _inspect(args):
             print(("\n" if i else "") + format_report(report))
 
 
+def _parity(args):
+    from .parity import format_table, run_case
+
+    results = []
+    for case in args.cases:
+        r = run_case(case, args.rtol)
+        results.append(r)
+        if args.json:
+            print(json.dumps(r), flush=True)
+    if not args.json:
+        print(format_table(results))
+    return 1 if any(r["pass"] is False for r in results) else 0
+
+
 def build_parser():
     from .. import __version__
 
@@ -38,6 +52,15 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--stats", action="store_true", help="value summary per layer (min/max/mean/NaN)")
     p.set_defaults(run=_inspect)
+
+    p = verbs.add_parser("parity", help="compare with real Caffe outputs", description=(
+        "Run oracle case folders (net.prototxt, weights, blobs.npz, case.json) and compare every "
+        "top, and for backward cases every input and param gradient, with what Caffe wrote. "
+        "Error per blob: max|ours - caffe| / max(1, max|caffe|). Exit 1 if any case fails."))
+    p.add_argument("cases", nargs="+", metavar="CASE_DIR")
+    p.add_argument("--json", action="store_true", help="one JSON object per case")
+    p.add_argument("--rtol", type=float, default=1e-5, help="tolerance (default 1e-5)")
+    p.set_defaults(run=_parity)
     return parser
 
 

@@ -12,3 +12,7 @@ class CaffeFormatError(ValueError):
         self.path, self.where, self.what = str(path), where, what
         place = f"{self.path}: {where}: " if where else f"{self.path}: "
         super().__init__(place + what)
+
+
+class NetError(ValueError):
+    """A net definition cannot be instantiated or run; the message names the layer."""

@@ -1,0 +1,109 @@
+"""Input, DummyData and Silence: where blobs enter a net, and where unused ones end.
+
+``Input`` (``is_source = True``): declares the blobs the caller feeds. ``input_param.shape`` is
+given once (every top gets it), once per top, or not at all (then the shape is whatever is fed;
+``top_shapes`` reports ``None`` for it). Caffe's deploy nets declare a nominal shape and pycaffe
+users reshape before feeding (FCN's ``infer.py`` does), so ``forward(*fed)`` returns the fed
+tensors as they are; their shapes are not forced to the declared ones. Old prototxts'
+``input:`` / ``input_shape`` / ``input_dim`` fields are upgraded to an Input layer at load time
+(``port.upgrade``).
+
+``DummyData``: makes its tops itself, each from ``data_filler`` (none: constant 0; one: for all
+tops; or one per top) with its shape from ``shape`` (once or once per top) or the legacy
+``num``/``channels``/``height``/``width`` lists (each once or once per top, 4-D). Caffe fills
+constant tops once and refills random ones at every forward; here every forward returns fresh
+tensors, which is the same for both. Random fillers match Caffe's in distribution only.
+
+``Silence``: consumes its bottoms and has no tops, so nothing complains that they are unused;
+its backward gives them zero gradient, which is what an unused tensor gets in autograd.
+"""
+import torch
+
+from .base import CaffeLayer, fill, register
+from ..proto import caffe_pb2
+
+
+def _dims(layer, blob_shape):
+    dims = tuple(int(d) for d in blob_shape.dim)
+    if any(d < 0 for d in dims):
+        layer.fail(f"shape {dims} has a negative dim")
+    return dims
+
+
+@register("Input")
+class Input(CaffeLayer):
+    is_source = True
+
+    def __init__(self, lp, bottom_shapes, phase="TEST"):
+        super().__init__(lp, bottom_shapes, phase)
+        n_top, shapes = len(lp.top), list(lp.input_param.shape)
+        if n_top < 1:
+            self.fail("needs at least 1 top")
+        if len(shapes) not in (0, 1, n_top):
+            self.fail(f"must specify 'shape' once, once per top blob, or not at all: {n_top} "
+                      f"tops vs. {len(shapes)} shapes")
+        self.shapes = [None if not shapes else _dims(self, shapes[0 if len(shapes) == 1 else i])
+                       for i in range(n_top)]
+
+    def top_shapes(self, bottoms):
+        if bottoms:
+            self.fail(f"takes no bottoms, got {len(bottoms)}")
+        return list(self.shapes)
+
+    def forward(self, *fed):
+        if len(fed) != len(self.shapes):
+            self.fail(f"feeds {len(self.shapes)} tops {list(self.lp.top)}, got {len(fed)} tensors")
+        return fed[0] if len(fed) == 1 else tuple(fed)
+
+
+@register("DummyData")
+class DummyData(CaffeLayer):
+    def __init__(self, lp, bottom_shapes, phase="TEST"):
+        super().__init__(lp, bottom_shapes, phase)
+        p, n_top = lp.dummy_data_param, len(lp.top)
+        if n_top < 1:
+            self.fail("needs at least 1 top")
+        fillers = list(p.data_filler)
+        if len(fillers) not in (0, 1, n_top):
+            self.fail(f"number of data fillers must be 0, 1 or the number of tops ({n_top}); "
+                      f"got {len(fillers)}")
+        if not fillers:
+            fillers = [caffe_pb2.FillerParameter(type="constant", value=0)]
+        self.fillers = [fillers[0 if len(fillers) == 1 else i] for i in range(n_top)]
+        legacy = {k: list(getattr(p, k)) for k in ("num", "channels", "height", "width")}
+        if any(legacy.values()):
+            if len(p.shape):
+                self.fail("both shape and the legacy num/channels/height/width were specified")
+            for k, v in legacy.items():
+                if len(v) not in (1, n_top):
+                    self.fail(f"must specify '{k}' once, or once per top blob ({n_top}); "
+                              f"specified {len(v)}")
+            self.shapes = [tuple(legacy[k][0 if len(legacy[k]) == 1 else i] for k in legacy)
+                           for i in range(n_top)]
+        else:
+            if len(p.shape) not in (1, n_top):
+                self.fail(f"must specify 'shape' once, or once per top blob ({n_top}); "
+                          f"specified {len(p.shape)}")
+            self.shapes = [_dims(self, p.shape[0 if len(p.shape) == 1 else i])
+                           for i in range(n_top)]
+        self.register_buffer("_device", torch.empty(0), persistent=False)  # follows .to()
+
+    def top_shapes(self, bottoms):
+        if bottoms:
+            self.fail(f"takes no bottoms, got {len(bottoms)}")
+        return list(self.shapes)
+
+    def forward(self):
+        tops = tuple(fill(self._device.new_empty(s), f) for s, f in zip(self.shapes, self.fillers))
+        return tops[0] if len(tops) == 1 else tops
+
+
+@register("Silence")
+class Silence(CaffeLayer):
+    def top_shapes(self, bottoms):
+        if not bottoms:
+            self.fail("needs at least 1 bottom")
+        return []
+
+    def forward(self, *bottoms):
+        return ()

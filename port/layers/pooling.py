@@ -1,0 +1,198 @@
+"""Caffe's ``Pooling`` layer: MAX, AVE and (TEST phase) STOCHASTIC over 4-D (N, C, H, W) blobs.
+
+How Caffe computes it
+---------------------
+Per spatial axis (``H`` input, ``k`` kernel, ``s`` stride, ``p`` pad)::
+
+    pooled = ceil((H + 2p - k) / s) + 1          round_mode CEIL (the default)
+    pooled = floor((H + 2p - k) / s) + 1         round_mode FLOOR
+    if p > 0 and (pooled - 1) * s >= H + p:      the last window would start in the right-hand
+        pooled -= 1                              padding: drop it (only when p > 0)
+
+(the division is done in float32, as in Caffe). Window ``i`` starts at ``i*s - p``.
+
+* MAX starts each output at ``-FLT_MAX`` and replaces it when it finds a strictly greater
+  value. It scans the part of the window that lies inside the image. So padding never wins,
+  NaN is skipped, and a window with nothing above ``-FLT_MAX`` gives ``-FLT_MAX``. An optional
+  second top (the "mask") holds the argmax as a float flat index ``h * W + w`` in its channel
+  plane. It holds -1 when nothing won.
+* AVE sums the part of the window inside the image. It divides by the window size clipped at
+  ``H + p``: padding that lies inside ``[-p, H + p)`` counts in the divisor, and the part of a
+  ceil-mode window that runs past ``H + p`` does not.
+* STOCHASTIC is implemented only in Caffe's GPU code (the CPU code has NOT_IMPLEMENTED). In TEST
+  it gives the probability-weighted average ``sum(x^2) / sum(x)`` over the window clipped to the
+  image, or 0 where ``sum(x) <= 0``. This module computes that. TRAIN samples at random, and
+  that is not supported here.
+* ``global_pooling`` makes the kernel the bottom's full H x W (pad 0, stride 1).
+* Caffe requires ``pad < kernel``. Padding is allowed only with MAX and AVE.
+
+Where stock PyTorch differs
+---------------------------
+* ``ceil_mode=True`` in ``max_pool2d``/``avg_pool2d`` drops a last window that starts at or past
+  ``H + p`` even when ``p == 0``. Caffe keeps such a window when there is no padding. It can
+  only arise when ``k < s``, and Caffe then gives ``-FLT_MAX`` (MAX) or ``0 / size`` (AVE).
+* PyTorch allows ``pad <= k / 2``. Caffe allows any ``pad < k``.
+* PyTorch's MAX pads with ``-inf`` and propagates NaN. Caffe never returns less than
+  ``-FLT_MAX`` and ignores NaN.
+* Its ``count_include_pad`` divisor matches Caffe's only inside the limits above.
+
+So this module pads explicitly: ``-FLT_MAX`` for MAX and zeros for the sums. It adds as much
+padding on the right as Caffe's last window needs, and then takes the exact ``pooled`` outputs.
+For AVE it sums with ``avg_pool2d(divisor_override=1)`` and divides by a divisor map computed
+with Caffe's formula.
+"""
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..proto import caffe_pb2
+from .base import CaffeLayer, register
+
+FLT_MAX = float(np.finfo(np.float32).max)
+_P = caffe_pb2.PoolingParameter
+
+
+@register("Pooling")
+class Pooling(CaffeLayer):
+    def __init__(self, lp, bottom_shapes, phase="TEST"):
+        super().__init__(lp, bottom_shapes, phase)
+        pp = lp.pooling_param
+        self.method = _P.PoolMethod.Name(pp.pool)
+        if len(bottom_shapes) != 1:
+            self.fail(f"takes exactly 1 bottom, got {len(bottom_shapes)}")
+        max_tops = 2 if self.method == "MAX" else 1
+        if lp.top and not 1 <= len(lp.top) <= max_tops:
+            self.fail(f"{self.method} pooling takes at most {max_tops} top(s), got "
+                      f"{len(lp.top)}" + (" (only MAX has a mask top)" if max_tops == 1 else ""))
+        self.with_mask = len(lp.top) == 2
+        if self.method == "STOCHASTIC" and phase != "TEST":
+            self.fail("STOCHASTIC pooling is supported only in the TEST phase (TRAIN samples "
+                      "windows at random)")
+        self.global_pooling = pp.global_pooling
+        has_k = pp.HasField("kernel_size")
+        has_hw = pp.HasField("kernel_h") and pp.HasField("kernel_w")
+        if self.global_pooling:
+            if has_k or pp.HasField("kernel_h") or pp.HasField("kernel_w"):
+                self.fail("with global_pooling: true the kernel size cannot be specified")
+            self.kernel = None  # the bottom's H x W, set per shape
+        else:
+            if has_k == has_hw:
+                self.fail("give the kernel as kernel_size OR kernel_h and kernel_w (both of "
+                          "them for a non-square kernel)")
+            self.kernel = (pp.kernel_size,) * 2 if has_k else (pp.kernel_h, pp.kernel_w)
+            if min(self.kernel) <= 0:
+                self.fail(f"kernel size must be > 0, got {list(self.kernel)}")
+        self.pad = self._pair(pp, "pad")
+        self.stride = self._pair(pp, "stride")
+        if min(self.stride) <= 0:
+            self.fail(f"stride must be > 0, got {list(self.stride)}")
+        if self.global_pooling and (self.pad != (0, 0) or self.stride != (1, 1)):
+            self.fail(f"with global_pooling: true only pad 0 and stride 1 are allowed, got pad "
+                      f"{list(self.pad)}, stride {list(self.stride)}")
+        if self.pad != (0, 0):
+            if self.method not in ("MAX", "AVE"):
+                self.fail(f"padding is implemented only for MAX and AVE pooling, not "
+                          f"{self.method} (pad {list(self.pad)})")
+            for p, k, ax in zip(self.pad, self.kernel, "hw"):
+                if p >= k:
+                    self.fail(f"pad_{ax} {p} must be less than kernel_{ax} {k}")
+        self.ceil = pp.round_mode == _P.CEIL
+        self.top_shapes(bottom_shapes)  # Caffe's SetUp ends with Reshape: check the shapes now
+
+    def _pair(self, pp, field):
+        """(h, w) from ``field`` or from ``field_h`` and ``field_w`` (Caffe: one or the other)."""
+        has_h, has_w = pp.HasField(field + "_h"), pp.HasField(field + "_w")
+        if not has_h and not has_w:
+            return (getattr(pp, field),) * 2
+        if pp.HasField(field) or not (has_h and has_w):
+            self.fail(f"give {field} OR both {field}_h and {field}_w")
+        return (getattr(pp, field + "_h"), getattr(pp, field + "_w"))
+
+    def _geometry(self, shape):
+        """(kernel, pooled) as (h, w) pairs for a bottom of ``shape``; Caffe's Reshape."""
+        if len(shape) != 4:
+            self.fail(f"bottom must have 4 axes (num, channels, height, width), got {shape}")
+        size = tuple(shape[2:])
+        kernel = size if self.global_pooling else self.kernel
+        pooled = []
+        for h, k, s, p in zip(size, kernel, self.stride, self.pad):
+            q = np.float32(h + 2 * p - k) / np.float32(s)  # Caffe divides in float
+            n = int(math.ceil(q) if self.ceil else math.floor(q)) + 1
+            if p > 0 and (n - 1) * s >= h + p:
+                n -= 1  # the last window would start in the padding
+            pooled.append(n)
+        if min(pooled) < 0:
+            self.fail(f"negative output size {tuple(pooled)} for input {size} with kernel "
+                      f"{kernel}, stride {self.stride}, pad {self.pad}")
+        return kernel, tuple(pooled)
+
+    def top_shapes(self, bottoms):
+        shape = tuple(bottoms[0])
+        _, pooled = self._geometry(shape)
+        top = shape[:2] + pooled
+        return [top, top] if self.with_mask else [top]
+
+    def forward(self, x):
+        kernel, pooled = self._geometry(tuple(x.shape))
+        top = tuple(x.shape[:2]) + pooled
+        if 0 in top:  # Caffe allows an empty top; torch's pooling does not
+            empty = x.new_zeros(top)
+            return (empty, empty.clone()) if self.with_mask else empty
+        if self.method == "MAX":
+            return self._max(x, kernel, pooled)
+        if self.method == "AVE":
+            total = self._sum(x, kernel, pooled)
+            return total / self._divisor(x, kernel, pooled)
+        # STOCHASTIC, TEST phase: sum(x^2) / sum(x) where sum(x) > 0, else 0
+        total = self._sum(x, kernel, pooled)
+        squares = self._sum(x * x, kernel, pooled)
+        return torch.where(total > 0, squares / total, torch.zeros_like(total))
+
+    def _padding(self, size, kernel, pooled):
+        """F.pad widths (left, right, top, bottom): Caffe's pad, plus whatever the last window
+        needs past the right/bottom edge."""
+        (ph, pw), (sh, sw), (kh, kw) = self.pad, self.stride, kernel
+        (h, w), (oh, ow) = size, pooled
+        right = max(0, (ow - 1) * sw + kw - (w + pw))
+        bottom = max(0, (oh - 1) * sh + kh - (h + ph))
+        return (pw, pw + right, ph, ph + bottom)
+
+    def _max(self, x, kernel, pooled):
+        if torch.isnan(x).any():  # Caffe's strict '>' never picks NaN
+            x = x.nan_to_num(nan=-FLT_MAX, posinf=float("inf"), neginf=-FLT_MAX)
+        widths = self._padding(x.shape[2:], kernel, pooled)
+        xp = F.pad(x, widths, value=-FLT_MAX) if any(widths) else x
+        oh, ow = pooled
+        if not self.with_mask:
+            y = F.max_pool2d(xp, kernel, self.stride)[:, :, :oh, :ow]
+            return y.clamp_min(-FLT_MAX)  # Caffe's running max never drops below -FLT_MAX
+        y, idx = F.max_pool2d(xp, kernel, self.stride, return_indices=True)
+        y, idx = y[:, :, :oh, :ow].clamp_min(-FLT_MAX), idx[:, :, :oh, :ow]
+        # index into the padded plane -> Caffe's h * W + w in the bottom's plane; -1: no winner
+        wp, w = xp.shape[3], x.shape[3]
+        mask = (idx // wp - widths[2]) * w + (idx % wp - widths[0])
+        mask = torch.where(y > -FLT_MAX, mask, torch.full_like(mask, -1)).to(x.dtype)
+        return y, mask
+
+    def _sum(self, x, kernel, pooled):
+        """Sum of each window's part inside the image: zero padding, then sum pooling."""
+        widths = self._padding(x.shape[2:], kernel, pooled)
+        xp = F.pad(x, widths) if any(widths) else x
+        total = F.avg_pool2d(xp, kernel, self.stride, divisor_override=1)
+        return total[:, :, :pooled[0], :pooled[1]]
+
+    def _divisor(self, x, kernel, pooled):
+        """Caffe's AVE divisor per output: the window clipped at H + pad, padding included."""
+        sizes = []
+        for n, k, s, p, h in zip(pooled, kernel, self.stride, self.pad, x.shape[2:]):
+            start = torch.arange(n, dtype=torch.int64) * s - p
+            sizes.append(torch.clamp(start + k, max=h + p) - start)
+        div = sizes[0][:, None] * sizes[1][None, :]  # (pooled_h, pooled_w)
+        return div.to(device=x.device, dtype=x.dtype)
+
+    def extra_repr(self):
+        kernel = "global" if self.global_pooling else self.kernel
+        return (f"name={self.name!r}, {self.method}, kernel={kernel}, stride={self.stride}, "
+                f"pad={self.pad}, round={'CEIL' if self.ceil else 'FLOOR'}")

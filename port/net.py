@@ -1,0 +1,292 @@
+"""The net interpreter: a NetParameter and a phase become a ``torch.nn.Module``.
+
+What Caffe's ``Net::Init`` does, and this mirrors:
+
+1. **Filter** layers by the NetState (phase, level, stages) against each layer's include /
+   exclude rules (``StateMeetsRule``): a layer with include rules is kept if any rule is met, one
+   with exclude rules is dropped if any is met; having both is an error.
+2. **Insert splits** (``InsertSplits``): a top read by several layers (or read and also weighted as
+   a loss) gets a ``Split`` layer named ``<blob>_<layer>_<i>_split`` with tops
+   ``<blob>_<layer>_<i>_split_<j>``, so the instantiated layer list is Caffe's, name for name.
+3. **Set up** layers in file order; a bottom must be a top of an earlier layer. Shapes flow
+   through each layer's ``top_shapes`` (Caffe's ``Reshape``), so a bad net fails here, naming the
+   layer. Tops equal to a bottom are Caffe's in-place layers; here every layer returns fresh
+   tensors, so a later name simply rebinds.
+4. **Loss weights**: ``loss_weight`` per top when given; otherwise 1 for the first top of a
+   ``*Loss`` layer and 0 elsewhere. :meth:`CaffeNet.loss` is the weighted sum Caffe's backward
+   starts from.
+
+Parameters are ``state_dict`` entries ``"<layer>.<i>"`` (Caffe's blob i); each one's ParamSpec
+(lr_mult, decay_mult, name for sharing) is kept for the solver. Layers named in ParamSpec.name
+share one ``nn.Parameter``, as Caffe shares one blob.
+"""
+import torch
+from torch import nn
+
+from .errors import NetError
+from .layers import REGISTRY
+from .layers.python import PythonLayer
+from .proto import caffe_pb2
+
+PHASES = {"TRAIN": caffe_pb2.TRAIN, "TEST": caffe_pb2.TEST}
+
+
+def _meets(rule, phase, level, stages):
+    if rule.HasField("phase") and rule.phase != PHASES[phase]:
+        return False
+    if rule.HasField("min_level") and level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and level > rule.max_level:
+        return False
+    return all(s in stages for s in rule.stage) and not any(s in stages for s in rule.not_stage)
+
+
+def filter_layers(net, phase, level=0, stages=()):
+    """The layers Caffe keeps for this state (``Net::FilterNet``)."""
+    kept = []
+    for lp in net.layer:
+        if lp.include and lp.exclude:
+            raise NetError(f"layer '{lp.name}' ({lp.type}): has both include and exclude rules; "
+                           "Caffe accepts only one kind")
+        if lp.include:
+            keep = any(_meets(r, phase, level, stages) for r in lp.include)
+        else:
+            keep = not any(_meets(r, phase, level, stages) for r in lp.exclude)
+        if keep:
+            kept.append(lp)
+    return kept
+
+
+def loss_weights(lp):
+    """Caffe's loss weight of each top: explicit, or 1 on top 0 of a *Loss layer."""
+    if lp.loss_weight:
+        return list(lp.loss_weight) + [0.0] * (len(lp.top) - len(lp.loss_weight))
+    return [1.0 if (i == 0 and lp.type.endswith("Loss")) else 0.0 for i in range(len(lp.top))]
+
+
+def insert_splits(layers):
+    """Caffe's ``InsertSplits``: return a new list of LayerParameters with Split layers added."""
+    producer, uses = {}, {}
+    for li, lp in enumerate(layers):
+        for b in lp.bottom:
+            if b not in producer:
+                raise NetError(f"layer '{lp.name}' ({lp.type}): bottom '{b}' is not a top of any "
+                               "earlier layer (Caffe runs layers in file order: a missing blob, "
+                               "a misordered net or a cycle)")
+            uses.setdefault(producer[b], []).append(None)
+        for ti, t in enumerate(lp.top):
+            producer[t] = (li, ti)
+            if loss_weights(lp)[ti]:
+                uses.setdefault((li, ti), []).append(None)
+    out, producer, taken = [], {}, {}
+    for li, lp in enumerate(layers):
+        lp = _copy(lp)
+        for k, b in enumerate(lp.bottom):
+            src = producer[b]
+            if len(uses[src]) > 1:
+                j = taken.get(src, 0)
+                taken[src] = j + 1
+                lp.bottom[k] = f"{b}_{layers[src[0]].name}_{src[1]}_split_{j}"
+        out.append(lp)
+        weights = loss_weights(lp)
+        for ti, t in enumerate(lp.top):
+            producer[t] = (li, ti)
+            n = len(uses.get((li, ti), ()))
+            if n > 1:
+                base = f"{t}_{lp.name}_{ti}_split"
+                split = caffe_pb2.LayerParameter(name=base, type="Split", bottom=[t],
+                                                 top=[f"{base}_{j}" for j in range(n)])
+                if weights[ti]:  # the last split top carries the loss instead of the original
+                    split.loss_weight.extend([0.0] * (n - 1) + [weights[ti]])
+                    weights[ti] = 0.0
+                    lp.loss_weight[:] = weights
+                out.append(split)
+    return out
+
+
+def _copy(lp):
+    new = caffe_pb2.LayerParameter()
+    new.CopyFrom(lp)
+    return new
+
+
+def _module_name(name):
+    return name.replace(".", "\u00b7")  # nn.Module names cannot hold '.'
+
+
+class CaffeNet(nn.Module):
+    """A Caffe net as a module. ``net(data=x)`` returns ``{blob: tensor}`` of the net's outputs
+    (tops no later layer reads), or of ``tops=[...]``; ``record=True`` adds every layer's tops
+    as ``{(layer, i): tensor}`` under the key ``"_tops"``.
+
+    ``input_shapes`` overrides the shapes of Input layers (or gives them to Python data layers);
+    ``python_layers`` binds ``Python`` layers by name to a module or callable (``fn(*bottoms)``
+    returns the tops). An unbound Python layer without bottoms (a data layer) turns its tops
+    into inputs fed by the caller; a module named in a prototxt is imported only with
+    ``allow_python_import=True``.
+    """
+
+    def __init__(self, net_param, phase="TEST", *, level=0, stages=(), input_shapes=None,
+                 python_layers=None, allow_python_import=False, splits=True):
+        super().__init__()
+        if phase not in PHASES:
+            raise NetError(f"phase must be TRAIN or TEST, not {phase!r}")
+        self.phase, self.name = phase, net_param.name
+        layers = filter_layers(net_param, phase, level, stages)
+        self.layer_params = insert_splits(layers) if splits else [_copy(lp) for lp in layers]
+        self.layers = nn.ModuleDict()
+        self.inputs, self.blob_shapes, self.param_specs = [], {}, []
+        self.loss_tops = []  # (layer index, top index, weight)
+        input_shapes, bound = dict(input_shapes or {}), dict(python_layers or {})
+        shared, readers = {}, set()
+        for li, lp in enumerate(self.layer_params):
+            for b in lp.bottom:
+                if b not in self.blob_shapes:
+                    raise NetError(f"layer '{lp.name}' ({lp.type}): bottom '{b}' is not a top of any "
+                                   "earlier layer")
+                readers.add(b)
+            bottoms = [self.blob_shapes[b] for b in lp.bottom]
+            layer = self._make(lp, bottoms, input_shapes, bound, allow_python_import)
+            self.layers[_module_name(lp.name)] = layer
+            try:
+                tops = layer.top_shapes(bottoms)
+            except (ValueError, RuntimeError, IndexError) as e:
+                raise NetError(e if str(e).startswith("layer '") else
+                               f"layer '{lp.name}' ({lp.type}): {e}") from None
+            if len(tops) != len(lp.top):
+                raise NetError(f"layer '{lp.name}' ({lp.type}): makes {len(tops)} tops but the "
+                               f"prototxt names {len(lp.top)}")
+            for t, shape in zip(lp.top, tops):
+                self.blob_shapes[t] = tuple(shape) if shape is not None else None
+            for ti, w in enumerate(loss_weights(lp)):
+                if w:
+                    self.loss_tops.append((li, ti, w))
+            self._specs(li, lp, layer, shared)
+        last = {}
+        for li, lp in enumerate(self.layer_params):
+            for t in lp.top:
+                last[t] = li
+        consumed = {b for lp in self.layer_params for b in lp.bottom}
+        self.outputs = [t for t in last if t not in consumed]
+
+    def _make(self, lp, bottoms, input_shapes, bound, allow_import):
+        if lp.type == "Python":
+            return PythonLayer(lp, bottoms, self.phase, bound.get(lp.name), allow_import,
+                               [input_shapes.get(t) for t in lp.top], self.inputs)
+        cls = REGISTRY.get(lp.type)
+        if cls is None:
+            raise NetError(f"layer '{lp.name}': unsupported type '{lp.type}'; supported: "
+                           f"{', '.join(sorted(REGISTRY))}, Python")
+        if getattr(cls, "is_source", False):
+            lp = _copy(lp)
+            for k, t in enumerate(lp.top):
+                if t in input_shapes:
+                    _set_input_shape(lp, k, input_shapes[t])
+            self.inputs.extend(t for t in lp.top)
+        try:
+            return cls(lp, bottoms, self.phase)
+        except (ValueError, RuntimeError, IndexError, TypeError) as e:
+            raise NetError(e if str(e).startswith("layer '") else
+                           f"layer '{lp.name}' ({lp.type}): {e}") from None
+
+    def _specs(self, li, lp, layer, shared):
+        for i in range(getattr(layer, "n_blobs", 0)):
+            spec = lp.param[i] if i < len(lp.param) else caffe_pb2.ParamSpec()
+            p = layer.blob(i)
+            if spec.name:
+                owner = shared.get(spec.name)
+                if owner is None:
+                    shared[spec.name] = p
+                else:
+                    strict = spec.share_mode != caffe_pb2.ParamSpec.PERMISSIVE
+                    if (owner.shape != p.shape) if strict else (owner.numel() != p.numel()):
+                        raise NetError(f"layer '{lp.name}' ({lp.type}): shared param '{spec.name}' "
+                                       f"has shape {tuple(p.shape)}, its owner {tuple(owner.shape)}")
+                    setattr(layer, str(i), owner)
+                    p = owner
+            self.param_specs.append((lp.name, i, p, spec))
+
+    def forward(self, *args, tops=None, record=False, **feed):
+        blobs = dict(zip(self.inputs, args))
+        blobs.update(feed)
+        missing = [b for b in self.inputs if b not in blobs]
+        if missing:
+            raise NetError(f"net '{self.name}': no value fed for input blob(s) {missing}")
+        recorded = {}
+        for lp, layer in zip(self.layer_params, self.layers.values()):
+            if getattr(layer, "is_source", False):
+                out = layer(*[blobs[t] for t in lp.top])
+            else:
+                out = layer(*[blobs[b] for b in lp.bottom])
+            out = out if isinstance(out, (tuple, list)) else (out,)
+            for i, (t, v) in enumerate(zip(lp.top, out)):
+                blobs[t] = v
+                if record:
+                    recorded[(lp.name, i)] = v
+        result = {t: blobs[t] for t in (tops or self.outputs)}
+        if record:
+            result["_tops"] = recorded
+        return result
+
+    def loss(self, tops):
+        """Caffe's objective: sum of loss_weight * top.sum() over weighted tops (from ``record``)."""
+        total = 0.0
+        for li, ti, w in self.loss_tops:
+            total = total + w * tops[(self.layer_params[li].name, ti)].sum()
+        return total
+
+    def load_caffemodel(self, weights, *, strict=False):
+        """Copy params by layer name from a caffemodel path (binary or HDF5) or a ``Weights``.
+
+        Like Caffe's ``CopyTrainedLayersFrom``: source layers the net lacks are ignored, blob
+        counts and shapes must agree (legacy 4-D dims match by count and trailing dims). Returns
+        ``{"loaded": [...], "missing": [...], "unexpected": [...]}``; ``strict`` raises on missing.
+        """
+        from .caffemodel import Weights, read_weights
+
+        w = weights if isinstance(weights, Weights) else read_weights(weights)
+        own = {lp.name: layer for lp, layer in zip(self.layer_params, self.layers.values())
+               if getattr(layer, "n_blobs", 0)}
+        report = {"loaded": [], "missing": sorted(set(own) - set(w.params)),
+                  "unexpected": sorted(set(w.params) - set(own))}
+        where = w.path or "weights"
+        for name, layer in own.items():
+            if name not in w.params:
+                continue
+            blobs = w.params[name]
+            if len(blobs) != layer.n_blobs:
+                raise NetError(f"{where}: layer '{name}' has {len(blobs)} blobs in the file, "
+                               f"the net expects {layer.n_blobs}")
+            with torch.no_grad():
+                for i, a in enumerate(blobs):
+                    p = layer.blob(i)
+                    if tuple(a.shape) != tuple(p.shape):
+                        legacy = (name, i) in w.legacy and a.size == p.numel() and \
+                            tuple(a.shape) == (1,) * (4 - p.dim()) + tuple(p.shape)
+                        if not legacy:
+                            raise NetError(f"{where}: cannot copy param {i} of layer '{name}': shape "
+                                           f"{tuple(a.shape)} in the file, {tuple(p.shape)} in the net")
+                    p.copy_(torch.from_numpy(a.astype("float32", copy=False)).reshape(p.shape))
+            report["loaded"].append(name)
+        if strict and report["missing"]:
+            raise NetError(f"{where}: no params for layer(s) {report['missing']}")
+        return report
+
+
+def _set_input_shape(lp, k, shape):
+    shapes = lp.input_param.shape
+    while len(shapes) <= k:
+        shapes.add().CopyFrom(shapes[0] if len(shapes) else caffe_pb2.BlobShape())
+    del shapes[k].dim[:]
+    shapes[k].dim.extend(int(d) for d in shape)
+
+
+def from_prototxt(path, phase="TEST", weights=None, **kw):
+    """Build a :class:`CaffeNet` from a prototxt file, and load ``weights`` if given."""
+    from .text import read_net
+
+    net_param, _ = read_net(path)
+    net = CaffeNet(net_param, phase, **kw)
+    if weights is not None:
+        net.load_caffemodel(weights)
+    return net

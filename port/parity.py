@@ -1,0 +1,114 @@
+"""Parity against real Caffe: run an oracle case folder and compare every blob Caffe recorded.
+
+A forward case (format: ``shared/oracle/README.md``) holds ``net.prototxt``, ``case.json``
+(phase, inputs, whether backward ran), ``weights.caffemodel`` (and often ``.h5``) and
+``blobs.npz``: ``input/<blob>``, ``top/<layer>/<i>``, and for backward cases ``diff/<input>``
+and ``pdiff/<layer>/<i>``. Each blob's error is ``max|ours - caffe| / max(1, max|caffe|)``.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEFAULT_RTOL = 1e-5
+
+
+def blob_error(ours, caffe):
+    ours = np.asarray(ours, np.float64)
+    caffe = np.asarray(caffe, np.float64)
+    if ours.shape != caffe.shape:
+        if ours.size != caffe.size:
+            return float("inf")
+        ours = ours.reshape(caffe.shape)
+    if caffe.size == 0:
+        return 0.0
+    return float(np.abs(ours - caffe).max() / max(1.0, float(np.abs(caffe).max())))
+
+
+class Comparison:
+    """Running worst error over the blobs of one case."""
+
+    def __init__(self):
+        self.compared, self.worst, self.where = 0, 0.0, ""
+
+    def add(self, name, ours, caffe):
+        err = blob_error(ours, caffe)
+        self.compared += 1
+        if err > self.worst or not self.where:
+            self.worst, self.where = err, name
+
+
+def _tensor(a):
+    return torch.from_numpy(np.array(a, np.float32))
+
+
+def run_forward_case(case, rtol=DEFAULT_RTOL):
+    """Interpret one forward/backward case and compare; returns the dict ``--json`` prints."""
+    from .net import from_prototxt
+
+    case = Path(case)
+    meta = json.loads((case / "case.json").read_text())
+    blobs = np.load(case / "blobs.npz")
+    weights = [p for p in (case / "weights.caffemodel", case / "weights.caffemodel.h5") if p.exists()]
+    cmp = Comparison()
+    for wpath in weights:
+        tag = "" if wpath.suffix == ".caffemodel" else " [h5]"
+        net = from_prototxt(case / "net.prototxt", meta.get("phase", "TEST"), weights=wpath)
+        names = [lp.name for lp in net.layer_params]
+        caffe_names = [l["name"] for l in meta.get("layers", [])]
+        if caffe_names and names != caffe_names:
+            raise ValueError(f"{case}: instantiated layers differ from Caffe's: ours {names}, "
+                             f"Caffe {caffe_names}")
+        feed = {b: _tensor(blobs[f"input/{b}"]).requires_grad_(bool(meta.get("backward")))
+                for b in net.inputs}
+        out = net(record=True, **feed)
+        tops = out["_tops"]
+        for key in blobs.files:
+            if key.startswith("top/"):
+                _, layer, i = key.split("/")
+                cmp.add(f"{key}{tag}", tops[(layer, int(i))].detach().numpy(), blobs[key])
+        if meta.get("backward"):
+            net.zero_grad()
+            net.loss(tops).backward()
+            params = {(name, i): p for name, i, p, _ in net.param_specs}
+            for key in blobs.files:
+                if key.startswith("diff/"):
+                    g = feed[key[5:]].grad
+                    cmp.add(f"{key}{tag}", np.zeros_like(blobs[key]) if g is None else g.numpy(), blobs[key])
+                elif key.startswith("pdiff/"):
+                    _, layer, i = key.split("/")
+                    g = params[(layer, int(i))].grad
+                    cmp.add(f"{key}{tag}", np.zeros_like(blobs[key]) if g is None else g.numpy(), blobs[key])
+    return {"case": case.name, "kind": "backward" if meta.get("backward") else "forward",
+            "compared": cmp.compared, "worst": cmp.worst, "where": cmp.where,
+            "pass": cmp.compared > 0 and cmp.worst <= rtol}
+
+
+def run_case(case, rtol=DEFAULT_RTOL):
+    """Any case folder: forward/backward cases run; solver cases are reported as unsupported."""
+    case = Path(case)
+    if (case / "solver.prototxt").exists():
+        return {"case": case.name, "kind": "solver", "compared": 0, "worst": None, "where": "",
+                "pass": None, "note": "solver cases are not supported yet (the solver emulator)"}
+    for need in ("net.prototxt", "case.json", "blobs.npz"):
+        if not (case / need).exists():
+            from .errors import CaffeFormatError
+
+            raise CaffeFormatError(case, "", f"not an oracle case folder: {need} is missing")
+    try:
+        return run_forward_case(case, rtol)
+    except ValueError as e:  # NetError, LayerError, CaffeFormatError: the net could not run
+        return {"case": case.name, "kind": "forward", "compared": 0, "worst": None,
+                "where": "", "pass": False, "error": str(e)}
+
+
+def format_table(results):
+    rows = [("case", "kind", "blobs", "worst", "where", "result")]
+    for r in results:
+        worst = "-" if r["worst"] is None else f"{r['worst']:.2e}"
+        verdict = {True: "pass", False: "FAIL", None: "not supported"}[r["pass"]]
+        where = r.get("error") or r["where"]
+        rows.append((r["case"], r["kind"], str(r["compared"]), worst, where, verdict))
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)

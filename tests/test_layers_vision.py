@@ -1,0 +1,370 @@
+"""Convolution, Deconvolution, Pooling and Crop against real Caffe outputs, plus Caffe's checks.
+
+Every such layer in the oracle cases (the single-layer cases and every one inside the FCN nets) is
+built from its LayerParameter with its bottoms' shapes, loaded with Caffe's blobs and fed the
+bottoms Caffe fed it. Its top must match Caffe's top to 1e-5 of max(1, max|caffe|). Naive
+loop versions of Caffe's pooling rules cover the corners the oracle cases do not reach.
+"""
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from google.protobuf import text_format
+
+from conftest import oracle_cases
+from fcn_port.port import caffemodel
+from fcn_port.port.layers import conv, crop, pooling  # noqa: F401  (registration)
+from fcn_port.port.layers.base import REGISTRY, LayerError
+from fcn_port.port.proto import caffe_pb2
+from fcn_port.port.text import read_net
+
+MINE = {"Convolution", "Deconvolution", "Pooling", "Crop"}
+PLUMBING = {"Input", "Split"}
+TOL = 1e-5
+
+
+def _oracle_layers():
+    params = []
+    for group in ("layers", "fcn"):
+        for case in oracle_cases(group):
+            layers = json.loads((case / "case.json").read_text())["layers"]
+            types = {entry["type"] for entry in layers}
+            if group == "layers" and not (types & MINE and types <= MINE | PLUMBING):
+                continue
+            params += [pytest.param(case, entry["name"], id=f"{group}/{case.name}/{entry['name']}")
+                       for entry in layers if entry["type"] in MINE]
+    return params
+
+
+def _bottoms(info, blobs, name):
+    """The arrays Caffe fed layer ``name``: each bottom's last producer's top (Split included)."""
+    producer = {}
+    for entry in info["layers"]:
+        if entry["name"] == name:
+            break
+        for i, top in enumerate(entry["tops"]):
+            producer[top] = f"top/{entry['name']}/{i}"
+    return entry, [blobs[producer.get(b, f"input/{b}")] for b in entry["bottoms"]]
+
+
+def build(text, bottom_shapes, phase="TEST"):
+    lp = text_format.Parse(text, caffe_pb2.LayerParameter())
+    return REGISTRY[lp.type](lp, [tuple(s) for s in bottom_shapes], phase)
+
+
+def rel_err(ours, caffe):
+    ours = ours.detach().numpy().astype(np.float64)
+    return np.abs(ours - caffe).max(initial=0) / max(1.0, np.abs(caffe).max(initial=0))
+
+
+# ------------------------------------------------------------------------------------------
+# Real Caffe
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case, name", _oracle_layers())
+def test_layer_matches_caffe(case, name):
+    info = json.loads((case / "case.json").read_text())
+    net, _ = read_net(case / "net.prototxt")
+    lp = next(layer for layer in net.layer if layer.name == name)
+    blobs = np.load(case / "blobs.npz")
+    entry, arrays = _bottoms(info, blobs, name)
+    layer = REGISTRY[lp.type](lp, [a.shape for a in arrays], info["phase"])
+
+    params = caffemodel.read_weights(case / "weights.caffemodel").params.get(name, [])
+    ours = {k: tuple(v.shape) for k, v in layer.state_dict().items()}
+    assert ours == {str(i): a.shape for i, a in enumerate(params)}  # Caffe's blob shapes
+    layer.load_state_dict({str(i): torch.tensor(np.array(a)) for i, a in enumerate(params)})
+
+    bottoms = [torch.tensor(a) for a in arrays]
+    tops = layer(*bottoms)
+    tops = tops if isinstance(tops, tuple) else (tops,)
+    caffe = [blobs[f"top/{name}/{i}"] for i in range(len(entry["tops"]))]
+    assert layer.top_shapes([a.shape for a in arrays]) == [c.shape for c in caffe]
+    assert len(tops) == len(caffe)
+    for ours, theirs in zip(tops, caffe):
+        assert tuple(ours.shape) == theirs.shape
+        assert rel_err(ours, theirs) <= TOL
+    for b, a in zip(bottoms, arrays):  # bottoms are never written to
+        assert np.array_equal(b.numpy(), a)
+
+
+def test_oracle_cases_found():
+    names = {p.id.split("/")[1] for p in _oracle_layers()}
+    assert {"conv_1x1_nobias", "conv_group_dilation", "deconv_group_bilinear",
+            "deconv_stride_pad_bias", "pool_ave_pad", "pool_ave_pad_clip", "pool_global_ave",
+            "pool_max_ceil", "pool_max_pad_clip", "pool_rect", "crop", "voc-fcn8s"} <= names
+
+
+# ------------------------------------------------------------------------------------------
+# Caffe's checks
+# ------------------------------------------------------------------------------------------
+
+def raises(text, shapes, *needles, phase="TEST"):
+    with pytest.raises(LayerError) as e:
+        build(text, shapes, phase)
+    for needle in needles:
+        assert needle in str(e.value), str(e.value)
+    return str(e.value)
+
+
+def test_group_must_divide_channels():
+    raises('name: "c" type: "Convolution" convolution_param { num_output: 6 kernel_size: 3 '
+           'group: 4 }', [(1, 6, 8, 8)], "'c'", "Convolution", "channels 6", "group 4")
+    raises('name: "d" type: "Deconvolution" convolution_param { num_output: 5 kernel_size: 3 '
+           'group: 2 }', [(1, 4, 8, 8)], "'d'", "num_output 5", "group 2")
+
+
+def test_conv_setting_errors():
+    shape = [(1, 2, 8, 8)]
+    raises('name: "c" type: "Convolution" convolution_param { num_output: 2 kernel_size: 3 '
+           'pad: 1 pad_h: 1 pad_w: 1 }', shape, "'c'", "pad")
+    raises('name: "c" type: "Convolution" convolution_param { num_output: 2 kernel_size: 3 '
+           'stride: 0 }', shape, "'c'", "stride", "0")
+    raises('name: "c" type: "Convolution" convolution_param { num_output: 2 kernel_size: 3 '
+           'kernel_size: 3 kernel_size: 3 }', shape, "'c'", "kernel_size given 3 times")
+    raises('name: "c" type: "Convolution" convolution_param { num_output: 2 }', shape, "'c'",
+           "kernel_size")
+    raises('name: "c" type: "Convolution" convolution_param { num_output: 2 kernel_size: 9 }',
+           [(1, 2, 4, 4)], "'c'", "negative output size")
+    layer = build('name: "c" type: "Convolution" convolution_param { num_output: 2 '
+                  'kernel_size: 3 }', shape)
+    with pytest.raises(LayerError, match="channels"):
+        layer.top_shapes([(1, 3, 8, 8)])
+
+
+def test_crop_offset_too_large():
+    msg = raises('name: "crop" type: "Crop" crop_param { axis: 2 offset: 7 }',
+                 [(1, 4, 11, 12), (1, 2, 5, 6)], "'crop'", "Crop", "axis 2", "offset 7",
+                 "reference size 5", "bottom size 11")
+    assert "out of bounds" in msg
+    raises('name: "crop" type: "Crop" crop_param { axis: 1 offset: 1 offset: 2 }',
+           [(1, 4, 11, 12), (1, 2, 5, 6)], "'crop'", "2 offsets", "axis 1")
+
+
+def test_pool_pad_must_be_less_than_kernel():
+    raises('name: "p" type: "Pooling" pooling_param { pool: MAX kernel_size: 3 pad: 3 }',
+           [(1, 1, 9, 9)], "'p'", "Pooling", "pad_h 3", "kernel_h 3")
+    raises('name: "p" type: "Pooling" pooling_param { pool: AVE kernel_h: 3 kernel_w: 2 '
+           'pad_h: 1 pad_w: 2 }', [(1, 1, 9, 9)], "'p'", "pad_w 2", "kernel_w 2")
+
+
+def test_pool_setting_errors():
+    shape = [(1, 1, 9, 9)]
+    raises('name: "p" type: "Pooling" pooling_param { kernel_size: 3 kernel_h: 3 kernel_w: 3 }',
+           shape, "'p'", "kernel_size OR kernel_h")
+    raises('name: "p" type: "Pooling" pooling_param { kernel_h: 3 }', shape, "'p'", "kernel_w")
+    raises('name: "p" type: "Pooling" pooling_param { global_pooling: true kernel_size: 2 }',
+           shape, "'p'", "global_pooling")
+    raises('name: "p" type: "Pooling" pooling_param { global_pooling: true stride: 2 }',
+           shape, "'p'", "stride")
+    raises('name: "p" type: "Pooling" top: "a" top: "b" pooling_param { pool: AVE '
+           'kernel_size: 2 }', shape, "'p'", "AVE", "2")
+    raises('name: "p" type: "Pooling" pooling_param { pool: STOCHASTIC kernel_size: 2 }',
+           shape, "'p'", "TEST", phase="TRAIN")
+    raises('name: "p" type: "Pooling" pooling_param { pool: STOCHASTIC kernel_size: 3 pad: 1 }',
+           shape, "'p'", "padding", "STOCHASTIC")
+    raises('name: "p" type: "Pooling" pooling_param { kernel_size: 2 }', [(1, 9, 9)], "'p'",
+           "4 axes")
+
+
+# ------------------------------------------------------------------------------------------
+# Caffe's pooling loops, written out naively, over corners the oracle does not reach
+# ------------------------------------------------------------------------------------------
+
+def caffe_pool(x, method, k, s, p, ceil=True):
+    """Caffe's Reshape + Forward_cpu (and the GPU TEST-phase STOCHASTIC) as plain loops."""
+    n, c, h, w = x.shape
+    pooled = []
+    for size, kk, ss, pp in zip((h, w), k, s, p):
+        q = np.float32(size + 2 * pp - kk) / np.float32(ss)
+        o = int(np.ceil(q) if ceil else np.floor(q)) + 1
+        if pp and (o - 1) * ss >= size + pp:
+            o -= 1
+        pooled.append(o)
+    top = np.zeros((n, c, *pooled), np.float32)
+    mask = np.full_like(top, -1)
+    fmax = np.finfo(np.float32).max
+    for i, j in itertools.product(range(pooled[0]), range(pooled[1])):
+        h0, w0 = i * s[0] - p[0], j * s[1] - p[1]
+        h1, w1 = min(h0 + k[0], h + p[0]), min(w0 + k[1], w + p[1])
+        size = (h1 - h0) * (w1 - w0)
+        win = x[:, :, max(h0, 0):min(h1, h), max(w0, 0):min(w1, w)]
+        for a, b in itertools.product(range(n), range(c)):
+            v = win[a, b]
+            if method == "MAX":
+                best, arg = -fmax, -1
+                for (y, z), val in np.ndenumerate(v):
+                    if val > best:
+                        best, arg = val, (max(h0, 0) + y) * w + max(w0, 0) + z
+                top[a, b, i, j], mask[a, b, i, j] = best, arg
+            elif method == "AVE":
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    top[a, b, i, j] = np.float32(v.sum()) / np.float32(size)
+            else:
+                t = v.sum()
+                top[a, b, i, j] = (v * v).sum() / t if t > 0 else 0
+    return top, mask
+
+
+POOL_CONFIGS = [  # (kernel, stride, pad, ceil, input H x W)
+    ((3, 3), (2, 2), (1, 1), True, (9, 12)),
+    ((3, 3), (3, 3), (2, 2), True, (7, 8)),
+    ((2, 2), (2, 2), (0, 0), True, (7, 9)),
+    ((2, 3), (1, 2), (1, 0), True, (6, 11)),
+    ((3, 3), (2, 2), (1, 1), False, (8, 9)),
+    ((3, 2), (2, 3), (2, 1), True, (5, 10)),   # pad > kernel / 2: PyTorch refuses this
+    ((1, 1), (3, 3), (0, 0), True, (5, 6)),    # no pad, k < s: Caffe keeps empty last windows
+    ((4, 4), (1, 1), (0, 0), True, (4, 4)),
+]
+
+
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize("k, s, p, ceil, hw", POOL_CONFIGS)
+def test_pooling_corners_match_caffe_loops(method, k, s, p, ceil, hw):
+    x = np.random.default_rng(0).standard_normal((2, 3, *hw)).astype(np.float32)
+    top, mask = caffe_pool(x, method, k, s, p, ceil)
+    n_tops = 2 if method == "MAX" else 1
+    tops = 'top: "t" ' * n_tops
+    layer = build(f'name: "p" type: "Pooling" {tops}pooling_param {{ '
+                  f'pool: {method} kernel_h: {k[0]} kernel_w: {k[1]} stride_h: {s[0]} '
+                  f'stride_w: {s[1]} pad_h: {p[0]} pad_w: {p[1]} '
+                  f'round_mode: {"CEIL" if ceil else "FLOOR"} }}', [x.shape])
+    out = layer(torch.from_numpy(x))
+    outs = out if isinstance(out, tuple) else (out,)
+    assert layer.top_shapes([x.shape]) == [top.shape] * n_tops
+    np.testing.assert_allclose(outs[0].numpy(), top, rtol=1e-6, atol=1e-6, equal_nan=True)
+    if method == "MAX":
+        np.testing.assert_array_equal(outs[1].numpy(), mask)
+
+
+def test_max_pooling_inf_nan_like_caffe():
+    x = np.random.default_rng(1).standard_normal((1, 2, 6, 6)).astype(np.float32)
+    x[0, 0, :2, :2] = -np.inf
+    x[0, 0, 2, 2] = np.nan
+    x[0, 1, 4:, 4:] = np.nan
+    layer = build('name: "p" type: "Pooling" top: "t" top: "m" pooling_param { kernel_size: 2 '
+                  'stride: 2 }', [x.shape])
+    y, m = layer(torch.from_numpy(x))
+    top, mask = caffe_pool(x, "MAX", (2, 2), (2, 2), (0, 0))
+    np.testing.assert_array_equal(y.numpy(), top)
+    np.testing.assert_array_equal(m.numpy(), mask)
+    assert y[0, 0, 0, 0] == -np.finfo(np.float32).max and m[0, 0, 0, 0] == -1
+
+
+def test_stochastic_test_phase_and_global():
+    x = np.random.default_rng(2).standard_normal((2, 3, 7, 9)).astype(np.float32)
+    layer = build('name: "p" type: "Pooling" pooling_param { pool: STOCHASTIC kernel_size: 3 '
+                  'stride: 2 }', [x.shape])
+    top, _ = caffe_pool(x, "STOCHASTIC", (3, 3), (2, 2), (0, 0))
+    np.testing.assert_allclose(layer(torch.from_numpy(x)).numpy(), top, rtol=1e-5, atol=1e-6)
+    g = build('name: "p" type: "Pooling" pooling_param { pool: MAX global_pooling: true }',
+              [x.shape])
+    assert g.top_shapes([(1, 3, 4, 5)]) == [(1, 3, 1, 1)]  # kernel follows the bottom
+    np.testing.assert_array_equal(g(torch.from_numpy(x)).numpy(),
+                                  x.max(axis=(2, 3), keepdims=True))
+
+
+def test_pooling_gradient_flows():
+    x = torch.randn(1, 2, 7, 8, requires_grad=True)
+    for method in ("MAX", "AVE"):
+        layer = build(f'name: "p" type: "Pooling" pooling_param {{ pool: {method} kernel_size: 3 '
+                      'stride: 3 pad: 2 }', [x.shape])
+        layer(x).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------------------
+# Convolution corners
+# ------------------------------------------------------------------------------------------
+
+def naive_conv(x, w, b, s, p, d, group):
+    """Caffe's im2col convolution for one 2-D image batch: taps outside the input read 0."""
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    oh = int((h + 2 * p[0] - (d[0] * (kh - 1) + 1)) / s[0]) + 1  # C truncation
+    ow = int((wd + 2 * p[1] - (d[1] * (kw - 1) + 1)) / s[1]) + 1
+    y = np.zeros((n, o, oh, ow), np.float64)
+    og = o // group
+    for oc, i, j in itertools.product(range(o), range(oh), range(ow)):
+        g = oc // og
+        for ic, u, v in itertools.product(range(cg), range(kh), range(kw)):
+            hh, ww = i * s[0] - p[0] + u * d[0], j * s[1] - p[1] + v * d[1]
+            if 0 <= hh < h and 0 <= ww < wd:
+                y[:, oc, i, j] += x[:, g * cg + ic, hh, ww] * w[oc, ic, u, v]
+    return y + (0 if b is None else b[None, :, None, None])
+
+
+@pytest.mark.parametrize("hw, k, s, p, d, group", [
+    ((7, 8), (3, 3), (2, 2), (1, 1), (1, 1), 1),
+    ((4, 5), (5, 5), (2, 3), (0, 1), (1, 1), 2),   # window overruns: Caffe truncates to 1 output
+    ((9, 6), (3, 2), (1, 2), (2, 0), (2, 3), 2),
+])
+def test_conv_matches_im2col_definition(hw, k, s, p, d, group):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 4, *hw)).astype(np.float32)
+    layer = build(f'name: "c" type: "Convolution" convolution_param {{ num_output: 6 '
+                  f'kernel_h: {k[0]} kernel_w: {k[1]} stride_h: {s[0]} stride_w: {s[1]} '
+                  f'pad_h: {p[0]} pad_w: {p[1]} dilation: {d[0]} dilation: {d[1]} '
+                  f'group: {group} }}', [x.shape])
+    w = rng.standard_normal(layer.blob(0).shape).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    layer.load_state_dict({"0": torch.from_numpy(w), "1": torch.from_numpy(b)})
+    ref = naive_conv(x, w, b, s, p, d, group)
+    y = layer(torch.from_numpy(x))
+    assert layer.top_shapes([x.shape]) == [ref.shape] and tuple(y.shape) == ref.shape
+    assert rel_err(y, ref) <= TOL
+
+
+def test_conv_nd_axis_and_several_bottoms():
+    # 1-D and 3-D
+    c1 = build('name: "c" type: "Convolution" convolution_param { num_output: 3 kernel_size: 3 '
+               'pad: 1 stride: 2 }', [(2, 4, 9)])
+    assert c1.blob(0).shape == (3, 4, 3) and c1.top_shapes([(2, 4, 9)]) == [(2, 3, 5)]
+    c3 = build('name: "c" type: "Deconvolution" convolution_param { num_output: 2 '
+               'kernel_size: 2 kernel_size: 3 kernel_size: 4 stride: 2 }', [(1, 3, 2, 3, 4)])
+    assert c3.blob(0).shape == (3, 2, 2, 3, 4)
+    assert c3.top_shapes([(1, 3, 2, 3, 4)]) == [(1, 2, 4, 7, 10)]
+    assert tuple(c3(torch.randn(1, 3, 2, 3, 4)).shape) == (1, 2, 4, 7, 10)
+    # channel axis 2: axes 0 and 1 are batch axes
+    ca = build('name: "c" type: "Convolution" convolution_param { num_output: 3 kernel_size: 3 '
+               'axis: 2 weight_filler { type: "gaussian" std: 1 } }', [(2, 5, 4, 6, 6)])
+    x = torch.randn(2, 5, 4, 6, 6)
+    y = ca(x)
+    assert tuple(y.shape) == (2, 5, 3, 4, 4)
+    torch.testing.assert_close(y[1, 3], ca(x[1:2, 3:4])[0, 0])
+    # two bottoms share the weights and give two tops
+    two = build('name: "c" type: "Convolution" top: "a" top: "b" convolution_param { '
+                'num_output: 2 kernel_size: 1 weight_filler { type: "gaussian" std: 1 } }',
+                [(1, 3, 4, 4), (1, 3, 4, 4)])
+    a, b = torch.randn(1, 3, 4, 4), torch.randn(1, 3, 4, 4)
+    ya, yb = two(a, b)
+    torch.testing.assert_close(yb, two(b))
+    torch.testing.assert_close(ya, two(a))
+
+
+def test_deconv_large_pad_and_filler():
+    layer = build('name: "d" type: "Deconvolution" convolution_param { num_output: 2 '
+                  'kernel_size: 3 stride: 2 pad: 3 bias_term: false '
+                  'weight_filler { type: "constant" value: 1 } }', [(1, 2, 4, 4)])
+    assert layer.n_blobs == 1 and torch.all(layer.blob(0) == 1)
+    x = torch.randn(1, 2, 4, 4)
+    y = layer(x)
+    assert tuple(y.shape) == (1, 2, 3, 3) == layer.top_shapes([(1, 2, 4, 4)])[0]
+    # scatter definition: input (i, j) adds weight * value at output (i*s - p + u, j*s - p + v)
+    full = torch.zeros(1, 2, 2 * 3 + 3, 2 * 3 + 3)
+    for i, j, u, v in itertools.product(range(4), range(4), range(3), range(3)):
+        full[0, :, i * 2 + u, j * 2 + v] += x[0, :, i, j].sum()
+    torch.testing.assert_close(y, full[:, :, 3:6, 3:6])
+
+
+def test_crop_is_top_left_view_without_gradient_to_reference():
+    layer = build('name: "c" type: "Crop" crop_param { axis: 1 offset: 1 offset: 2 offset: 4 }',
+                  [(1, 4, 11, 12), (1, 2, 5, 6)])
+    x = torch.arange(4 * 11 * 12, dtype=torch.float32).reshape(1, 4, 11, 12).requires_grad_()
+    ref = torch.zeros(1, 2, 5, 6, requires_grad=True)
+    y = layer(x, ref)
+    assert torch.equal(y, x[:, 1:3, 2:7, 4:10])
+    y.sum().backward()
+    assert x.grad.sum() == 2 * 5 * 6 and ref.grad is None
