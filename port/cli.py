@@ -36,6 +36,17 @@ def _parity(args):
     return 1 if any(r["pass"] is False for r in results) else 0
 
 
+def layer_table():
+    """Markdown table of the supported Caffe layer types, generated from the registry."""
+    from .layers import REGISTRY
+
+    rows = ["| Caffe type | module |", "| --- | --- |"]
+    for name, cls in sorted(REGISTRY.items(), key=lambda kv: kv[0].lower()):
+        rows.append(f"| `{name}` | `port/layers/{cls.__module__.rsplit('.', 1)[-1]}.py` |")
+    rows.append("| `Python` | `port/layers/python.py` (bound explicitly, see above) |")
+    return "\n".join(rows)
+
+
 def build_parser():
     from .. import __version__
 
@@ -61,6 +72,9 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="one JSON object per case")
     p.add_argument("--rtol", type=float, default=1e-5, help="tolerance (default 1e-5)")
     p.set_defaults(run=_parity)
+
+    p = verbs.add_parser("layers", help="list the supported Caffe layer types")
+    p.set_defaults(run=lambda args: print(layer_table()))
     return parser
 
 
