@@ -15,7 +15,7 @@ def _inspect(args):
 
     files = args.files or [str(DEFAULT_WEIGHTS)]
     for i, path in enumerate(files):
-        report = inspect_file(path, stats=args.stats or not args.files)
+        report = inspect_file(path, stats=not args.no_stats)
         if args.json:
             print(json.dumps(report))
         else:
@@ -61,7 +61,8 @@ def build_parser():
         "what loading upgraded. With no FILE, the bundled small voc-fcn8s."))
     p.add_argument("files", nargs="*", metavar="FILE")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
-    p.add_argument("--stats", action="store_true", help="value summary per layer (min/max/mean/NaN)")
+    p.add_argument("--no-stats", action="store_true",
+                   help="skip the per-layer value summary (min/max/mean/NaN count)")
     p.set_defaults(run=_inspect)
 
     p = verbs.add_parser("parity", help="compare with real Caffe outputs", description=(

@@ -144,3 +144,11 @@ def test_parity_cli_table_json_and_exit_status(tmp_path):
                          capture_output=True, text=True)
     worst = run_case(cases[0])["worst"]
     assert run.returncode == (1 if worst > 0 else 0)
+
+
+def test_readme_lists_exactly_the_registered_layers():
+    from pathlib import Path
+
+    from fcn_port.port.cli import layer_table
+
+    assert layer_table() in (Path(__file__).resolve().parents[1] / "README.md").read_text()
