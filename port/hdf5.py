@@ -66,21 +66,14 @@ def read_hdf5_weights(path):
     return Weights(net, params, path=str(path), format="hdf5", diffs=diffs)
 
 
-def _layer_names(net):
-    for layer in net.layer:
-        yield layer.name
-    for layer in net.layers:
-        yield layer.name
-
-
 def write_hdf5_weights(weights, path, *, net=None):
     """Write weights (a :class:`Weights` or ``{layer: [arrays]}``) in Caffe's HDF5 layout."""
-    from .caffemodel import Weights
+    from .caffemodel import Weights, _layer_messages
 
     params = weights.params if isinstance(weights, Weights) else weights
     if net is None and isinstance(weights, Weights):
         net = weights.net
-    names = list(dict.fromkeys(list(_layer_names(net)) if net is not None else []))
+    names = list(dict.fromkeys(name for _, _, name in _layer_messages(net))) if net is not None else []
     names += [n for n in params if n not in names]
     with fileio.atomic_output(path, mode=None) as tmp, h5py.File(tmp, "w") as f:
         data = f.create_group("data")
