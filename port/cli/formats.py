@@ -1,17 +1,13 @@
-"""The ``fcn-port`` command: thin verbs over the library. Bad input prints one clear line."""
-import argparse
+"""Verbs on Caffe files: ``inspect``, ``parity``, ``layers``."""
 import json
-import sys
 from pathlib import Path
 
-from .errors import CaffeFormatError
-
-BUNDLED = Path(__file__).resolve().parent / "data"
+BUNDLED = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_WEIGHTS = BUNDLED / "voc-fcn8s-tiny.caffemodel"
 
 
 def _inspect(args):
-    from .inspect import format_report, inspect_file
+    from ..inspect import format_report, inspect_file
 
     files = args.files or [str(DEFAULT_WEIGHTS)]
     for i, path in enumerate(files):
@@ -23,7 +19,7 @@ def _inspect(args):
 
 
 def _parity(args):
-    from .parity import format_table, run_case
+    from ..parity import format_table, run_case
 
     results = []
     for case in args.cases:
@@ -38,7 +34,7 @@ def _parity(args):
 
 def layer_table():
     """Markdown table of the supported Caffe layer types, generated from the registry."""
-    from .layers import REGISTRY
+    from ..layers import REGISTRY
 
     rows = ["| Caffe type | module |", "| --- | --- |"]
     for name, cls in sorted(REGISTRY.items(), key=lambda kv: kv[0].lower()):
@@ -47,14 +43,7 @@ def layer_table():
     return "\n".join(rows)
 
 
-def build_parser():
-    from .. import __version__
-
-    parser = argparse.ArgumentParser(prog="fcn-port", description=(
-        "Caffe FCN nets, weights and solvers in PyTorch, with no numerical drift."))
-    parser.add_argument("--version", action="version", version=f"fcn-port {__version__}")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-
+def add_verbs(verbs):
     p = verbs.add_parser("inspect", help="describe any Caffe file", description=(
         "Describe a prototxt (net or solver), caffemodel (binary or HDF5) or solverstate: "
         "format and version, layers with types, bottoms, tops and param shapes, totals, and "
@@ -76,22 +65,3 @@ def build_parser():
 
     p = verbs.add_parser("layers", help="list the supported Caffe layer types")
     p.set_defaults(run=lambda args: print(layer_table()))
-    return parser
-
-
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        return args.run(args) or 0
-    except CaffeFormatError as e:
-        print(f"fcn-port: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("fcn-port: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
