@@ -1,4 +1,60 @@
-"""Hand-written PyTorch FCN modules (VGG16 FCN-32s/16s/8s, AlexNet, dataset variants).
+"""The FCN family in PyTorch: hand-written modules whose layers are Caffe's, by name.
 
-Not built yet: see the project's issue tracker (issue 4).
+    from fcn_port import models
+    net = models.load("voc-fcn8s.pt")              # a checkpoint from `fcn-port convert`
+    net = models.load("voc-fcn8s.caffemodel")      # or straight from Caffe's weights
+    net = models.voc_fcn8s()                       # the official geometry, Caffe's zero init
+    net = models.build("voc-fcn8s", classes=5)     # ... for another class count
+
+``models.OFFICIAL`` lists every official model (``voc-fcn32s`` ... ``nyud-fcn32s-color-hha``)
+with its classes, means and solver values; each has a factory function named after it
+(``voc_fcn8s``, ``siftflow_fcn16s``, ...) taking ``weights=`` (a caffemodel or checkpoint).
 """
+from .checkpoint import ConvertError, convert, detect, load
+from .fcn import FCN
+from .spec import net_param, solver_param
+from .zoo import MEANS, OFFICIAL, FCNConfig
+
+__all__ = ["FCN", "FCNConfig", "OFFICIAL", "MEANS", "ConvertError", "build", "convert",
+           "detect", "load", "names", "net_param", "solver_param"]
+
+
+def names():
+    return list(OFFICIAL)
+
+
+def build(name, *, classes=None, widths=None, fc=None, weights=None):
+    """An FCN with the official geometry of ``name``; ``classes`` (int, or one per head),
+    ``widths`` (five conv widths) and ``fc`` change it. ``weights``: a caffemodel or checkpoint
+    to load (its shapes must fit)."""
+    if name not in OFFICIAL:
+        raise ConvertError(f"unknown model {name!r}; known: {', '.join(OFFICIAL)}")
+    cfg = OFFICIAL[name]
+    if classes is not None:
+        counts = classes if isinstance(classes, (list, tuple)) else [classes]
+        if len(counts) != len(cfg.heads):
+            raise ConvertError(f"{name} has {len(cfg.heads)} score head(s), got classes {classes}")
+        cfg = cfg.replace(heads=tuple((h, int(n)) for (h, _), n in zip(cfg.heads, counts)))
+    if widths is not None:
+        cfg = cfg.replace(widths=tuple(widths))
+    if fc is not None:
+        cfg = cfg.replace(fc=int(fc))
+    model = FCN(cfg)
+    if weights is not None:
+        src = load(weights)
+        model.load_state_dict(src.state_dict(), strict=True)
+    return model.eval()
+
+
+def _factory(name):
+    def make(weights=None, **kw):
+        return build(name, weights=weights, **kw)
+    make.__name__ = make.__qualname__ = name.replace("-", "_")
+    make.__doc__ = f"The official {name} (see :func:`build`)."
+    return make
+
+
+for _name in OFFICIAL:
+    globals()[_name.replace("-", "_")] = _factory(_name)
+    __all__.append(_name.replace("-", "_"))
+del _name

@@ -1,0 +1,235 @@
+"""Caffemodel to checkpoint: which FCN the weights are, conversion, and one-line loading.
+
+:func:`detect` reads the family from the layer names of a caffemodel (``score_fr`` and its
+skips ``score_pool4`` / ``score_pool3``, ``scale_pool4`` for at-once, ``score_fr_sem`` for SIFT
+Flow, ``conv1_1_bgrd`` / ``conv1_1color`` for NYUD, ``conv1`` for AlexNet) and the class
+count and widths from the blob shapes, so fine-tuned and reduced-width nets convert too.
+:func:`convert` checks every blob against the model's own shapes (the model is set up on the
+``meta`` device: no memory for it) and writes one checkpoint::
+
+    {"format": "fcn-port/1", "meta": {...}, "state_dict": {"conv1_1.0": ..., ...}}
+
+``meta`` holds the config (model name, classes, mean, inputs, widths), the source file and its
+sha256, and the fcn-port version. A caffemodel that is no FCN converts with its prototxt into an
+*interpreter* checkpoint (``meta["kind"] == "caffenet"``, the net's text inside). :func:`load`
+gives back a ready module in eval mode for either kind.
+"""
+import hashlib
+import os
+
+import torch
+
+from fcn_port.port import fileio
+from fcn_port.port.errors import NetError
+
+from .fcn import FCN
+from .zoo import OFFICIAL, FCNConfig
+
+FORMAT = "fcn-port/1"
+
+
+class ConvertError(NetError):
+    """The weights do not fit the model: names the file and every mismatch."""
+
+
+def _out(params, layer):
+    return int(params[layer][0].shape[0])
+
+
+def detect(params, name=None):
+    """The :class:`FCNConfig` of ``params`` ({layer: [blob, ...]}); ``name`` forces the family."""
+    have = set(params)
+    if name is not None:
+        if name not in OFFICIAL:
+            raise ConvertError(f"unknown model {name!r}; known: {', '.join(OFFICIAL)}")
+        base = OFFICIAL[name]
+    elif "conv1_1color" in have:
+        base = OFFICIAL["nyud-fcn32s-color-hha"]
+    elif "conv1_1_bgrd" in have:
+        base = OFFICIAL["nyud-fcn32s-color-d"]
+    elif "conv1" in have and "score_fr" in have:
+        base = OFFICIAL["voc-fcn-alexnet"]
+    else:
+        sift = "score_fr_sem" in have
+        if not sift and "score_fr" not in have:
+            return None
+        h = "_sem" if sift else ""
+        stride = 8 if f"score_pool3{h}" in have else 16 if f"score_pool4{h}" in have else 32
+        dataset = "siftflow" if sift else {60: "pascalcontext"}.get(_out(params, "score_fr"), "voc")
+        if not sift and _out(params, "score_fr") == 40 and stride == 32:
+            base = OFFICIAL["nyud-fcn32s-color"]
+        else:
+            base = OFFICIAL[f"{dataset}-fcn{stride}s" + ("-atonce" if "scale_pool4" in have else "")]
+    return _fit(base, params)
+
+
+def _fit(cfg, params):
+    """``cfg`` with classes, widths and input channels read from the blob shapes."""
+    t = cfg.towers[0]
+    try:
+        heads = tuple((h, _out(params, f"score_fr{h}{t}")) for h, _ in cfg.heads)
+        if cfg.arch == "alexnet":
+            widths = tuple(_out(params, f"conv{i}") for i in range(1, 6))
+        else:
+            widths = tuple(_out(params, cfg.conv1 if s == 1 and not t else f"conv{s}_1{t}")
+                           for s in range(1, 6))
+        conv1 = cfg.conv1 if not t else f"conv1_1{t}"
+        in_ch = int(params[conv1][0].shape[1])
+        return cfg.replace(heads=heads, widths=widths, fc=_out(params, f"fc6{t}"),
+                           in_channels=in_ch if len(cfg.towers) == 1 else cfg.in_channels)
+    except (KeyError, IndexError) as e:
+        raise ConvertError(f"weights lack layer {e} of {cfg.name}") from None
+
+
+def expected_shapes(cfg):
+    """{state_dict key: shape} of the model, set up without allocating anything."""
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in FCN(cfg).state_dict().items()}
+
+
+def match(cfg, weights):
+    """The state dict for ``cfg`` from ``weights`` (a Weights), or ConvertError listing every
+    missing, unexpected and mis-shaped blob."""
+    want, problems, sd = expected_shapes(cfg), [], {}
+    for layer, blobs in weights.params.items():
+        for i, a in enumerate(blobs):
+            key = f"{layer}.{i}"
+            if key not in want:
+                problems.append(f"unexpected blob {key} {tuple(a.shape)} (no such layer/blob in "
+                                f"{cfg.name})")
+                continue
+            t = torch.from_numpy(a)
+            if tuple(a.shape) != want[key]:
+                if (layer, i) in weights.legacy and a.size == t.new_empty(want[key]).numel():
+                    t = t.reshape(want[key])  # old num/channels/height/width dims
+                else:
+                    problems.append(f"{key}: shape {tuple(a.shape)} in the file, {cfg.name} "
+                                    f"needs {want[key]}")
+                    continue
+            sd[key] = t if t.dtype == torch.float32 else t.float()
+    problems += [f"missing blob {k} {s}" for k, s in want.items() if k not in sd and
+                 not any(p.startswith(k + ":") for p in problems)]
+    if problems:
+        where = weights.path or "weights"
+        raise ConvertError(f"{where}: does not fit {cfg.name} (classes "
+                           f"{[n for _, n in cfg.heads]}, widths {list(cfg.widths)}, fc {cfg.fc}): "
+                           + "; ".join(problems))
+    return sd
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _meta_common(path):
+    from fcn_port import __version__
+
+    return {"source": os.path.basename(path), "sha256": sha256(path), "fcn_port": __version__}
+
+
+def convert(path, out=None, *, model=None, prototxt=None):
+    """Convert caffemodel ``path`` (binary or HDF5) into a checkpoint at ``out`` (default:
+    ``path`` with ``.pt``). Returns (out, meta). Nothing is written if anything mismatches."""
+    from fcn_port.port.caffemodel import read_weights
+
+    weights = read_weights(path)
+    out = out or os.path.splitext(path[:-3] if path.endswith(".h5") else path)[0] + ".pt"
+    cfg = detect(weights.params, model)
+    if cfg is None:
+        if prototxt is None:
+            raise ConvertError(f"{path}: no FCN layers (score_fr, score_fr_sem, ...) in these "
+                               f"weights; give --prototxt to convert any Caffe net for the "
+                               f"interpreter, or --model NAME")
+        return _convert_caffenet(weights, path, out, prototxt)
+    sd = match(cfg, weights)
+    meta = {"kind": "fcn", **cfg.meta(), **_meta_common(path)}
+    save({"format": FORMAT, "meta": meta, "state_dict": sd}, out)
+    return out, meta
+
+
+def _convert_caffenet(weights, path, out, prototxt):
+    from fcn_port.port.net import CaffeNet
+    from fcn_port.port.text import read_net, to_text
+
+    net_param, _ = read_net(prototxt)
+    with torch.device("meta"):
+        net = CaffeNet(net_param, "TEST")
+        net.load_caffemodel(weights, strict=True)  # names, counts and shapes; copies nothing
+    sd = {f"{k}.{i}": torch.from_numpy(a) for k, blobs in weights.params.items()
+          for i, a in enumerate(blobs)}
+    meta = {"kind": "caffenet", "model": net_param.name or os.path.basename(prototxt),
+            "prototxt": to_text(net_param), **_meta_common(path)}
+    save({"format": FORMAT, "meta": meta, "state_dict": sd}, out)
+    return out, meta
+
+
+def save(obj, out):
+    """torch.save, atomically (no partial file on error)."""
+    with fileio.atomic_output(out) as f:
+        torch.save(obj, f)
+
+
+def load(path, map_location="cpu"):
+    """The module a checkpoint (or a caffemodel of an FCN) holds, in eval mode, with ``.meta``.
+    FCNs are set up on the ``meta`` device and the loaded tensors assigned: no zeros first."""
+    path = os.fspath(path)
+    if _is_caffemodel(path):
+        from fcn_port.port.caffemodel import read_weights
+
+        weights = read_weights(path)
+        cfg = detect(weights.params)
+        if cfg is None:
+            raise ConvertError(f"{path}: no FCN layers (score_fr, score_fr_sem, ...); load "
+                               f"other nets with fcn_port.port.net.from_prototxt")
+        meta, sd = {"kind": "fcn", **cfg.meta(), "source": os.path.basename(path)}, \
+            match(cfg, weights)
+    else:
+        meta, sd = _read_checkpoint(path, map_location)
+    if meta.get("kind") == "caffenet":
+        model = _load_caffenet(meta, sd)
+    else:
+        with torch.device("meta"):
+            model = FCN(FCNConfig.from_meta(meta))
+        model.load_state_dict(sd, strict=True, assign=True)
+    model.meta = meta
+    return model.eval()
+
+
+def _is_caffemodel(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read(2) != b"PK"  # torch checkpoints are zip files; HDF5 or protobuf not
+    except OSError as e:
+        raise ConvertError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def _read_checkpoint(path, map_location):
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (OSError, RuntimeError, EOFError) as e:
+        raise ConvertError(f"{path}: not an fcn-port checkpoint ({e})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ConvertError(f"{path}: not an fcn-port checkpoint (no '{FORMAT}' format tag); "
+                           f"make one with: fcn-port convert X.caffemodel")
+    return ckpt["meta"], ckpt["state_dict"]
+
+
+def _load_caffenet(meta, sd):
+    from fcn_port.port.caffemodel import Weights
+    from fcn_port.port.net import CaffeNet
+    from fcn_port.port.proto import caffe_pb2
+    from fcn_port.port.text import parse_text
+
+    net_param, _ = parse_text(meta["prototxt"], caffe_pb2.NetParameter, "checkpoint")
+    params = {}
+    for key, t in sd.items():
+        layer, i = key.rsplit(".", 1)
+        params.setdefault(layer, []).append((int(i), t.numpy()))
+    params = {k: [a for _, a in sorted(v)] for k, v in params.items()}
+    net = CaffeNet(net_param, "TEST")
+    net.load_caffemodel(Weights(net_param, params))
+    return net

@@ -1,0 +1,86 @@
+"""The PASCAL VOC colour palette, label PNGs and the official overlay.
+
+``make_palette(n)`` is the standard VOC colormap: the bits of the class index are dealt out
+round-robin to R, G, B from the most significant bit down (bit 0 -> R bit 7, bit 1 -> G bit 7,
+bit 2 -> B bit 7, bit 3 -> R bit 6, ...). Class 0 is black, 1 (128, 0, 0), 2 (0, 128, 0),
+15 (person) (192, 128, 128) and 255 (void) (224, 224, 192), the colours in the VOC
+SegmentationClass PNGs. The official vis.make_palette(21) is the first 21 rows of it.
+
+``overlay`` is the official vis_seg: in float32, pixels whose label is > 0 become
+``(1 - alpha) * image + alpha * colour``, then the result is truncated (not rounded) to uint8;
+background (label 0) pixels are left exactly as they were.
+"""
+import numpy as np
+from PIL import Image
+
+from ..port.fileio import atomic_output
+
+
+def make_palette(n=256):
+    """(n, 3) uint8 RGB array: the VOC bit-shuffle colours of classes 0 .. n-1."""
+    palette = np.zeros((n, 3), dtype=np.uint8)
+    for k in range(n):
+        label, bit = k, 7
+        while label:
+            for channel in range(3):
+                palette[k, channel] |= ((label >> channel) & 1) << bit
+            label >>= 3
+            bit -= 1
+    return palette
+
+
+VOC_PALETTE = make_palette(256)
+
+
+def _labels(labels):
+    a = labels.detach().cpu().numpy() if hasattr(labels, "detach") else np.asarray(labels)
+    if a.ndim != 2:
+        raise ValueError(f"labels must be H x W; got shape {a.shape}")
+    return a
+
+
+def color_seg(labels, palette=VOC_PALETTE):
+    """H x W labels -> H x W x 3 uint8 colour image (the official vis.color_seg)."""
+    a = _labels(labels)
+    palette = np.asarray(palette, dtype=np.uint8)
+    if a.size and (a.min() < 0 or a.max() >= len(palette)):
+        raise ValueError(f"labels span {a.min()}..{a.max()}; the palette has {len(palette)} colours")
+    return palette[a]
+
+
+def label_image(labels, palette=VOC_PALETTE):
+    """H x W labels (0..255) -> mode 'P' PIL image carrying ``palette`` (padded to 256 colours)."""
+    a = _labels(labels)
+    if a.size and (a.min() < 0 or a.max() > 255):
+        raise ValueError(f"labels span {a.min()}..{a.max()}; a paletted PNG holds 0..255")
+    palette = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)[:256]
+    full = np.zeros((256, 3), dtype=np.uint8)
+    full[: len(palette)] = palette
+    im = Image.fromarray(a.astype(np.uint8))  # mode L; putpalette makes it P, values kept
+    im.putpalette(full.tobytes())
+    return im
+
+
+def save_label_png(labels, path, palette=VOC_PALETTE):
+    """Write ``labels`` as a paletted PNG that opens like a VOC SegmentationClass PNG.
+    All or nothing: a failure leaves no partial file."""
+    im = label_image(labels, palette)
+    with atomic_output(path) as f:
+        im.save(f, format="PNG")
+
+
+def overlay(image_rgb, labels, palette=VOC_PALETTE, alpha=0.5):
+    """Blend the colours of non-background labels into an RGB image, as the official vis_seg.
+
+    ``image_rgb``: H x W x 3 uint8 array or RGB PIL image. Returns an H x W x 3 uint8 array."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1]; got {alpha}")
+    seg = _labels(labels)
+    vis = np.array(image_rgb, dtype=np.float32)
+    if vis.ndim != 3 or vis.shape[2] != 3 or vis.shape[:2] != seg.shape:
+        raise ValueError(f"image {vis.shape} and labels {seg.shape} do not match (H x W x 3, H x W)")
+    colours = color_seg(seg, palette)
+    mask = seg > 0
+    vis[mask] *= 1.0 - alpha
+    vis[mask] += alpha * colours[mask]  # float64 products added into float32, as vis_seg does
+    return vis.astype(np.uint8)
