@@ -65,7 +65,7 @@ class FCNConfig:
                 "classes": self.classes if len(self.heads) == 1 else
                 {"score" + s: n for s, n in self.heads},
                 "heads": [list(h) for h in self.heads], "towers": list(self.towers),
-                "inputs": list(self.inputs), "mean": list(self.means[0]),
+                "inputs": list(self.inputs), "outputs": list(self.outputs), "mean": list(self.means[0]),
                 "means": {k: list(m) for k, m in zip(self.inputs, self.means)},
                 "conv1": self.conv1, "in_channels": self.in_channels,
                 "widths": list(self.widths), "fc": self.fc}

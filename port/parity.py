@@ -109,6 +109,7 @@ def format_table(results):
         worst = "-" if r["worst"] is None else f"{r['worst']:.2e}"
         verdict = {True: "pass", False: "FAIL", None: "not supported"}[r["pass"]]
         where = r.get("error") or r["where"]
+        where = where if len(where) <= 160 else where[:157] + "..."
         rows.append((r["case"], r["kind"], str(r["compared"]), worst, where, verdict))
     widths = [max(len(row[i]) for row in rows) for i in range(6)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)

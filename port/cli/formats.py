@@ -21,6 +21,15 @@ def _inspect(args):
 def _parity(args):
     from ..parity import format_table, run_case
 
+    if args.model:  # the hand-written models (fcn_port.models) instead of the interpreter
+        from ...models.parity import run_model_case
+
+        def run_case(case, rtol):  # noqa: F811
+            try:
+                return run_model_case(case, args.model, rtol)
+            except ValueError as e:  # the weights or the case do not fit the model
+                return {"case": Path(case).name, "kind": f"model {args.model}", "compared": 0,
+                        "worst": None, "where": "", "pass": False, "error": str(e)}
     results = []
     for case in args.cases:
         r = run_case(case, args.rtol)
@@ -61,6 +70,10 @@ def add_verbs(verbs):
     p.add_argument("cases", nargs="+", metavar="CASE_DIR")
     p.add_argument("--json", action="store_true", help="one JSON object per case")
     p.add_argument("--rtol", type=float, default=1e-5, help="tolerance (default 1e-5)")
+    p.add_argument("--model", metavar="NAME_OR_CKPT", help=(
+        "run forward cases through a hand-written model instead of the interpreter: an "
+        "official name or 'auto' (weights converted from the case's caffemodel, the family "
+        "detected for 'auto'), or a checkpoint"))
     p.set_defaults(run=_parity)
 
     p = verbs.add_parser("layers", help="list the supported Caffe layer types")
