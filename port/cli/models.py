@@ -7,7 +7,11 @@ from ..text import to_text
 
 def _convert(args):
     from ...models import convert
+    from .formats import DEFAULT_WEIGHTS
 
+    if args.caffemodel is None:  # the bundled small voc-fcn8s, converted into the current dir
+        args.caffemodel = str(DEFAULT_WEIGHTS)
+        args.output = args.output or DEFAULT_WEIGHTS.with_suffix(".pt").name
     out, meta = convert(args.caffemodel, args.output, model=args.model, prototxt=args.prototxt)
     if args.json:
         print(json.dumps({**meta, "output": out}))
@@ -78,7 +82,7 @@ def add_verbs(verbs):
         "the state dict (keys '<caffe layer>.<blob>') and metadata (model, classes, mean, "
         "source sha256, fcn-port version). The FCN family, class count and widths are "
         "detected from the layer names and shapes. Nothing is written if they do not fit."))
-    p.add_argument("caffemodel")
+    p.add_argument("caffemodel", nargs="?", help="default: the bundled small voc-fcn8s")
     p.add_argument("-o", "--output", help="output file (default: the input with .pt)")
     p.add_argument("--model", choices=list(OFFICIAL), metavar="NAME",
                    help="force the family (e.g. nyud-fcn32s-hha, which has the same layers "
