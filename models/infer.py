@@ -41,8 +41,9 @@ def _as_tuple(out):
 def predict(model, inputs, device=None):
     """Argmax labels of ``model(*inputs)``: an (N, H, W) int64 tensor, or a tuple of them
     (one per output) when the model returns a tuple. ``inputs``: a tensor or a sequence of
-    tensors in ``meta['inputs']`` order. Runs under ``torch.inference_mode()`` on ``device``
-    (default: where the model's parameters are); the model's train/eval mode is left alone."""
+    tensors in ``meta['inputs']`` order. Runs under ``torch.inference_mode()``; the inputs are
+    moved to ``device`` (default: the device of the model's parameters), the model is not moved
+    and its train/eval mode is left alone. Labels come back on the CPU."""
     tensors = [inputs] if torch.is_tensor(inputs) else list(inputs)
     device = torch.device(device) if device is not None else _device_of(model)
     with torch.inference_mode():

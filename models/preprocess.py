@@ -177,7 +177,9 @@ def load_inputs(meta, image, hha=None, depth=None):
     """The model's input tensors for one example, in ``meta['inputs']`` order.
 
     The first input comes from ``image`` (for nyud-fcn32s-hha that is the HHA PNG); a further
-    'hha' or 'depth' input from ``hha`` / ``depth``. Sizes must agree."""
+    'hha' or 'depth' input from ``hha`` / ``depth``. Sizes must agree. Means: ``meta['means']``
+    per input, else ``meta['mean']`` for a colour input, else the dataset's constant; the dtype
+    is the dataset's (float64 for VOC, float32 for the others), as in the official layers."""
     kinds = input_kinds(meta)
     dataset = meta.get("dataset", "voc")
     extra = {"hha": hha, "depth": depth}
@@ -185,18 +187,23 @@ def load_inputs(meta, image, hha=None, depth=None):
         if given is not None and kind not in kinds[1:]:
             raise CaffeFormatError(_name(given), "", f"a {kind} file was given but "
                                    f"{meta.get('model', 'the model')} takes {kinds}")
+    names = list(meta.get("inputs") or ["data"])
+    means = dict(meta.get("means") or {})
+    if meta.get("mean") is not None and kinds[0] == "color":
+        means.setdefault(names[0], meta["mean"])
     tensors = []
-    for i, kind in enumerate(kinds):
+    for i, (name, kind) in enumerate(zip(names, kinds)):
         source = image if i == 0 else extra.get(kind)
         if source is None:
             raise CaffeFormatError(_name(image), "", f"{meta.get('model', 'the model')} also "
                                    f"needs a {kind} image for this one")
+        given = means.get(name)
         if kind == "color":
-            t = preprocess_image(source, mean_for(dataset, meta.get("mean")))
+            t = preprocess_image(source, mean_for(dataset, given))
         elif kind == "hha":
-            t = preprocess_hha(source)
+            t = preprocess_hha(source, NYUD_HHA_MEAN if given is None else mean_for(dataset, given))
         else:
-            t = preprocess_depth(source)
+            t = preprocess_depth(source, NYUD_LOGD_MEAN if given is None else mean_for(dataset, given))
         if tensors and t.shape[2:] != tensors[0].shape[2:]:
             raise CaffeFormatError(_name(source), "", f"{kind} is {tuple(t.shape[2:])} (H, W); "
                                    f"expected the size of {_name(image)}: {tuple(tensors[0].shape[2:])}")
