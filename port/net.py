@@ -146,6 +146,9 @@ class CaffeNet(nn.Module):
                                    "earlier layer")
                 readers.add(b)
             bottoms = [self.blob_shapes[b] for b in lp.bottom]
+            if _module_name(lp.name) in self.layers:
+                raise NetError(f"layer '{lp.name}' ({lp.type}): a layer of this name comes "
+                               "earlier; layer names must be unique (weights load by name)")
             layer = self._make(lp, bottoms, input_shapes, bound, allow_python_import)
             self.layers[_module_name(lp.name)] = layer
             try:

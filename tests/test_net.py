@@ -152,3 +152,17 @@ def test_readme_lists_exactly_the_registered_layers():
     from fcn_port.port.cli import layer_table
 
     assert layer_table() in (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def test_duplicate_layer_names_are_an_error():
+    from fcn_port.port.errors import NetError
+    from fcn_port.port.net import CaffeNet
+    from fcn_port.port.proto import caffe_pb2
+    from fcn_port.port.text import parse_text
+
+    net, _ = parse_text('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 } } }'
+                        'layer { name: "r" type: "ReLU" bottom: "x" top: "y" }'
+                        'layer { name: "r" type: "ReLU" bottom: "y" top: "z" }',
+                        caffe_pb2.NetParameter)
+    with pytest.raises(NetError, match="layer 'r' .*names must be unique"):
+        CaffeNet(net)
