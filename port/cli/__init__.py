@@ -12,7 +12,7 @@ import sys
 from ..errors import CaffeFormatError, NetError
 from .formats import DEFAULT_WEIGHTS, layer_table  # noqa: F401  (public names)
 
-VERB_MODULES = ("formats", "models", "infer", "offsets", "surgery")
+VERB_MODULES = ("formats", "models", "infer", "offsets", "surgery", "export", "bench")
 
 
 def build_parser():
