@@ -15,7 +15,9 @@ sha256, and the fcn-port version. A caffemodel that is no FCN converts with its 
 gives back a ready module in eval mode for either kind.
 """
 import hashlib
+import mmap
 import os
+import threading
 
 import torch
 
@@ -118,17 +120,29 @@ def match(cfg, weights):
 
 
 def sha256(path):
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+        if os.fstat(f.fileno()).st_size == 0:
+            return hashlib.sha256().hexdigest()
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            return hashlib.sha256(m).hexdigest()  # hashed from the page cache, no copies
 
 
-def _meta_common(path):
+def _meta_common(path, digest):
     from fcn_port import __version__
 
-    return {"source": os.path.basename(path), "sha256": sha256(path), "fcn_port": __version__}
+    return {"source": os.path.basename(path), "sha256": digest, "fcn_port": __version__}
+
+
+def _in_background(fn, *args):
+    """Run ``fn(*args)`` in a thread (hashlib releases the GIL); call the result to join."""
+    box = {}
+    worker = threading.Thread(target=lambda: box.update(value=fn(*args)), daemon=True)
+    worker.start()
+
+    def result():
+        worker.join()
+        return box["value"]
+    return result
 
 
 def convert(path, out=None, *, model=None, prototxt=None):
@@ -137,6 +151,7 @@ def convert(path, out=None, *, model=None, prototxt=None):
     from fcn_port.port.caffemodel import read_weights
 
     weights = read_weights(path)
+    digest = _in_background(sha256, path)  # the source's sha256, while the rest goes on
     out = out or os.path.splitext(path[:-3] if path.endswith(".h5") else path)[0] + ".pt"
     cfg = detect(weights.params, model)
     if cfg is None:
@@ -144,14 +159,14 @@ def convert(path, out=None, *, model=None, prototxt=None):
             raise ConvertError(f"{path}: no FCN layers (score_fr, score_fr_sem, ...) in these "
                                f"weights; give --prototxt to convert any Caffe net for the "
                                f"interpreter, or --model NAME")
-        return _convert_caffenet(weights, path, out, prototxt)
+        return _convert_caffenet(weights, path, out, prototxt, digest)
     sd = match(cfg, weights)
-    meta = {"kind": "fcn", **cfg.meta(), **_meta_common(path)}
+    meta = {"kind": "fcn", **cfg.meta(), **_meta_common(path, digest())}
     save({"format": FORMAT, "meta": meta, "state_dict": sd}, out)
     return out, meta
 
 
-def _convert_caffenet(weights, path, out, prototxt):
+def _convert_caffenet(weights, path, out, prototxt, digest):
     from fcn_port.port.net import CaffeNet
     from fcn_port.port.text import read_net, to_text
 
@@ -162,15 +177,16 @@ def _convert_caffenet(weights, path, out, prototxt):
     sd = {f"{k}.{i}": torch.from_numpy(a) for k, blobs in weights.params.items()
           for i, a in enumerate(blobs)}
     meta = {"kind": "caffenet", "model": net_param.name or os.path.basename(prototxt),
-            "prototxt": to_text(net_param), **_meta_common(path)}
+            "prototxt": to_text(net_param), **_meta_common(path, digest())}
     save({"format": FORMAT, "meta": meta, "state_dict": sd}, out)
     return out, meta
 
 
 def save(obj, out):
-    """torch.save, atomically (no partial file on error)."""
-    with fileio.atomic_output(out) as f:
-        torch.save(obj, f)
+    """``torch.save(obj, out)``, atomically; the caffemodel's floats go file to file."""
+    from fcn_port.port.torchsave import save as save_file
+
+    save_file(obj, out)
 
 
 def load(path, map_location="cpu"):
