@@ -123,8 +123,12 @@ def sha256(path):
     with open(path, "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
             return hashlib.sha256().hexdigest()
+        h, piece = hashlib.sha256(), 64 << 20
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            return hashlib.sha256(m).hexdigest()  # hashed from the page cache, no copies
+            for at in range(0, len(m), piece):  # from the page cache, no copies; each piece
+                h.update(memoryview(m)[at:at + piece])  # is let go once hashed (RSS stays low)
+                m.madvise(mmap.MADV_DONTNEED, at, min(piece, len(m) - at))
+        return h.hexdigest()
 
 
 def _meta_common(path, digest):
