@@ -2,8 +2,8 @@
 
 Every file :func:`map_file` maps is remembered (address range, path, device and inode) for as
 long as its map lives, so that :func:`file_span` can tell a writer that some memory is, byte
-for byte, a span of a file on disk, and the writer can then copy file to file
-(:mod:`.torchsave` does) instead of reading the pages into the process. The maps are
+for byte, a span of a file on disk: the writer can then take those bytes from the file
+(:mod:`.torchsave` does) instead of faulting the caller's map into the process. The maps are
 copy-on-write: memory counts as the file's only while none of its pages has been written to,
 which :func:`file_span` checks in the kernel's page table (``/proc/self/pagemap``).
 """
@@ -92,16 +92,16 @@ class FileSpan:
     identity: tuple
 
     def open(self):
-        """A read-only descriptor on the very file that was mapped, or None when ``path`` now
-        names another file (replaced since) or one too short to hold the span."""
+        """A read-only descriptor on the very file that was mapped, or -1 when ``path`` now
+        names another file (replaced since) or none."""
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except OSError:
-            return None
+            return -1
         st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != self.identity or st.st_size < self.offset + self.nbytes:
+        if (st.st_dev, st.st_ino) != self.identity:
             os.close(fd)
-            return None
+            return -1
         return fd
 
 

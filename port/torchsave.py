@@ -1,10 +1,11 @@
-"""``torch.save(obj, path)``, with the tensors of a mapped caffemodel copied file to file.
+"""``torch.save(obj, path)``, with the tensors of a mapped caffemodel written from the file.
 
-Why: the tensors of ``read_weights(path).state_dict()`` are views of the mapped caffemodel.
-Plain ``torch.save`` reads every page of them into the process (a 538 MB voc-fcn8s then peaks
-at imports + 1.00x the file) and copies it through user space. Here the kernel copies the
-bytes from the caffemodel into the output (``copy_file_range``), the floats never pass
-through the process, and the CRC-32s the zip needs are summed by other threads meanwhile.
+Why: the tensors of ``read_weights(path).state_dict()`` are views of the caffemodel, mapped
+copy-on-write. Plain ``torch.save`` reads all of them through that map, so every page of the
+file ends up in the process's RSS (a 538 MB voc-fcn8s peaks at imports + 1.00x the file), and
+it sums the CRC-32s and writes on one thread. Here those bytes are read from the file through
+a private read-only map, 2 MiB at a time, each piece summed and written while in the cache and
+then let go; and the pieces are shared among threads.
 
 How, in four steps:
 
@@ -14,17 +15,23 @@ How, in four steps:
    gave which key (:func:`_recording_pickle_module`). The keys must be ``0..n-1`` with one
    stored record each of the storage's size; :class:`TorchLayoutError` says what differed.
 2. **Sources.** :func:`.fileio.file_span` says whether a storage is, byte for byte, a span of
-   a mapped file (a packed blob of a caffemodel, no page written to since); the rest (tensors
-   not from a file, unpacked or split payloads, pages written to) come from memory.
-3. **Fill.** File spans are copied file to file (``copy_file_range``, after ``fallocate``;
-   holes of a sparse source are left as holes), memory is written with ``pwrite``. Worker
-   threads meanwhile sum the CRC-32s in 16 MiB pieces (:mod:`.crc32`), file spans through a
-   private read-only map whose pages are let go once summed, so the peak RSS stays near the
-   interpreter's own.
+   a mapped file (a packed blob of a caffemodel, no page of it written to since; float or
+   double). The rest (tensors not from a file, unpacked or split payloads, pages written to)
+   are written from memory.
+3. **Fill.** Each storage is cut into :data:`PIECE`-byte pieces; every thread (this one and
+   up to :data:`MAX_HELPERS` more) takes the next piece, sums its CRC-32, ``pwrite``s it into
+   the record and, for a file span, drops its pages from the process (``MADV_DONTNEED``), so
+   the peak RSS stays near the interpreter's own. Records get their blocks up front
+   (``fallocate``); holes of a sparse source stay holes and their CRC is computed, not read
+   (:mod:`.crc32`).
 4. **Patch.** :func:`.torchzip.put_crcs` writes the CRCs and the matching
    ``.data/serialization_id``: the file is, byte for byte, what ``torch.save(obj, path)``
-   writes, and ``torch.load`` and ``zipfile`` both accept it. (With torch's
+   writes, and ``torch.load`` and ``zipfile`` both accept it. (Under torch's
    ``set_crc32_options(False)`` the CRCs stay 0, as torch.save leaves them.)
+
+``copy_file_range`` (the kernel copying file to file) was tried first: a caffemodel's blobs
+start at arbitrary offsets, so its splice splits every output page in two, and with the CRC
+pass on another thread it was 15-25 % slower than the pieces here (benchmarks/README.md).
 
 The output is written under a temporary name and renamed into place only when complete
 (:func:`.fileio.atomic_output`): no partial file on error. No fsync, as torch.save does none.
@@ -46,10 +53,9 @@ import zlib
 import numpy as np
 
 from . import crc32, fileio, torchzip
-from .errors import CaffeFormatError
 
-PIECE = 16 << 20  # bytes per CRC work item
-MAX_HELPERS = 3  # CRC threads beside the writing one
+PIECE = 2 << 20  # bytes per work item: small enough to stay in the cache between CRC and write
+MAX_HELPERS = 3  # threads beside the calling one
 
 
 class TorchLayoutError(torchzip.LayoutError):
@@ -72,11 +78,11 @@ def save(obj, path):
     with fileio.atomic_output(path, mode=None, same_name=True) as tmp:
         if not hasattr(torch.serialization, "skip_data"):
             return torch.save(obj, tmp)
-        storages = _write_skeleton(obj, tmp)
+        storages = _write_skeleton(obj, tmp, path)
         fd = os.open(tmp, os.O_RDWR)
         try:
-            found = torchzip.records(fd, tmp)
-            slots = _pair(found, storages, tmp)
+            found = torchzip.records(fd, path)
+            slots = _pair(found, storages, path)
             crcs = _fill(fd, slots, torch.serialization.get_crc32_options())
             if crcs is not None:
                 torchzip.put_crcs(fd, found, {slot.record.name: c for slot, c in zip(slots, crcs)})
@@ -86,13 +92,14 @@ def save(obj, path):
 
 # --------------------------------------------------------------------------- 1. skeleton
 
-def _write_skeleton(obj, path):
-    """torch.save without the storage bytes; return ``{key: UntypedStorage}`` as torch keyed them."""
+def _write_skeleton(obj, tmp, path):
+    """torch.save to ``tmp`` without the storage bytes; return ``{key: UntypedStorage}`` as
+    torch keyed them. (``path``, the file asked for, names it in errors.)"""
     import torch
 
     seen = []
     with torch.serialization.skip_data():
-        torch.save(obj, path, pickle_module=_recording_pickle_module(seen))
+        torch.save(obj, tmp, pickle_module=_recording_pickle_module(seen))
     storages = {}
     for pid, storage in seen:
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
@@ -162,8 +169,8 @@ def _pair(found, storages, path):
 
 @dataclasses.dataclass
 class _Source:
-    """Where a storage's bytes come from: a file span (``fd`` open on that very file, its
-    ``extents`` (start, length, has data) relative to the span) or memory."""
+    """Where a storage's bytes come from: a file span (``fd`` open on that very file, shared
+    by its spans; ``extents`` (start, length, has data) relative to the span) or memory."""
 
     nbytes: int
     span: fileio.FileSpan = None
@@ -172,13 +179,16 @@ class _Source:
     memory: np.ndarray = None  # uint8, over the storage
 
 
-def _source(storage):
+def _source(storage, fds):
+    """The source of ``storage``; ``fds`` ({file identity: fd or -1}) opens each file once."""
     if storage.device.type != "cpu":
         storage = storage.cpu()  # as torch.save does
     n = storage.nbytes()
     span = fileio.file_span(storage.data_ptr(), n)
-    fd = span.open() if span is not None else -1
-    if fd >= 0:
+    if span is not None and span.identity not in fds:
+        fds[span.identity] = span.open()
+    fd = fds[span.identity] if span is not None else -1
+    if fd >= 0 and span.offset + n <= os.fstat(fd).st_size:
         return _Source(n, span=span, fd=fd, extents=_extents(fd, span.offset, n))
     return _Source(n, memory=_bytes_of(storage))
 
@@ -195,6 +205,8 @@ def _extents(fd, start, n):
     """[(offset from start, length, has data)] covering ``[start, start + n)`` of the file:
     holes of a sparse file (SEEK_HOLE) read as zeros and need no copying. Where the file
     system cannot tell, all of it is data."""
+    if not hasattr(os, "SEEK_DATA"):
+        return [(0, n, True)]
     end, pos, out = start + n, start, []
     while pos < end:
         try:
@@ -218,23 +230,23 @@ def _extents(fd, start, n):
 
 def _fill(out, slots, crc):
     """Write every storage into its record; return the records' CRC-32s when ``crc``."""
-    sources, maps, pieces = [], {}, []
+    sources, fds, maps, pieces = [], {}, {}, []
     try:
         for slot in slots:
-            sources.append(_source(slot.storage))
-        if crc:
-            pieces = _crc_pieces(sources, maps)
-        results = [None] * len(pieces)
-        _run_with_helpers(lambda: _write_all(out, slots, sources), pieces, results)
+            sources.append(_source(slot.storage, fds))
+        for slot, source in zip(slots, sources):
+            _reserve_extents(out, slot.record.data_at, source)
+        pieces = _pieces(slots, sources, maps)
+        results = _run_pieces(out, pieces, crc)
     finally:
         for piece in pieces:
             piece.release()
         for mm, whole in maps.values():
             whole.release()
             mm.close()
-        for source in sources:
-            if source.fd >= 0:
-                os.close(source.fd)
+        for fd in fds.values():
+            if fd >= 0:
+                os.close(fd)
     if not crc:
         return None
     crcs = [0] * len(sources)
@@ -243,81 +255,20 @@ def _fill(out, slots, crc):
     return crcs
 
 
-def _write_all(out, slots, sources):
-    for slot, source in zip(slots, sources):
-        at = slot.record.data_at
-        if source.span is None:
-            _pwrite_all(out, memoryview(source.memory).cast("B"), at)
-            continue
-        for start, length, has_data in source.extents:
-            if has_data:  # a hole stays a hole: the skeleton reserved the record as one
-                _reserve(out, at + start, length)
-                _copy(source.fd, out, source.span.offset + start, at + start, length,
-                      source.span.path)
-
-
-def _copy(src, out, src_at, out_at, n, src_path):
-    """``n`` bytes from ``src`` to ``out`` in the kernel, or through a small buffer where the
-    file systems will not (``copy_file_range`` refused: another device, no support)."""
-    done = 0
-    while done < n and hasattr(os, "copy_file_range"):
-        try:
-            step = os.copy_file_range(src, out, n - done, src_at + done, out_at + done)
-        except OSError as e:
-            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
-                raise
-            break
-        if step == 0:
-            raise CaffeFormatError(src_path, f"byte {src_at + done}",
-                                   f"the file ends; expected {n - done} more bytes")
-        done += step
-    buf = memoryview(bytearray(min(n - done, 8 << 20)))
-    while done < n:
-        got = os.preadv(src, [buf[:n - done]], src_at + done)
-        if got == 0:
-            raise CaffeFormatError(src_path, f"byte {src_at + done}",
-                                   f"the file ends; expected {n - done} more bytes")
-        _pwrite_all(out, buf[:got], out_at + done)
-        done += got
-
-
-def _pwrite_all(fd, view, at):
-    while len(view):
-        n = os.pwrite(fd, view, at)
-        view, at = view[n:], at + n
-
-
-_fallocate = None
-
-
-def _reserve(fd, at, n):
-    """Allocate ``[at, at + n)`` up front (Linux ``fallocate``): ext4 fills preallocated blocks
-    quicker than it allocates them page by page. Best effort, and never emulated by writing
-    zeros (as glibc's ``posix_fallocate`` would be where the file system lacks it)."""
-    global _fallocate
-    if _fallocate is None:
-        try:
-            _fallocate = ctypes.CDLL(None, use_errno=True).fallocate
-            _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-        except (OSError, AttributeError):
-            _fallocate = False
-    if _fallocate:
-        _fallocate(fd, 0, at, n)  # on failure (no support, disk full) the writes will tell
-
-
-# --------------------------------------------------------------------------- CRC-32 pieces
-
 class _Piece:
-    """``length`` bytes of source ``index``: a view to sum, or None for a run of zeros.
-    ``drop`` = (map, start, length): pages to let go once summed."""
+    """``length`` bytes of storage ``index``, going to ``out_at`` in the output: ``view`` holds
+    them, or is None for a run of zeros (a hole of a sparse source: nothing to write).
+    ``drop`` = (map, start, length): pages of a source map to let go once done."""
 
-    def __init__(self, index, length, view=None, drop=None):
-        self.index, self.length, self.view, self.drop = index, length, view, drop
+    def __init__(self, index, length, out_at, view=None, drop=None):
+        self.index, self.length, self.out_at, self.view, self.drop = index, length, out_at, view, drop
 
-    def crc(self):
+    def run(self, out, crc):
+        """Write the piece (the CRC first, while the bytes are in the cache); return its CRC."""
         if self.view is None:
-            return crc32.zeros(self.length)
-        value = zlib.crc32(self.view)
+            return crc32.zeros(self.length) if crc else 0
+        value = zlib.crc32(self.view) if crc else 0
+        _pwrite_all(out, self.view, self.out_at)
         if self.drop is not None:
             mm, lo, size = self.drop
             mm.madvise(mmap.MADV_DONTNEED, lo, size)  # a read-only shared map: nothing is lost
@@ -328,25 +279,28 @@ class _Piece:
             self.view.release()
 
 
-def _crc_pieces(sources, maps):
-    """Cut every source into pieces of at most :data:`PIECE` bytes, in order. File spans are
-    read through one read-only map per file (kept in ``maps``): the page cache in place."""
+def _pieces(slots, sources, maps):
+    """Cut every storage into pieces of at most :data:`PIECE` bytes, in file order. File spans
+    are read through one read-only map per file (kept in ``maps``), so the bytes come from the
+    file (its page cache), never from the caller's copy-on-write map."""
     pieces = []
-    for index, source in enumerate(sources):
+    for index, (slot, source) in enumerate(zip(slots, sources)):
+        out_at = slot.record.data_at
         if source.span is None:
             whole = memoryview(source.memory).cast("B")
-            pieces += [_Piece(index, j - i, whole[i:j]) for i, j in _cut(0, source.nbytes)]
+            pieces += [_Piece(index, j - i, out_at + i, whole[i:j]) for i, j in _cut(0, source.nbytes)]
             continue
         if source.span.identity not in maps:
             mm = mmap.mmap(source.fd, 0, access=mmap.ACCESS_READ)
             maps[source.span.identity] = (mm, memoryview(mm))
         mm, whole = maps[source.span.identity]
+        base = source.span.offset
         for start, length, has_data in source.extents:
             if not has_data:
-                pieces.append(_Piece(index, length))
+                pieces.append(_Piece(index, length, out_at + start))
                 continue
-            for i, j in _cut(source.span.offset + start, length):
-                pieces.append(_Piece(index, j - i, whole[i:j], _pages(mm, i, j)))
+            for i, j in _cut(base + start, length):
+                pieces.append(_Piece(index, j - i, out_at + i - base, whole[i:j], _pages(mm, i, j)))
     return pieces
 
 
@@ -364,15 +318,22 @@ def _pages(mm, lo, hi):
     return mm, lo, hi - lo
 
 
-def _run_with_helpers(main, pieces, results):
-    """Run ``main`` while helper threads sum ``pieces`` into ``results``; then help them."""
+def _pwrite_all(fd, view, at):
+    while len(view):
+        n = os.pwrite(fd, view, at)
+        view, at = view[n:], at + n
+
+
+def _run_pieces(out, pieces, crc):
+    """Run every piece, on this thread and up to :data:`MAX_HELPERS` more; their CRCs in order."""
+    results = [None] * len(pieces)
     todo = itertools.count()  # next() on it is atomic under the GIL
     stop, errors = threading.Event(), []
 
     def work():
         try:
             while not stop.is_set() and (i := next(todo)) < len(pieces):
-                results[i] = pieces[i].crc()
+                results[i] = pieces[i].run(out, crc)
         except BaseException as e:  # re-raised in the calling thread
             errors.append(e)
             stop.set()
@@ -381,16 +342,13 @@ def _run_with_helpers(main, pieces, results):
     for t in helpers:
         t.start()
     try:
-        main()
         work()
-    except BaseException:
-        stop.set()
-        raise
     finally:
         for t in helpers:
             t.join()
     if errors:
         raise errors[0]
+    return results
 
 
 def _helper_count(pieces):
@@ -399,3 +357,30 @@ def _helper_count(pieces):
     except AttributeError:
         cpus = os.cpu_count() or 1
     return max(0, min(MAX_HELPERS, cpus - 1, len(pieces) - 1))
+
+
+_fallocate = None
+
+
+def _reserve_extents(out, at, source):
+    """Allocate the blocks a file span's data will fill (Linux ``fallocate``): ext4 fills
+    preallocated blocks quicker than it allocates them page by page. Holes stay holes."""
+    if source.span is None:
+        return
+    for start, length, has_data in source.extents:
+        if has_data:
+            _reserve(out, at + start, length)
+
+
+def _reserve(fd, at, n):
+    """Best effort, and never emulated by writing zeros (as glibc's ``posix_fallocate`` would
+    be where the file system lacks it); a failure (no support, disk full) is the writes' to report."""
+    global _fallocate
+    if _fallocate is None:
+        try:
+            _fallocate = ctypes.CDLL(None, use_errno=True).fallocate
+            _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        except (OSError, AttributeError):
+            _fallocate = False
+    if _fallocate:
+        _fallocate(fd, 0, at, n)

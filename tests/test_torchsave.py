@@ -32,14 +32,16 @@ def assert_same_file(ours, theirs):
 
 
 def copied_from_files(monkeypatch):
-    """Record the (source file, bytes) of every file-to-file copy save makes."""
-    copies, real = [], torchsave._copy
+    """Record the (source file, bytes) of every storage save writes from a file."""
+    copies, real = [], torchsave._source
 
-    def spy(src, out, src_at, out_at, n, src_path):
-        copies.append((src_path, n))
-        return real(src, out, src_at, out_at, n, src_path)
+    def spy(storage, fds):
+        source = real(storage, fds)
+        if source.span is not None:
+            copies.append((source.span.path, source.nbytes))
+        return source
 
-    monkeypatch.setattr(torchsave, "_copy", spy)
+    monkeypatch.setattr(torchsave, "_source", spy)
     return copies
 
 
@@ -103,6 +105,20 @@ def test_a_tensor_written_to_after_reading_is_saved_from_memory(tmp_path):
     assert caffemodel.read_weights(path).params["fc6"][0][0, 0, 0, 0] != 42.0
 
 
+def test_a_caffemodel_replaced_after_reading_is_saved_from_memory(tmp_path, monkeypatch):
+    src = tmp_path / "w.caffemodel"
+    src.write_bytes((ORACLE / "fcn" / "voc-fcn8s" / "weights.caffemodel").read_bytes())
+    weights = caffemodel.read_weights(src)
+    before = {k: v.clone() for k, v in weights.state_dict().items()}
+    other = {name: [np.zeros_like(a) for a in blobs] for name, blobs in weights.params.items()}
+    caffemodel.write_weights(other, tmp_path / "new.caffemodel", net=weights.net)
+    os.replace(tmp_path / "new.caffemodel", src)  # same name, another file
+    copies = copied_from_files(monkeypatch)
+    torchsave.save(weights.state_dict(), tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert copies == [] and all(torch.equal(loaded[k], v) for k, v in before.items())
+
+
 def test_double_data_blobs(tmp_path):
     rng = np.random.default_rng(0)
     params = {"ip": [rng.standard_normal((3, 5)), rng.standard_normal(3).astype(np.float32)]}
@@ -123,19 +139,19 @@ def test_an_error_mid_write_leaves_no_file_and_the_old_one_intact(tmp_path, monk
     out.write_bytes(b"old")
     calls = []
 
-    def failing(*args):
-        calls.append(args)
+    def failing(fd, view, at):
+        calls.append(at)
         if len(calls) == 3:
             raise OSError(28, "No space left on device")
-        return real(*args)
+        return real(fd, view, at)
 
-    real = torchsave._copy
-    monkeypatch.setattr(torchsave, "_copy", failing)
+    real = torchsave._pwrite_all
+    monkeypatch.setattr(torchsave, "_pwrite_all", failing)
     with pytest.raises(OSError, match="No space"):
         torchsave.save(weights.state_dict(), out)
     assert out.read_bytes() == b"old"
     assert sorted(os.listdir(tmp_path)) == ["model.pt"]  # no temporary file or folder left
-    monkeypatch.setattr(torchsave, "_copy", real)
+    monkeypatch.setattr(torchsave, "_pwrite_all", real)
     (tmp_path / "model.pt").unlink()
     with pytest.raises((AttributeError, TypeError, pickle.PicklingError)):
         torchsave.save({"bad": lambda: 0}, out)  # fails while torch.save pickles
