@@ -38,6 +38,7 @@ The output is written under a temporary name and renamed into place only when co
 Where this torch lacks ``skip_data`` (before 2.6) it is plain ``torch.save``, still atomic;
 a file object instead of a path goes to ``torch.save`` unchanged.
 """
+import contextlib
 import ctypes
 import dataclasses
 import errno
@@ -243,7 +244,8 @@ def _fill(out, slots, crc):
             piece.release()
         for mm, whole in maps.values():
             whole.release()
-            mm.close()
+            with contextlib.suppress(BufferError):  # a slice kept by an error's traceback:
+                mm.close()  # the map closes when that goes
         for fd in fds.values():
             if fd >= 0:
                 os.close(fd)

@@ -158,6 +158,25 @@ def test_an_error_mid_write_leaves_no_file_and_the_old_one_intact(tmp_path, monk
     assert os.listdir(tmp_path) == []
 
 
+def test_a_write_that_fails_half_way_reports_the_error_itself(tmp_path, monkeypatch):
+    weights = caffemodel.read_weights(ORACLE / "fcn" / "voc-fcn8s" / "weights.caffemodel")
+    real, calls = os.pwrite, []
+
+    def half_then_full(fd, data, at):
+        calls.append(at)
+        if len(calls) == 5:
+            return real(fd, memoryview(data)[:len(data) // 2], at)
+        if len(calls) > 5:
+            raise OSError(28, "No space left on device")
+        return real(fd, data, at)
+
+    monkeypatch.setattr(os, "pwrite", half_then_full)
+    with pytest.raises(OSError, match="No space"):
+        torchsave.save(weights.state_dict(), tmp_path / "model.pt")
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_layout_torch_no_longer_uses_is_reported(tmp_path, monkeypatch):
     monkeypatch.setattr(torchsave, "_recording_pickle_module", lambda seen: pickle)
     with pytest.raises(torchzip.LayoutError, match=r"model\.pt: .*records data/\['0'\]"):
