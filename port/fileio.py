@@ -38,8 +38,16 @@ def map_file(path, expected):
 
 
 def is_hdf5(path):
-    with open(path, "rb") as f:
-        return f.read(8) == HDF5_MAGIC
+    """Whether ``path`` starts with the HDF5 signature; a file that cannot be opened is a
+    CaffeFormatError naming it (not a bare OSError from deep inside a reader)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == HDF5_MAGIC
+    except OSError as e:
+        from .errors import CaffeFormatError
+
+        raise CaffeFormatError(path, "", "is a directory" if os.path.isdir(path) else
+                               (e.strerror or str(e)).lower()) from None
 
 
 @contextlib.contextmanager

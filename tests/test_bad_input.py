@@ -154,3 +154,12 @@ def test_cli_prints_one_line_and_no_traceback(tmp_path):
     assert run.returncode == 2
     assert run.stderr.startswith("fcn-port: error: ") and str(path) in run.stderr
     assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+def test_missing_file_or_directory_is_a_format_error(tmp_path):
+    from fcn_port.port.caffemodel import read_weights
+
+    with pytest.raises(CaffeFormatError, match="missing.caffemodel: no such file"):
+        read_weights(tmp_path / "missing.caffemodel")
+    with pytest.raises(CaffeFormatError, match="is a directory"):
+        read_weights(tmp_path)
