@@ -12,12 +12,21 @@ builds, from the same parameters (shared, not copied, unless a layout change nee
 3. ``channels_last``: the fused convolutions' weights are kept in NHWC and the input is fed in
    NHWC (oneDNN's native layout: no reorders between layers);
 4. ``compile``: ``torch.compile`` of step 1 with Inductor's ``freezing`` (weights folded and
-   pre-packed, conv + ReLU fused by Inductor itself); used instead of 2-3 when it works here
-   (it needs a C++ compiler; the first call compiles, ~10-25 s for voc-fcn8s on 2 cores).
+   pre-packed, conv + ReLU fused by Inductor itself), where 2-3 cannot be had (it needs a
+   C++ compiler; the first call compiles, ~7-25 s for voc-fcn8s on 2 cores).
 
-:func:`fast_model` returns the fastest variant whose outputs stay within ``rtol`` (1e-5,
-relative to max(1, max|eager|)) of the eager model on a probe input; the summation order of
-oneDNN's NHWC kernels differs from NCHW, measured ~2e-6 on voc-fcn8s at 500 x 500.
+Most of the gain over eager on that machine is not here but in the allocator: glibc maps
+each activation over 32 MB afresh and the VM first-touches it on every pass;
+:func:`fcn_port.models.bench.keep_freed_memory` (process-wide, so not done here) alone takes
+voc-fcn8s from 2.52 s to 1.92 s, steps 1-3 then to 1.76 s.
+
+:func:`fast_model` returns the first variant, in the order ``fused-nhwc`` (2-3),
+``compile-freezing`` (4), ``fused-nchw``, whose outputs stay within ``rtol`` (1e-5, relative to
+max(1, max|eager|)) of the eager model on a probe input; the summation order of oneDNN's NHWC
+kernels differs from NCHW, measured 2.1e-6 on voc-fcn8s at 500 x 500. On 2 AMD EPYC cores
+(benchmarks/README.md) ``fused-nhwc`` and ``compile-freezing`` run equally fast (1.76 s and
+1.80 s against 2.52 s eager); the fused path needs no compiler, compiles nothing and holds
+no second copy of the weights, so it comes first.
 """
 import copy
 
@@ -112,14 +121,15 @@ def _error(got, want):
 
 
 def fast_model(model, probe, *, compile=True, rtol=1e-5, inplace=False, log=None):
-    """(callable, name, error): the first of ``compile`` (if asked and it works here),
-    ``fused-nhwc`` and ``fused-nchw`` whose output on ``probe`` (a tuple of inputs) is within
-    ``rtol`` of ``model``'s; the eager model itself if none is. ``inplace``: see :func:`fused`."""
+    """(callable, name, error): the first of ``fused-nhwc``, ``compile-freezing`` (with
+    ``compile``, where it works here) and ``fused-nchw`` whose output on ``probe`` (a tuple
+    of inputs) is within ``rtol`` of ``model``'s; the eager model itself if none is.
+    ``inplace``: see :func:`fused`."""
     with torch.inference_mode():
         want = model(*probe)
-        candidates = ([("compile-freezing", compiled)] if compile else []) + \
-            [("fused-nhwc", lambda m: fused(m, inplace=inplace)),
-             ("fused-nchw", lambda m: fused(m, channels_last=False))]
+        candidates = [("fused-nhwc", lambda m: fused(m, inplace=inplace))] + \
+            ([("compile-freezing", compiled)] if compile else []) + \
+            [("fused-nchw", lambda m: fused(m, channels_last=False))]
         for name, make in candidates:
             try:
                 fn = make(model)

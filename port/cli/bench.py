@@ -45,7 +45,7 @@ def _bench(args):
 
         keep_freed_memory()
         fn, how, err = fast_model(model, sample_inputs(model.cfg, size, 1),
-                                  compile=not args.no_compile)
+                                  compile=not args.no_compile, inplace=True)
         fast = bench(model, size, args.runs, args.warmup, fn=fn)
         report["fast"] = {**fast, "path": how, "error_vs_eager": err,
                           "speedup": report["eager"]["median_s"] / fast["median_s"]}
@@ -84,8 +84,10 @@ def add_verbs(verbs):
     p.add_argument("--warmup", type=int, default=1, help="untimed passes first (default 1)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--fast", action="store_true", help=(
-        "also time fcn-port's fast path (fused conv+ReLU, channels-last, torch.compile where "
-        "it works; outputs within 1e-5 of eager) after telling malloc to keep freed memory"))
-    p.add_argument("--no-compile", action="store_true", help="--fast without torch.compile")
+        "also time fcn-port's fast path (plain ops, conv+ReLU fused, channels-last; "
+        "torch.compile as a fallback; outputs within 1e-5 of eager) after telling malloc to "
+        "keep freed memory"))
+    p.add_argument("--no-compile", action="store_true",
+                   help="--fast: never fall back to torch.compile")
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(run=_bench)
