@@ -27,7 +27,7 @@ swapped the export has symbolic ``height``/``width`` axes; otherwise it is for `
 
 Exporters: ``dynamo=False`` (default) uses the TorchScript exporter (deprecated in torch 2.9 but
 present in 2.13; ~1 s for the tiny model), ``dynamo=True`` the ``torch.export`` one
-(``onnxscript`` needed; ~13 s for the tiny model with dynamic axes). Both give the same scores.
+(``onnxscript`` needed; 5-13 s for the tiny model with dynamic axes). Both give the same scores.
 With onnxruntime installed the file is run and compared with the PyTorch model at ``size`` and,
 for a dynamic export, at a second size; neither onnx nor onnxruntime is a dependency.
 """
