@@ -34,6 +34,10 @@ def _infer(args):
     if not 0.0 <= args.alpha <= 1.0:
         raise NetError(f"--alpha must be in [0, 1]; got {args.alpha}")
     model = _load(args.checkpoint, args.device)
+    if len(args.images) > 1:  # later passes reuse the first one's pages (~25% faster on CPU)
+        from ...models.bench import keep_freed_memory
+
+        keep_freed_memory()
     infer_files(model, args.images, args.out, hha=args.hha, depth=args.depth,
                 device=args.device, alpha=args.alpha, overlay_format=args.overlay_format,
                 log=None if args.quiet else lambda line: print(line, file=sys.stdout))
