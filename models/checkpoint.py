@@ -15,13 +15,13 @@ sha256, and the fcn-port version. A caffemodel that is no FCN converts with its 
 gives back a ready module in eval mode for either kind.
 """
 import hashlib
+import math
 import mmap
 import os
 import threading
 
 import torch
 
-from fcn_port.port import fileio
 from fcn_port.port.errors import NetError
 
 from .fcn import FCN
@@ -102,7 +102,7 @@ def match(cfg, weights):
                 continue
             t = torch.from_numpy(a)
             if tuple(a.shape) != want[key]:
-                if (layer, i) in weights.legacy and a.size == t.new_empty(want[key]).numel():
+                if (layer, i) in weights.legacy and a.size == math.prod(want[key]):
                     t = t.reshape(want[key])  # old num/channels/height/width dims
                 else:
                     problems.append(f"{key}: shape {tuple(a.shape)} in the file, {cfg.name} "
@@ -140,11 +140,20 @@ def _meta_common(path, digest):
 def _in_background(fn, *args):
     """Run ``fn(*args)`` in a thread (hashlib releases the GIL); call the result to join."""
     box = {}
-    worker = threading.Thread(target=lambda: box.update(value=fn(*args)), daemon=True)
+
+    def run():
+        try:
+            box["value"] = fn(*args)
+        except Exception as e:  # noqa: BLE001  (handed to the caller, who re-raises it)
+            box["error"] = e
+
+    worker = threading.Thread(target=run, daemon=True)
     worker.start()
 
     def result():
         worker.join()
+        if "error" in box:
+            raise box["error"]
         return box["value"]
     return result
 
@@ -154,6 +163,7 @@ def convert(path, out=None, *, model=None, prototxt=None):
     ``path`` with ``.pt``). Returns (out, meta). Nothing is written if anything mismatches."""
     from fcn_port.port.caffemodel import read_weights
 
+    path = os.fspath(path)
     weights = read_weights(path)
     digest = _in_background(sha256, path)  # the source's sha256, while the rest goes on
     out = out or os.path.splitext(path[:-3] if path.endswith(".h5") else path)[0] + ".pt"
