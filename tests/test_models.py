@@ -178,3 +178,23 @@ def test_factories_and_build_options():
     assert net.state_dict()["score_fr_geo.0"].shape == (2, 3, 1, 1)
     with pytest.raises(ConvertError, match="2 score head"):
         models.build("siftflow-fcn32s", classes=5)
+
+
+@pytest.mark.parametrize("name", list(models.OFFICIAL))
+def test_every_official_net_instantiates_in_the_interpreter(name):
+    """Each split the `net` verb writes sets up in CaffeNet (shapes checked by Caffe's rules),
+    and its score blobs come out at the input's size."""
+    from fcn_port.port.net import CaffeNet
+
+    cfg = models.OFFICIAL[name].replace(**SMALL)
+    train, test = cfg.solver["splits"]
+    size = (1, 1, 61, 83)
+    for split, phase in ((train, "TRAIN"), (test, "TEST"), ("deploy", "TEST")):
+        shapes = {b: (1, 1 if b in ("depth", "label", "sem", "geo") else 3, 61, 83)
+                  for b in ("data", "color", "hha", "depth", "label", "sem", "geo")}
+        with torch.device("meta"):
+            net = CaffeNet(models.net_param(cfg, split), phase, input_shapes=shapes)
+        for out, (_, n) in zip(cfg.outputs, cfg.heads):
+            assert net.blob_shapes[out] == (1, n) + size[2:], (split, out)
+        losses = [lp.name for lp in net.layer_params if lp.type == "SoftmaxWithLoss"]
+        assert losses == ([] if split == "deploy" else ["loss", "loss_geo"][:len(cfg.heads)])
