@@ -26,9 +26,12 @@ def names():
 def build(name, *, classes=None, widths=None, fc=None, weights=None):
     """An FCN with the official geometry of ``name``; ``classes`` (int, or one per head),
     ``widths`` (five conv widths) and ``fc`` change it. ``weights``: a caffemodel or checkpoint
-    to load (its shapes must fit)."""
+    of that family to load; its class count and widths are taken from it unless given here,
+    and then must fit them."""
     if name not in OFFICIAL:
         raise ConvertError(f"unknown model {name!r}; known: {', '.join(OFFICIAL)}")
+    if weights is not None and classes is None and widths is None and fc is None:
+        return load(weights, model=name)
     cfg = OFFICIAL[name]
     if classes is not None:
         counts = classes if isinstance(classes, (list, tuple)) else [classes]
@@ -41,8 +44,14 @@ def build(name, *, classes=None, widths=None, fc=None, weights=None):
         cfg = cfg.replace(fc=int(fc))
     model = FCN(cfg)
     if weights is not None:
-        src = load(weights)
-        model.load_state_dict(src.state_dict(), strict=True)
+        src = load(weights, model=name)
+        want, got = model.state_dict(), src.state_dict()
+        bad = [f"{k} {tuple(got[k].shape)} (needs {tuple(v.shape)})" for k, v in want.items()
+               if k in got and got[k].shape != v.shape]
+        if bad or want.keys() != got.keys():
+            raise ConvertError(f"{weights}: does not fit {name} with classes {classes}, widths "
+                               f"{widths}, fc {fc}: " + "; ".join(bad or ["other layers"]))
+        model.load_state_dict(got, strict=True)
     return model.eval()
 
 

@@ -203,15 +203,16 @@ def save(obj, out):
     save_file(obj, out)
 
 
-def load(path, map_location="cpu"):
+def load(path, map_location="cpu", *, model=None):
     """The module a checkpoint (or a caffemodel of an FCN) holds, in eval mode, with ``.meta``.
-    FCNs are set up on the ``meta`` device and the loaded tensors assigned: no zeros first."""
+    FCNs are set up on the ``meta`` device and the loaded tensors assigned: no zeros first.
+    ``model`` (an official name) forces the family of a caffemodel, and must be a checkpoint's."""
     path = os.fspath(path)
     if _is_caffemodel(path):
         from fcn_port.port.caffemodel import read_weights
 
         weights = read_weights(path)
-        cfg = detect(weights.params)
+        cfg = detect(weights.params, model)
         if cfg is None:
             raise ConvertError(f"{path}: no FCN layers (score_fr, score_fr_sem, ...); load "
                                f"other nets with fcn_port.port.net.from_prototxt")
@@ -219,6 +220,8 @@ def load(path, map_location="cpu"):
             match(cfg, weights)
     else:
         meta, sd = _read_checkpoint(path, map_location)
+        if model is not None and meta.get("model") != model:
+            raise ConvertError(f"{path}: holds {meta.get('model')!r}, not {model!r}")
     if meta.get("kind") == "caffenet":
         model = _load_caffenet(meta, sd)
     else:

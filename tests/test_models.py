@@ -198,3 +198,30 @@ def test_every_official_net_instantiates_in_the_interpreter(name):
             assert net.blob_shapes[out] == (1, n) + size[2:], (split, out)
         losses = [lp.name for lp in net.layer_params if lp.type == "SoftmaxWithLoss"]
         assert losses == ([] if split == "deploy" else ["loss", "loss_geo"][:len(cfg.heads)])
+
+
+def test_torch_hub_entry_points_match_the_zoo():
+    import subprocess
+    import sys
+
+    root = ORACLE.parents[2]
+    hub = subprocess.run([sys.executable, "-c", f"""
+import torch, sys
+net = torch.hub.load({str(root)!r}, "voc_fcn8s", source="local", trust_repo=True,
+                     weights={str(ORACLE / 'fcn/voc-fcn8s/weights.caffemodel')!r})
+import runpy
+names = [n for n, v in runpy.run_path({str(root / "hubconf.py")!r}).items() if "fcn" in n and not n.startswith("_")]
+print(type(net).__name__, net.cfg.widths, len(names))
+"""], capture_output=True, text=True, cwd="/")
+    assert hub.returncode == 0, hub.stderr
+    assert hub.stdout.split() == ["FCN", "(4,", "8,", "16,", "32,", "32)", str(len(models.OFFICIAL))]
+
+
+def test_build_with_weights_takes_their_geometry_or_says_why_not():
+    src = ORACLE / "fcn/voc-fcn32s-learned-deconv/weights.caffemodel"
+    net = models.build("voc-fcn32s", weights=src)
+    assert (net.cfg.classes, net.cfg.widths) == (8, (4, 8, 16, 32, 32))
+    with pytest.raises(ConvertError, match="score_fr.0 .*needs"):
+        models.build("voc-fcn32s", classes=21, widths=(4, 8, 16, 32, 32), fc=64, weights=src)
+    with pytest.raises(ConvertError, match="does not fit voc-fcn8s"):
+        models.build("voc-fcn8s", weights=src)
