@@ -22,7 +22,6 @@ from .zoo import VGG16_DEPTHS
 
 LEARN = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
 FROZEN = [dict(lr_mult=0)]
-SPLITS = ("train", "val", "trainval", "test", "deploy", "model")
 
 
 def _set(msg, **fields):
@@ -183,8 +182,9 @@ def _loss(b, cfg, h, score):
 
 def net_param(cfg, split="deploy"):
     """The NetParameter of ``cfg`` for ``split`` (see the module docstring)."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    valid = tuple(cfg.solver.get("splits", ("train", "val"))) + ("deploy", "model")
+    if split not in valid:
+        raise ValueError(f"{cfg.name}: split must be one of {', '.join(valid)}, not {split!r}")
     b = NetBuilder()
     _data_layer(b, cfg, split)
     data = cfg.inputs[0] if split in ("deploy", "model") or len(cfg.inputs) > 1 else "data"
