@@ -92,7 +92,7 @@ def _solver(base_lr, test_iter, max_iter=300000, snapshot=4000, momentum=0.99, i
 def _official():
     voc, ctx, sift = MEANS["voc"], MEANS["pascalcontext"], MEANS["siftflow"]
     color, hha, logd = MEANS["nyud-color"], MEANS["nyud-hha"], MEANS["nyud-logd"]
-    nyud = ("trainval", "test")
+    trainval_test = ("trainval", "test")  # SIFT Flow and NYUD; VOC and Context are train/val
     sift_heads = (("_sem", 33), ("_geo", 3))
     configs = [
         FCNConfig("voc-fcn32s", "voc", solver=_solver(1e-10, 736, 100000)),
@@ -110,21 +110,21 @@ def _official():
         FCNConfig("pascalcontext-fcn8s", "pascalcontext", stride=8, heads=(("", 60),),
                   means=(ctx,), solver=_solver(1e-14, 5105)),
         FCNConfig("siftflow-fcn32s", "siftflow", heads=sift_heads, means=(sift,),
-                  solver=_solver(1e-10, 200, snapshot=None, splits=nyud)),
+                  solver=_solver(1e-10, 200, snapshot=None, splits=trainval_test)),
         FCNConfig("siftflow-fcn16s", "siftflow", stride=16, heads=sift_heads, means=(sift,),
-                  solver=_solver(1e-12, 200, snapshot=None, splits=nyud)),
+                  solver=_solver(1e-12, 200, snapshot=None, splits=trainval_test)),
         FCNConfig("siftflow-fcn8s", "siftflow", stride=8, heads=sift_heads, means=(sift,),
-                  solver=_solver(1e-12, 200, snapshot=None, splits=nyud)),
+                  solver=_solver(1e-12, 200, snapshot=None, splits=trainval_test)),
         FCNConfig("nyud-fcn32s-color", "nyud", heads=(("", 40),), means=(color,),
-                  solver=_solver(1e-10, 654, snapshot=2000, splits=nyud)),
+                  solver=_solver(1e-10, 654, snapshot=2000, splits=trainval_test)),
         FCNConfig("nyud-fcn32s-hha", "nyud", heads=(("", 40),), means=(hha,),
-                  solver=_solver(1e-10, 654, snapshot=2000, splits=nyud)),
+                  solver=_solver(1e-10, 654, snapshot=2000, splits=trainval_test)),
         FCNConfig("nyud-fcn32s-color-d", "nyud", heads=(("", 40),), inputs=("color", "depth"),
                   means=(color, logd), conv1="conv1_1_bgrd", in_channels=4,
-                  solver=_solver(1e-10, 654, snapshot=2000, splits=nyud)),
+                  solver=_solver(1e-10, 654, snapshot=2000, splits=trainval_test)),
         FCNConfig("nyud-fcn32s-color-hha", "nyud", heads=(("", 40),), towers=("color", "hha"),
                   inputs=("color", "hha"), means=(color, hha),
-                  solver=_solver(1e-12, 654, snapshot=2000, splits=nyud)),
+                  solver=_solver(1e-12, 654, snapshot=2000, splits=trainval_test)),
     ]
     return {c.name: c for c in configs}
 
