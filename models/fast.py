@@ -4,14 +4,15 @@ The eager model (:class:`fcn_port.models.FCN`) runs every Caffe layer with Caffe
 geometry in Python, in NCHW, with ReLU as a separate pass. For inference on CPU this module
 builds, from the same parameters (shared, not copied, unless a layout change needs a copy):
 
-1. :func:`fcn_port.models.onnx.traceable`: pooling, (de)convolution and crop as plain ops that
-   equal Caffe's for the FCN geometry (pad 0 ceil pooling, pad-100 conv1, top-left crop);
+1. the Caffe layers themselves: for the FCN geometry (pad 0 ceil MAX pooling, convolution on
+   axis 1, top-left crop) they already run as single plain ops (see
+   :mod:`fcn_port.models.onnx`), so nothing is swapped;
 2. ``fuse``: each Convolution whose only reader is an in-place ReLU (every ``conv_relu`` of
    the official nets) becomes one oneDNN convolution with a ReLU post-op
    (``torch.ops.mkldnn._convolution_pointwise``), the ReLU an identity;
 3. ``channels_last``: the fused convolutions' weights are kept in NHWC and the input is fed in
    NHWC (oneDNN's native layout: no reorders between layers);
-4. ``compile``: ``torch.compile`` of step 1 with Inductor's ``freezing`` (weights folded and
+4. ``compile``: ``torch.compile`` of the model with Inductor's ``freezing`` (weights folded and
    pre-packed, conv + ReLU fused by Inductor itself), where 2-3 cannot be had (it needs a
    C++ compiler; the first call compiles, ~7-25 s for voc-fcn8s on 2 cores).
 
@@ -33,7 +34,7 @@ import copy
 import torch
 from torch import nn
 
-from .onnx import PlainConv, traceable
+from fcn_port.port.layers.conv import Convolution
 
 
 class FusedConvReLU(nn.Module):
@@ -79,17 +80,19 @@ def conv_relu_pairs(model):
 
 
 def fused(model, channels_last=True, inplace=False):
-    """Steps 1-3: plain ops, conv + ReLU fused, NHWC weights; a module taking NCHW inputs.
-    ``inplace`` re-lays the model's own conv weights out as NHWC instead of copying them
-    (538 MB less for voc-fcn8s; ``model`` still works, its convolutions then run NHWC)."""
-    plain, _ = traceable(model)
+    """Steps 1-3: conv + ReLU fused, NHWC weights; a module taking NCHW inputs (a shallow copy
+    of ``model`` sharing its layers). ``inplace`` re-lays the model's own conv weights out as
+    NHWC instead of copying them (538 MB less for voc-fcn8s; ``model`` still works, its
+    convolutions then run NHWC)."""
+    model.eval()
     if not hasattr(torch.ops.mkldnn, "_convolution_pointwise") or \
             not torch.backends.mkldnn.is_available():
-        return plain
-    out = copy.copy(plain)
-    out._modules = type(plain._modules)(plain._modules)
+        return model
+    out = copy.copy(model)
+    out._modules = type(model._modules)(model._modules)
     for conv, relu in conv_relu_pairs(model):
-        if isinstance(out._modules[conv], PlainConv):
+        layer = out._modules[conv]
+        if isinstance(layer, Convolution) and layer.ndim == 4 and layer.axis == 1:
             out._modules[conv] = FusedConvReLU(model._modules[conv], channels_last, inplace)
             out._modules[relu] = nn.Identity()
     return NHWC(out) if channels_last else out
@@ -108,9 +111,8 @@ class NHWC(nn.Module):
 
 
 def compiled(model):
-    """Step 4: ``torch.compile`` of the plain-op model with Inductor freezing."""
-    plain, _ = traceable(model)
-    return torch.compile(plain, options={"freezing": True})
+    """Step 4: ``torch.compile`` of the model with Inductor freezing."""
+    return torch.compile(model.eval(), options={"freezing": True})
 
 
 def _error(got, want):

@@ -1,29 +1,24 @@
 """ONNX export of a converted FCN, with its input height and width left free when possible.
 
-Why the model is not exported as it is
---------------------------------------
-The Caffe layers (:mod:`fcn_port.port.layers`) compute their output geometry in Python: ceil
-pooling with Caffe's clip rule (a float32 division, extra right-hand padding), convolution
-sizes with C's truncating division (``abs``), crop bounds checks, and a NaN scan before MAX
-pooling. A tracer records those numbers as constants, so an export with dynamic axes runs at
-other sizes but gives wrong scores there (measured: ~0.24 relative error at 64 x 80 for a model
-traced at 41 x 59), and ``torch.export`` fails on the NaN branch (data-dependent control flow)
-and on the ``Abs`` guards of the truncating division.
+How the model traces
+--------------------
+The model is exported as it is: the Caffe layers (:mod:`fcn_port.port.layers`) keep their
+Python geometry and checks for eager mode, but what reaches the graph follows the input's size
+(no second copy of their logic here):
 
-:func:`traceable` therefore swaps those layers, in a shallow copy sharing the parameters, for
-plain ops that compute the same thing *for the geometries where they agree with Caffe*, and
-says which layers it could not swap:
+* MAX Pooling with pad 0, CEIL and kernel >= stride (every FCN pool: 2/2 in VGG, 3/2 in
+  AlexNet) is one ``max_pool2d(ceil_mode=True)``, Caffe's rule there, with NaN replaced by
+  -FLT_MAX unconditionally (no data-dependent branch) and the result clamped at -FLT_MAX;
+* (De)Convolution on axis 1 hands the op's own output on (no reshape to a size computed in
+  Python); the truncating division has no ``abs``;
+* Crop slices to the reference's size read at run time.
 
-* MAX Pooling with pad 0 and kernel >= stride (every FCN pool: 2/2 in VGG, 3/2 in AlexNet):
-  Caffe's ceil rule equals ``max_pool2d(ceil_mode=True)`` there; NaN is replaced by -FLT_MAX
-  first and the result clamped at -FLT_MAX, as Caffe's running max does.
-* 2-D Convolution / Deconvolution on axis 1: ``conv2d`` / ``conv_transpose2d``; the FCN's pad
-  100 keeps every convolution's ``H + 2p - extent`` >= 0, where C's division is the floor.
-* Crop at axis >= 2 on 4-D blobs: a slice from the offset, sized like the reference at run time.
-
-The rest (ReLU, Eltwise, Scale, Concat, LRN, Dropout in eval) traces as it is. With every layer
-swapped the export has symbolic ``height``/``width`` axes; otherwise it is for ``size`` only
-(``report["dynamic"]`` is False and ``report["static_because"]`` names the layers).
+Under ``torch.export`` the layers skip their Python checks. Other layers that size their output
+in Python (padded or AVE pooling, convolution on an axis other than 1) would be baked in by a
+tracer: :func:`traceable` names them, and the export is then for ``size`` only
+(``report["dynamic"]`` is False and ``report["static_because"]`` names the layers). Measured
+before this design: a dynamic export with baked sizes ran at other sizes but gave ~0.24
+relative error at 64 x 80 for a model traced at 41 x 59.
 
 Exporters: ``dynamo=False`` (default) uses the TorchScript exporter (deprecated in torch 2.9 but
 present in 2.13; ~1 s for the tiny model), ``dynamo=True`` the ``torch.export`` one
@@ -31,100 +26,39 @@ present in 2.13; ~1 s for the tiny model), ``dynamo=True`` the ``torch.export`` 
 With onnxruntime installed the file is run and compared with the PyTorch model at ``size`` and,
 for a dynamic export, at a second size; neither onnx nor onnxruntime is a dependency.
 """
-import copy
 import os
 import warnings
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from fcn_port.port.errors import NetError
 from fcn_port.port.layers.conv import Convolution, Deconvolution
-from fcn_port.port.layers.crop import Crop
-from fcn_port.port.layers.pooling import FLT_MAX, Pooling
+from fcn_port.port.layers.pooling import Pooling
 
 OPSET = 18
 
 
-class PlainConv(nn.Module):
-    """A 2-D Caffe (De)Convolution as one ``conv2d`` / ``conv_transpose2d`` call."""
-
-    def __init__(self, layer):
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, x):
-        c = self.layer
-        op = F.conv_transpose2d if c.transposed else F.conv2d
-        return op(x, c.blob(0), c.blob(1) if c.bias_term else None, stride=c.stride,
-                  padding=c.pad, groups=c.group, dilation=c.dilation)
-
-
-class PlainMaxPool(nn.Module):
-    """Caffe MAX pooling, pad 0, kernel >= stride: ``max_pool2d`` in ceil mode."""
-
-    def __init__(self, layer):
-        super().__init__()
-        self.kernel, self.stride = layer.kernel, layer.stride
-
-    def forward(self, x):
-        x = torch.where(torch.isnan(x), torch.full_like(x, -FLT_MAX), x)
-        return F.max_pool2d(x, self.kernel, self.stride, ceil_mode=True).clamp_min(-FLT_MAX)
-
-
-class PlainCrop(nn.Module):
-    """Caffe Crop of a 4-D blob from fixed offsets to the reference's (run-time) size."""
-
-    def __init__(self, layer):
-        super().__init__()
-        self.axis, self.offsets = layer.axis, [layer._offset(i) for i in range(4)]
-
-    def forward(self, x, ref):
-        for i in range(self.axis, 4):
-            o = self.offsets[i]
-            x = x[(slice(None),) * i + (slice(o, o + ref.shape[i]),)]
-        return x
-
-
-def _plain(layer):
-    """The plain-op module for ``layer``, or None with the reason it keeps Caffe's code."""
-    if isinstance(layer, (Convolution, Deconvolution)):
-        if layer.ndim == 4 and layer.axis == 1:
-            return PlainConv(layer), None
-        return None, "not a 2-D convolution on axis 1"
-    if isinstance(layer, Pooling):
-        if (layer.method == "MAX" and not layer.global_pooling and not layer.with_mask
-                and layer.pad == (0, 0) and layer.ceil
-                and all(k >= s for k, s in zip(layer.kernel, layer.stride))):
-            return PlainMaxPool(layer), None
-        return None, f"{layer.method} pooling with pad {layer.pad} (only MAX, pad 0, ceil)"
-    if isinstance(layer, Crop):
-        if layer.ndim == 4 and layer.axis >= 2:
-            return PlainCrop(layer), None
-        return None, f"crop on axis {layer.axis} of a {layer.ndim}-D blob"
-    return layer, None
+def _static_because(name, layer):
+    """Why ``layer`` bakes its input's size into a trace, or None when it does not."""
+    if isinstance(layer, (Convolution, Deconvolution)) and layer.axis != 1:
+        return f"{name}: convolution on axis {layer.axis} (reshaped to a size computed in Python)"
+    if isinstance(layer, Pooling) and not layer.plain:
+        return (f"{name}: {layer.method} pooling with pad {layer.pad} (traces with the input's "
+                f"size only for MAX, pad 0, ceil, kernel >= stride)")
+    return None
 
 
 def traceable(model):
-    """(module, [reasons]): a shallow copy of the FCN ``model`` whose size-dependent Caffe layers
-    are plain ops (parameters shared, nothing copied); reasons name layers kept as they are."""
+    """(model, [reasons]): the FCN ``model`` itself (in eval mode), which traces with free input
+    sizes, and the layers that would bake the traced size in (none for the official nets)."""
     from .fcn import FCN
 
     if not isinstance(model, FCN):
         raise NetError(f"ONNX export covers the FCN models (fcn_port.models), not "
                        f"{type(model).__name__}; interpreter checkpoints are not exported")
-    out = copy.copy(model)
-    out._modules = type(model._modules)(model._modules)
-    kept = []
-    for name, layer in model._modules.items():
-        plain, why = _plain(layer)
-        if plain is None:
-            kept.append(f"{name}: {why}")
-        else:
-            out._modules[name] = plain
-    return out.eval(), kept
+    kept = [why for why in (_static_because(n, m) for n, m in model._modules.items()) if why]
+    return model.eval(), kept
 
 
 def sample_inputs(cfg, size, seed=0):

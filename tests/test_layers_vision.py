@@ -368,3 +368,46 @@ def test_crop_is_top_left_view_without_gradient_to_reference():
     assert torch.equal(y, x[:, 1:3, 2:7, 4:10])
     y.sum().backward()
     assert x.grad.sum() == 2 * 5 * 6 and ref.grad is None
+
+
+@pytest.mark.parametrize("k, s, hw", [((2, 2), (2, 2), (7, 9)), ((3, 3), (2, 2), (2, 6)),
+                                      ((3, 2), (2, 2), (1, 5)), ((3, 3), (3, 2), (11, 4))])
+def test_plain_max_pooling_matches_caffe_loops(k, s, hw):
+    # MAX, pad 0, ceil, k >= s, one top: computed as max_pool2d(ceil_mode=True) directly
+    x = np.random.default_rng(3).standard_normal((1, 2, *hw)).astype(np.float32)
+    x[0, 0, 0, :2], x[0, 1, :, -1] = np.nan, -np.inf
+    layer = build(f'name: "p" type: "Pooling" pooling_param {{ kernel_h: {k[0]} kernel_w: '
+                  f'{k[1]} stride_h: {s[0]} stride_w: {s[1]} }}', [x.shape])
+    assert layer.plain
+    top, _ = caffe_pool(x, "MAX", k, s, (0, 0))
+    np.testing.assert_array_equal(layer(torch.from_numpy(x)).numpy(), top)  # empty top too
+
+
+class _PoolCrop(torch.nn.Module):  # pool (3/2, ceil) -> deconv x2 -> crop back to the input
+    def __init__(self):
+        super().__init__()
+        self.pool = build('name: "p" type: "Pooling" pooling_param { kernel_size: 3 stride: 2 }',
+                          [(1, 2, 17, 23)])
+        self.up = build('name: "u" type: "Deconvolution" convolution_param { num_output: 2 '
+                        'kernel_size: 4 stride: 2 bias_term: false }', [(1, 2, 8, 11)])
+        self.up.blob(0).data.normal_()
+        self.crop = build('name: "c" type: "Crop" crop_param { offset: 1 }',
+                          [(1, 2, 18, 24), (1, 2, 17, 23)])
+
+    def forward(self, x):
+        return self.crop(self.up(self.pool(x)), x)
+
+
+def test_pooling_crop_net_traces_with_free_size():
+    net, dim = _PoolCrop().eval(), torch.export.Dim
+    h, w = dim("h2", min=2), dim("w2", min=2)  # max_pool2d's own ceil rule guards on parity
+    with torch.no_grad():
+        traced = torch.jit.trace(net, torch.randn(1, 2, 17, 23))
+        exported = torch.export.export(net, (torch.randn(1, 2, 17, 23),), dynamic_shapes=(
+            {2: 2 * h - 1, 3: 2 * w - 1},)).module()
+        for hw in [(17, 23), (30, 9), (4, 41), (31, 5)]:  # sizes other than the traced one
+            x = torch.randn(1, 2, *hw)
+            want = net(x)
+            assert want.shape == x.shape and torch.equal(traced(x), want)
+            if hw[0] % 2 and hw[1] % 2:
+                assert torch.equal(exported(x), want)

@@ -36,11 +36,18 @@ Where stock PyTorch differs
   top is produced without calling the op. A negative size is an error in both.
 * Caffe works on ``float32`` GEMMs and PyTorch on its own kernels, so results agree only to
   rounding (about 1e-6 relative on the FCN nets).
+* Under the TorchScript tracer the geometry above runs in Python and does not enter the graph:
+  with the channel axis 1 and nothing before it but N, the input goes to the op as it is and
+  the op's own output is the top (no reshape to a size computed here), so a traced module
+  follows the input's size. The extra right-hand zeros are then baked in as traced, which is
+  never the case with FCN's pad 100 (``H + 2p >= extent`` throughout). Under ``torch.export``
+  / ``torch.compile`` that case skips the Python checks and calls the op directly.
 * PyTorch has N-D convolution only for 1, 2 and 3 spatial axes. Caffe's ``im2col_nd`` also
   allows more, and this module rejects those with a clear error.
 """
 import math
 
+import torch
 import torch.nn.functional as F
 
 from .base import CaffeLayer, canonical_axis, register
@@ -50,9 +57,9 @@ _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
 def _c_div(a, b):
-    """Integer division truncating toward zero, like C++ ``int / int``."""
-    q = abs(a) // b
-    return q if a >= 0 else -q
+    """Integer division truncating toward zero, like C++ ``int / int`` (``b > 0``); no ``abs``,
+    so symbolic sizes (``torch.export``) only meet a sign test."""
+    return a // b if a >= 0 else -(-a // b)
 
 
 class _BaseConv(CaffeLayer):
@@ -156,20 +163,29 @@ class _BaseConv(CaffeLayer):
         return tops[0] if len(tops) == 1 else tops
 
     def _one(self, x):
+        plain = self.axis == 1 and x.dim() == self.ndim  # (N, C, *spatial): no reshape needed
+        bias = self.blob(1) if self.bias_term else None
+        if plain and torch.compiler.is_compiling():  # torch.export / compile: no Python sizes
+            if self.transposed:
+                return self._conv_t(x, bias)
+            return _CONV[x.dim() - 2](x, self.blob(0), bias, stride=self.stride,
+                                      padding=self.pad, groups=self.group,
+                                      dilation=self.dilation)
         top = self.top_shapes([tuple(x.shape)])[0]
         lead, spatial = x.shape[:self.axis], x.shape[self.axis + 1:]
         if 0 in top:  # Caffe allows an empty top; torch's ops reject a zero output size
             return x.new_zeros(top)
-        # every axis before the channel axis is a batch axis: (num, C, *spatial)
-        x = x.reshape((math.prod(lead), self.channels) + tuple(spatial))
-        bias = self.blob(1) if self.bias_term else None
+        if not plain:  # every axis before the channel axis is a batch axis: (num, C, *spatial)
+            x = x.reshape((math.prod(lead), self.channels) + tuple(spatial))
         if self.transposed:
-            y = _CONV_T[len(spatial)](x, self.blob(0), bias, stride=self.stride,
-                                      padding=self.pad, groups=self.group,
-                                      dilation=self.dilation)
+            y = self._conv_t(x, bias)
         else:
             y = self._conv(x, bias, top[self.axis + 1:])
-        return y.reshape(top)
+        return y if plain else y.reshape(top)
+
+    def _conv_t(self, x, bias):
+        return _CONV_T[x.dim() - 2](x, self.blob(0), bias, stride=self.stride, padding=self.pad,
+                                    groups=self.group, dilation=self.dilation)
 
     def _conv(self, x, bias, out):
         """Convolution; with extra right-hand zeros where Caffe's last window overruns the input."""

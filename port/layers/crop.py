@@ -15,10 +15,14 @@ For each cropped axis Caffe checks ``bottom[i] - o[i] >= ref[i]``. FCN's offsets
 voc-fcn32s, 5 / 9 / 31 for voc-fcn8s) come from Caffe's ``coord_map``.
 Only the reference's *shape* is read, never its values, so it gets no gradient.
 
-PyTorch has no crop op. This is plain slicing (``narrow``), and the top is a view of bottom 0.
+PyTorch has no crop op. This is plain slicing, and the top is a view of bottom 0. The slice
+ends are read from ``ref.shape`` at run time (after Caffe's bounds check), so a traced or
+exported module crops to the reference's size at every input size.
 Layers never write into their inputs, so the view is safe. The one thing to get right is the
 offset convention: many re-implementations centre the crop, and that is wrong for FCN.
 """
+import torch
+
 from .base import CaffeLayer, canonical_axis, register
 
 
@@ -64,9 +68,11 @@ class Crop(CaffeLayer):
         return [tuple(top)]
 
     def forward(self, x, ref):
-        top = self.top_shapes([tuple(x.shape), tuple(ref.shape)])[0]
-        for i in range(self.axis, self.ndim):
-            x = x.narrow(i, self._offset(i), top[i])
+        if not torch.compiler.is_compiling():  # torch.export / compile: no Python size checks
+            self.top_shapes([tuple(x.shape), tuple(ref.shape)])
+        for i in range(self.axis, self.ndim):  # sized by the reference at run time
+            o = self._offset(i)
+            x = x[(slice(None),) * i + (slice(o, o + ref.shape[i]),)]
         return x
 
     def extra_repr(self):

@@ -36,10 +36,21 @@ Where stock PyTorch differs
   ``-FLT_MAX`` and ignores NaN.
 * Its ``count_include_pad`` divisor matches Caffe's only inside the limits above.
 
-So this module pads explicitly: ``-FLT_MAX`` for MAX and zeros for the sums. It adds as much
-padding on the right as Caffe's last window needs, and then takes the exact ``pooled`` outputs.
-For AVE it sums with ``avg_pool2d(divisor_override=1)`` and divides by a divisor map computed
-with Caffe's formula.
+So, in general, this module pads explicitly: ``-FLT_MAX`` for MAX and zeros for the sums. It
+adds as much padding on the right as Caffe's last window needs, and then takes the exact
+``pooled`` outputs. For AVE it sums with ``avg_pool2d(divisor_override=1)`` and divides by a
+divisor map computed with Caffe's formula.
+
+Where they agree: MAX with pad 0, CEIL, every ``k >= s``, not global, no mask top (every pool
+of the FCN nets: 2/2 in VGG, 3/2 in AlexNet). There ``(pooled - 1) * s < H - k + s <= H``, so
+PyTorch's extra drop never happens and ``max_pool2d(x, k, s, ceil_mode=True)`` gives Caffe's
+``pooled`` windows, each clipped to the image as Caffe's is. That case is computed directly,
+with no padding or slicing sized in Python, so a traced or exported module (ONNX with dynamic
+axes, ``torch.export``) follows the input's size. For every MAX pooling NaN is replaced by
+``-FLT_MAX`` before pooling, unconditionally (no data-dependent branch), and the result is
+clamped at ``-FLT_MAX``: the max of the window's non-NaN values, never below ``-FLT_MAX``, as
+in Caffe. The shape checks and the empty top are still done outside ``torch.export`` /
+``torch.compile`` (under the TorchScript tracer they run, but do not enter the graph).
 """
 import math
 
@@ -52,6 +63,12 @@ from .base import CaffeLayer, register
 
 FLT_MAX = float(np.finfo(np.float32).max)
 _P = caffe_pb2.PoolingParameter
+
+
+def _no_nan(x):
+    """NaN as -FLT_MAX: Caffe's strict '>' never picks NaN (its running max starts at -FLT_MAX,
+    so the pooled result is clamped at -FLT_MAX afterwards, which also covers -inf)."""
+    return torch.where(torch.isnan(x), torch.full_like(x, -FLT_MAX), x)
 
 
 @register("Pooling")
@@ -99,6 +116,10 @@ class Pooling(CaffeLayer):
                 if p >= k:
                     self.fail(f"pad_{ax} {p} must be less than kernel_{ax} {k}")
         self.ceil = pp.round_mode == _P.CEIL
+        # Caffe's geometry equals max_pool2d's ceil mode (see the module docstring)
+        self.plain = (self.method == "MAX" and not self.global_pooling and not self.with_mask
+                      and self.pad == (0, 0) and self.ceil
+                      and all(k >= s for k, s in zip(self.kernel, self.stride)))
         self.top_shapes(bottom_shapes)  # Caffe's SetUp ends with Reshape: check the shapes now
 
     def _pair(self, pp, field):
@@ -135,6 +156,9 @@ class Pooling(CaffeLayer):
         return [top, top] if self.with_mask else [top]
 
     def forward(self, x):
+        if self.plain and torch.compiler.is_compiling():  # torch.export / compile: no Python
+            y = F.max_pool2d(_no_nan(x), self.kernel, self.stride, ceil_mode=True)  # sizes
+            return y.clamp_min(-FLT_MAX)
         kernel, pooled = self._geometry(tuple(x.shape))
         top = tuple(x.shape[:2]) + pooled
         if 0 in top:  # Caffe allows an empty top; torch's pooling does not
@@ -160,8 +184,9 @@ class Pooling(CaffeLayer):
         return (pw, pw + right, ph, ph + bottom)
 
     def _max(self, x, kernel, pooled):
-        if torch.isnan(x).any():  # Caffe's strict '>' never picks NaN
-            x = x.nan_to_num(nan=-FLT_MAX, posinf=float("inf"), neginf=-FLT_MAX)
+        x = _no_nan(x)
+        if self.plain:  # Caffe's geometry is max_pool2d's: nothing sized in Python
+            return F.max_pool2d(x, kernel, self.stride, ceil_mode=True).clamp_min(-FLT_MAX)
         widths = self._padding(x.shape[2:], kernel, pooled)
         xp = F.pad(x, widths, value=-FLT_MAX) if any(widths) else x
         oh, ow = pooled
