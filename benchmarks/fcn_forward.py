@@ -16,11 +16,10 @@ Each measurement runs in a fresh Python process, so that each has its own peak m
   variants of fcn-port's fast path (``fcn_port.models.fast``), each with ``mallopt`` keeping
   freed memory in the heap (``models.bench.keep_freed_memory``):
       eager+malloc       (a), only the allocator changed
-      plain              size-independent plain ops for pool/conv/crop (NCHW)
-      plain-nhwc         plain, with channels-last weights and input
-      fused-nchw         plain, with conv and ReLU as one oneDNN convolution
+      eager-nhwc         (a) with channels-last weights and input
+      fused-nchw         conv and ReLU as one oneDNN convolution
       fused-nhwc         both (the weights re-laid out in place, no copy)
-      compile-freezing   torch.compile (Inductor, freezing) of the plain-op model
+      compile-freezing   torch.compile (Inductor, freezing) of the model
   (b) fast      the quickest variant whose output is within 1e-5 (relative to max(1, max|a|))
                 of (a)'s on the same input
 
@@ -51,7 +50,7 @@ import torch
 from fcn_port import models
 from fcn_port.models import bench as B
 from fcn_port.models import fast as Fast
-from fcn_port.models.onnx import sample_inputs, traceable
+from fcn_port.models.onnx import sample_inputs
 
 RTOL = 1e-5
 
@@ -59,9 +58,7 @@ RTOL = 1e-5
 VARIANTS = {
     "(a) eager": (False, lambda m: m),
     "eager+malloc": (True, lambda m: m),
-    "plain": (True, lambda m: traceable(m)[0]),
-    "plain-nhwc": (True, lambda m: Fast.NHWC(traceable(m)[0].to(
-        memory_format=torch.channels_last))),
+    "eager-nhwc": (True, lambda m: Fast.NHWC(m.to(memory_format=torch.channels_last))),
     "fused-nchw": (True, lambda m: Fast.fused(m, channels_last=False)),
     "fused-nhwc": (True, lambda m: Fast.fused(m, inplace=True)),
     "compile-freezing": (True, Fast.compiled),
