@@ -15,7 +15,7 @@ from .fcn import FCN
 from .spec import net_param, solver_param
 from .zoo import MEANS, OFFICIAL, FCNConfig
 
-__all__ = ["FCN", "FCNConfig", "OFFICIAL", "MEANS", "ConvertError", "build", "convert",
+__all__ = ["FCN", "FCNConfig", "OFFICIAL", "MEANS", "ConvertError", "build", "config", "convert",
            "detect", "load", "names", "net_param", "solver_param"]
 
 
@@ -28,21 +28,11 @@ def build(name, *, classes=None, widths=None, fc=None, weights=None):
     ``widths`` (five conv widths) and ``fc`` change it. ``weights``: a caffemodel or checkpoint
     of that family to load; its class count and widths are taken from it unless given here,
     and then must fit them."""
-    if name not in OFFICIAL:
-        raise ConvertError(f"unknown model {name!r}; known: {', '.join(OFFICIAL)}")
     if weights is not None and classes is None and widths is None and fc is None:
+        if name not in OFFICIAL:
+            raise ConvertError(f"unknown model {name!r}; known: {', '.join(OFFICIAL)}")
         return load(weights, model=name)
-    cfg = OFFICIAL[name]
-    if classes is not None:
-        counts = classes if isinstance(classes, (list, tuple)) else [classes]
-        if len(counts) != len(cfg.heads):
-            raise ConvertError(f"{name} has {len(cfg.heads)} score head(s), got classes {classes}")
-        cfg = cfg.replace(heads=tuple((h, int(n)) for (h, _), n in zip(cfg.heads, counts)))
-    if widths is not None:
-        cfg = cfg.replace(widths=tuple(widths))
-    if fc is not None:
-        cfg = cfg.replace(fc=int(fc))
-    model = FCN(cfg)
+    model = FCN(config(name, classes=classes, widths=widths, fc=fc))
     if weights is not None:
         src = load(weights, model=name)
         want, got = model.state_dict(), src.state_dict()
@@ -53,6 +43,24 @@ def build(name, *, classes=None, widths=None, fc=None, weights=None):
                                f"{widths}, fc {fc}: " + "; ".join(bad or ["other layers"]))
         model.load_state_dict(got, strict=True)
     return model.eval()
+
+
+def config(name, *, classes=None, widths=None, fc=None):
+    """The :class:`FCNConfig` of official model ``name`` with another class count (int, or one
+    per head), five conv ``widths`` or ``fc`` width; nothing is allocated."""
+    if name not in OFFICIAL:
+        raise ConvertError(f"unknown model {name!r}; known: {', '.join(OFFICIAL)}")
+    cfg = OFFICIAL[name]
+    if classes is not None:
+        counts = classes if isinstance(classes, (list, tuple)) else [classes]
+        if len(counts) != len(cfg.heads):
+            raise ConvertError(f"{name} has {len(cfg.heads)} score head(s), got classes {classes}")
+        cfg = cfg.replace(heads=tuple((h, int(n)) for (h, _), n in zip(cfg.heads, counts)))
+    if widths is not None:
+        cfg = cfg.replace(widths=tuple(widths))
+    if fc is not None:
+        cfg = cfg.replace(fc=int(fc))
+    return cfg
 
 
 def _factory(name):

@@ -29,11 +29,10 @@ def _convert(args):
 
 
 def _net(args):
-    from ...models import OFFICIAL, build, net_param, solver_param
+    from ...models import config, net_param, solver_param
     from ..fileio import atomic_output
 
-    cfg = build(args.name, classes=args.classes, widths=args.widths, fc=args.fc).cfg \
-        if args.classes or args.widths or args.fc else OFFICIAL[args.name]
+    cfg = config(args.name, classes=args.classes, widths=args.widths, fc=args.fc)
     train, test = cfg.solver["splits"]
     # VOC and Context nets are train/val, SIFT Flow and NYUD trainval/test: either name works
     split = {"train": train, "trainval": train, "val": test, "test": test}.get(args.split,
