@@ -10,10 +10,21 @@
 with its classes, means and solver values; each has a factory function named after it
 (``voc_fcn8s``, ``siftflow_fcn16s``, ...) taking ``weights=`` (a caffemodel or checkpoint).
 """
-from .checkpoint import ConvertError, convert, detect, load
-from .fcn import FCN
-from .spec import net_param, solver_param
+import importlib
+
 from .zoo import MEANS, OFFICIAL, FCNConfig
+
+# imported on first use, so that `fcn-port --help` and the prototxt verbs start without torch
+_LAZY = {"ConvertError": "checkpoint", "convert": "checkpoint", "detect": "checkpoint",
+         "load": "checkpoint", "FCN": "fcn", "net_param": "spec", "solver_param": "spec"}
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
 
 __all__ = ["FCN", "FCNConfig", "OFFICIAL", "MEANS", "ConvertError", "build", "config", "convert",
            "detect", "load", "names", "net_param", "solver_param"]
@@ -28,6 +39,9 @@ def build(name, *, classes=None, widths=None, fc=None, weights=None):
     ``widths`` (five conv widths) and ``fc`` change it. ``weights``: a caffemodel or checkpoint
     of that family to load; its class count and widths are taken from it unless given here,
     and then must fit them."""
+    from .checkpoint import ConvertError, load
+    from .fcn import FCN
+
     if weights is not None and classes is None and widths is None and fc is None:
         if name not in OFFICIAL:
             raise ConvertError(f"unknown model {name!r}; known: {', '.join(OFFICIAL)}")
@@ -48,6 +62,8 @@ def build(name, *, classes=None, widths=None, fc=None, weights=None):
 def config(name, *, classes=None, widths=None, fc=None):
     """The :class:`FCNConfig` of official model ``name`` with another class count (int, or one
     per head), five conv ``widths`` or ``fc`` width; nothing is allocated."""
+    from .checkpoint import ConvertError
+
     if name not in OFFICIAL:
         raise ConvertError(f"unknown model {name!r}; known: {', '.join(OFFICIAL)}")
     cfg = OFFICIAL[name]
