@@ -83,16 +83,25 @@ def _fit(cfg, params):
         raise ConvertError(f"weights lack layer {e} of {cfg.name}") from None
 
 
+def _on_meta(cfg):
+    """The FCN of ``cfg`` set up on the ``meta`` device: shapes only, nothing allocated."""
+    with torch.device("meta"):
+        return FCN(cfg)
+
+
+def _shapes(net):
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
 def expected_shapes(cfg):
     """{state_dict key: shape} of the model, set up without allocating anything."""
-    with torch.device("meta"):
-        return {k: tuple(v.shape) for k, v in FCN(cfg).state_dict().items()}
+    return _shapes(_on_meta(cfg))
 
 
-def match(cfg, weights):
+def match(cfg, weights, want=None):
     """The state dict for ``cfg`` from ``weights`` (a Weights), or ConvertError listing every
-    missing, unexpected and mis-shaped blob."""
-    want, problems, sd = expected_shapes(cfg), [], {}
+    missing, unexpected and mis-shaped blob. ``want``: the model's shapes, if already known."""
+    want, problems, sd = want or expected_shapes(cfg), [], {}
     for layer, blobs in weights.params.items():
         for i, a in enumerate(blobs):
             key = f"{layer}.{i}"
@@ -209,27 +218,33 @@ def load(path, map_location="cpu", *, model=None):
     ``model`` (an official name) forces the family of a caffemodel, and must be a checkpoint's."""
     path = os.fspath(path)
     if _is_caffemodel(path):
-        from fcn_port.port.caffemodel import read_weights
-
-        weights = read_weights(path)
-        cfg = detect(weights.params, model)
-        if cfg is None:
-            raise ConvertError(f"{path}: no FCN layers (score_fr, score_fr_sem, ...); load "
-                               f"other nets with fcn_port.port.net.from_prototxt")
-        meta, sd = {"kind": "fcn", **cfg.meta(), "source": os.path.basename(path)}, \
-            match(cfg, weights)
+        net, meta = _from_caffemodel(path, model)
     else:
         meta, sd = _read_checkpoint(path, map_location)
         if model is not None and meta.get("model") != model:
             raise ConvertError(f"{path}: holds {meta.get('model')!r}, not {model!r}")
-    if meta.get("kind") == "caffenet":
-        model = _load_caffenet(meta, sd)
-    else:
-        with torch.device("meta"):
-            model = FCN(FCNConfig.from_meta(meta))
-        model.load_state_dict(sd, strict=True, assign=True)
-    model.meta = meta
-    return model.eval()
+        if meta.get("kind") == "caffenet":
+            net = _load_caffenet(meta, sd)
+        else:
+            net = _on_meta(FCNConfig.from_meta(meta))
+            net.load_state_dict(sd, strict=True, assign=True)
+    net.meta = meta
+    return net.eval()
+
+
+def _from_caffemodel(path, model):
+    """(FCN, meta) straight from a caffemodel: one set-up on ``meta`` serves for the shape
+    check and as the module the file's tensors are assigned to."""
+    from fcn_port.port.caffemodel import read_weights
+
+    weights = read_weights(path)
+    cfg = detect(weights.params, model)
+    if cfg is None:
+        raise ConvertError(f"{path}: no FCN layers (score_fr, score_fr_sem, ...); load "
+                           f"other nets with fcn_port.port.net.from_prototxt")
+    net = _on_meta(cfg)
+    net.load_state_dict(match(cfg, weights, _shapes(net)), strict=True, assign=True)
+    return net, {"kind": "fcn", **cfg.meta(), "source": os.path.basename(path)}
 
 
 def _is_caffemodel(path):

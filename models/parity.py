@@ -15,26 +15,18 @@ import torch
 
 from fcn_port.port.parity import DEFAULT_RTOL, Comparison
 
-from .checkpoint import detect, load, match
-from .fcn import FCN
+from .checkpoint import load
 
 
 def _models(case, model):
     """(tag, module) pairs: the checkpoint, or ``model`` fed each of the case's weight files."""
-    from fcn_port.port.caffemodel import read_weights
-
     if Path(model).is_file():
         yield " [ckpt]", load(model)
         return
     for path in (case / "weights.caffemodel", case / "weights.caffemodel.h5"):
         if path.exists():
-            weights = read_weights(path)
-            cfg = detect(weights.params, None if model == "auto" else model)
-            if cfg is None:
-                raise ValueError(f"{path}: no FCN layers to detect a model from")
-            net = FCN(cfg)
-            net.load_state_dict(match(cfg, weights), strict=True)
-            yield ("" if path.suffix == ".caffemodel" else " [h5]"), net.eval()
+            net = load(path, model=None if model == "auto" else model)
+            yield ("" if path.suffix == ".caffemodel" else " [h5]"), net
 
 
 def run_model_case(case, model, rtol=DEFAULT_RTOL):
