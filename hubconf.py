@@ -31,17 +31,7 @@ def _fcn_port():
     return fcn_port.models
 
 
-def _entry(name):
-    def load(weights=None, **kw):
-        return _fcn_port().build(name, weights=weights, **kw)
-    load.__name__ = name.replace("-", "_")
-    load.__doc__ = f"The official {name}; ``weights``: a caffemodel or checkpoint."
-    return load
-
-
-for _name in ("voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce", "voc-fcn-alexnet",
-              "pascalcontext-fcn32s", "pascalcontext-fcn16s", "pascalcontext-fcn8s",
-              "siftflow-fcn32s", "siftflow-fcn16s", "siftflow-fcn8s", "nyud-fcn32s-color",
-              "nyud-fcn32s-hha", "nyud-fcn32s-color-d", "nyud-fcn32s-color-hha"):
-    globals()[_name.replace("-", "_")] = _entry(_name)
+_models = _fcn_port()
+for _name in _models.OFFICIAL:  # the factories of fcn_port.models, one per official model
+    globals()[_name.replace("-", "_")] = getattr(_models, _name.replace("-", "_"))
 del _name
