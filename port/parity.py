@@ -85,8 +85,10 @@ def run_forward_case(case, rtol=DEFAULT_RTOL):
             "pass": cmp.compared > 0 and cmp.worst <= rtol}
 
 
-def run_case(case, rtol=DEFAULT_RTOL):
-    """Any case folder: forward/backward cases run; solver cases are reported as unsupported."""
+def run_case(case, rtol=DEFAULT_RTOL, run=run_forward_case, kind="forward"):
+    """Any case folder: forward/backward cases go through ``run(case, rtol)`` (the interpreter,
+    or e.g. a hand-written model; ``kind`` names it); solver cases are reported as unsupported.
+    A net or weights that cannot run is a failed case with its error, not an exception."""
     case = Path(case)
     if (case / "solver.prototxt").exists():
         return {"case": case.name, "kind": "solver", "compared": 0, "worst": None, "where": "",
@@ -97,9 +99,9 @@ def run_case(case, rtol=DEFAULT_RTOL):
 
             raise CaffeFormatError(case, "", f"not an oracle case folder: {need} is missing")
     try:
-        return run_forward_case(case, rtol)
+        return run(case, rtol)
     except ValueError as e:  # NetError, LayerError, CaffeFormatError: the net could not run
-        return {"case": case.name, "kind": "forward", "compared": 0, "worst": None,
+        return {"case": case.name, "kind": kind, "compared": 0, "worst": None,
                 "where": "", "pass": False, "error": str(e)}
 
 

@@ -99,6 +99,8 @@ def test_models_list_and_parity_model_cli():
     assert run.returncode == 0 and r["pass"] and r["compared"] > 80
     run = fcn_port("parity", "--model", "voc-fcn32s", ORACLE / "fcn/voc-fcn8s")
     assert run.returncode == 1 and "does not fit voc-fcn32s" in run.stdout
+    run = fcn_port("parity", "--model", "auto", "--json", ORACLE / "solver/lr_inv")
+    assert run.returncode == 0 and json.loads(run.stdout)["pass"] is None, run.stderr
 
 
 def test_parity_model_from_checkpoint(tmp_path):
