@@ -34,20 +34,21 @@ def map_file(path, expected):
             _remember(mm, path, os.fstat(f.fileno()))
             return mm
     except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        raise CaffeFormatError(path, "", f"cannot open ({e.strerror}); expected {expected}") from None
+        raise _cannot_open(path, e, expected) from None
 
 
-def is_hdf5(path):
+def _cannot_open(path, error, expected):
+    return CaffeFormatError(path, "", f"cannot open ({error.strerror}); expected {expected}")
+
+
+def is_hdf5(path, expected="a caffemodel (binary or HDF5)"):
     """Whether ``path`` starts with the HDF5 signature; a file that cannot be opened is a
     CaffeFormatError naming it (not a bare OSError from deep inside a reader)."""
     try:
         with open(path, "rb") as f:
             return f.read(8) == HDF5_MAGIC
-    except OSError as e:
-        from .errors import CaffeFormatError
-
-        raise CaffeFormatError(path, "", "is a directory" if os.path.isdir(path) else
-                               (e.strerror or str(e)).lower()) from None
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        raise _cannot_open(path, e, expected) from None
 
 
 @contextlib.contextmanager

@@ -52,11 +52,8 @@ def resolve_net(spec):
 def _load(weights):
     """A Weights from a path (binary or HDF5 caffemodel); Weights and dicts as they are."""
     if isinstance(weights, (str, os.PathLike)):
-        from .caffemodel import EXPECTED, read_weights
+        from .caffemodel import read_weights
 
-        if not os.path.isfile(weights):  # read_weights itself lets a FileNotFoundError through
-            why = "is a directory" if os.path.isdir(weights) else "no such file"
-            raise CaffeFormatError(weights, "", f"cannot open ({why}); expected {EXPECTED}")
         return read_weights(weights)
     return weights
 
