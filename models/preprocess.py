@@ -40,14 +40,16 @@ import torch
 from PIL import Image
 
 from ..port.errors import CaffeFormatError
+from .zoo import MEANS
 
-VOC_MEAN = np.array((104.00699, 116.66877, 122.67892))  # float64, as voc_layers' np.array(tuple)
+# the values are the model zoo's (models/zoo.py MEANS); the dtype is each data layer's
+VOC_MEAN = np.array(MEANS["voc"])  # float64, as voc_layers' np.array(tuple)
 INFER_PY_MEAN = np.array((104.00698793, 116.66876762, 122.67891434))  # float64, infer.py
-PASCALCONTEXT_MEAN = np.array((104.007, 116.669, 122.679), dtype=np.float32)
-SIFTFLOW_MEAN = np.array((114.578, 115.294, 108.353), dtype=np.float32)
-NYUD_BGR_MEAN = np.array((116.190, 97.203, 92.318), dtype=np.float32)
-NYUD_HHA_MEAN = np.array((132.431, 94.076, 118.477), dtype=np.float32)
-NYUD_LOGD_MEAN = np.array((7.844,), dtype=np.float32)
+PASCALCONTEXT_MEAN = np.array(MEANS["pascalcontext"], dtype=np.float32)
+SIFTFLOW_MEAN = np.array(MEANS["siftflow"], dtype=np.float32)
+NYUD_BGR_MEAN = np.array(MEANS["nyud-color"], dtype=np.float32)
+NYUD_HHA_MEAN = np.array(MEANS["nyud-hha"], dtype=np.float32)
+NYUD_LOGD_MEAN = np.array(MEANS["nyud-logd"], dtype=np.float32)
 
 DATASET_MEANS = {"voc": VOC_MEAN, "pascalcontext": PASCALCONTEXT_MEAN,
                  "siftflow": SIFTFLOW_MEAN, "nyud": NYUD_BGR_MEAN}
