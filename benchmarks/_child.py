@@ -38,7 +38,7 @@ def _baseline_read(model):
     import numpy as np
     import torch
 
-    from fcn_port.port.proto import caffe_pb2
+    from fcn_port.port.formats.proto import caffe_pb2
 
     net = caffe_pb2.NetParameter()
     with open(model, "rb") as f:
@@ -56,8 +56,10 @@ def run(name, model, out):
     import numpy as np  # noqa: F401  (every approach has its imports done before the clock)
     import torch
 
-    from fcn_port.port import caffemodel, torchsave
-    from fcn_port.port.proto import caffe_pb2  # noqa: F401
+    from fcn_port.port.formats import caffemodel
+
+    from fcn_port.port.fileio import torchsave
+    from fcn_port.port.formats.proto import caffe_pb2  # noqa: F401
 
     if name not in APPROACHES:
         raise SystemExit(f"unknown approach {name!r}; expected one of {', '.join(APPROACHES)}")

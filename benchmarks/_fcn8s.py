@@ -11,9 +11,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from fcn_port.port.caffemodel import write_weights
-from fcn_port.port.proto import caffe_pb2
-from fcn_port.port.wire import length_delimited, varint
+from fcn_port.port.formats.caffemodel import write_weights
+from fcn_port.port.formats.proto import caffe_pb2
+from fcn_port.port.formats.wire import length_delimited, varint
 
 NUM_PARAMS = 134_489_759
 FILENAME = "voc-fcn8s-random.caffemodel"

@@ -13,8 +13,8 @@ Each measurement runs in a fresh Python process, so that each has its own peak m
   (a) eager     ``model(x)`` of the hand-written FCN (Caffe layer modules, NCHW) under
                 ``torch.inference_mode()``, as ``fcn_port.models.load`` gives it; its output
                 is the reference for the others
-  variants of fcn-port's fast path (``fcn_port.models.fast``), each with ``mallopt`` keeping
-  freed memory in the heap (``models.bench.keep_freed_memory``):
+  variants of fcn-port's fast path (``fcn_port.models.deploy.fast``), each with ``mallopt`` keeping
+  freed memory in the heap (``models.deploy.bench.keep_freed_memory``):
       eager+malloc       (a), only the allocator changed
       eager-nhwc         (a) with channels-last weights and input
       fused-nchw         conv and ReLU as one oneDNN convolution
@@ -48,9 +48,9 @@ import time
 import torch
 
 from fcn_port import models
-from fcn_port.models import bench as B
-from fcn_port.models import fast as Fast
-from fcn_port.models.onnx import sample_inputs
+from fcn_port.models.deploy import bench as B
+from fcn_port.models.deploy import fast as Fast
+from fcn_port.models.deploy.onnx import sample_inputs
 
 RTOL = 1e-5
 

@@ -12,7 +12,7 @@ with its classes, means and solver values; each has a factory function named aft
 """
 import importlib
 
-from .zoo import MEANS, OFFICIAL, FCNConfig
+from .zoo import MEANS, OFFICIAL, FCNConfig, official
 
 # imported on first use, so that `fcn-port --help` and the prototxt verbs start without torch
 _LAZY = {"ConvertError": "checkpoint", "convert": "checkpoint", "detect": "checkpoint",
@@ -27,7 +27,7 @@ def __getattr__(name):
     return value
 
 __all__ = ["FCN", "FCNConfig", "OFFICIAL", "MEANS", "ConvertError", "build", "config", "convert",
-           "detect", "load", "names", "net_param", "solver_param"]
+           "deploy_net", "detect", "load", "names", "net_param", "official", "solver_param"]
 
 
 def names():
@@ -43,8 +43,7 @@ def build(name, *, classes=None, widths=None, fc=None, weights=None):
     from .fcn import FCN
 
     if weights is not None and classes is None and widths is None and fc is None:
-        if name not in OFFICIAL:
-            raise ConvertError(f"unknown model {name!r}; known: {', '.join(OFFICIAL)}")
+        official(name)
         return load(weights, model=name)
     model = FCN(config(name, classes=classes, widths=widths, fc=fc))
     if weights is not None:
@@ -64,9 +63,7 @@ def config(name, *, classes=None, widths=None, fc=None):
     per head), five conv ``widths`` or ``fc`` width; nothing is allocated."""
     from .checkpoint import ConvertError
 
-    if name not in OFFICIAL:
-        raise ConvertError(f"unknown model {name!r}; known: {', '.join(OFFICIAL)}")
-    cfg = OFFICIAL[name]
+    cfg = official(name)
     if classes is not None:
         counts = classes if isinstance(classes, (list, tuple)) else [classes]
         if len(counts) != len(cfg.heads):
@@ -77,6 +74,14 @@ def config(name, *, classes=None, widths=None, fc=None):
     if fc is not None:
         cfg = cfg.replace(fc=int(fc))
     return cfg
+
+
+def deploy_net(name):
+    """The official deploy NetParameter of model ``name`` (what ``surgery --net NAME`` targets;
+    the train/val nets have the same params)."""
+    from .spec import net_param
+
+    return net_param(official(name), "deploy")
 
 
 def _factory(name):

@@ -14,18 +14,15 @@ sha256, and the fcn-port version. A caffemodel that is no FCN converts with its 
 *interpreter* checkpoint (``meta["kind"] == "caffenet"``, the net's text inside). :func:`load`
 gives back a ready module in eval mode for either kind.
 """
-import hashlib
-import math
-import mmap
 import os
-import threading
 
 import torch
 
 from fcn_port.port.errors import NetError
+from fcn_port.port.fileio.hashing import in_background, sha256
 
 from .fcn import FCN
-from .zoo import OFFICIAL, FCNConfig
+from .zoo import OFFICIAL, FCNConfig, official
 
 FORMAT = "fcn-port/1"
 
@@ -42,9 +39,7 @@ def detect(params, name=None):
     """The :class:`FCNConfig` of ``params`` ({layer: [blob, ...]}); ``name`` forces the family."""
     have = set(params)
     if name is not None:
-        if name not in OFFICIAL:
-            raise ConvertError(f"unknown model {name!r}; known: {', '.join(OFFICIAL)}")
-        base = OFFICIAL[name]
+        base = official(name)
     elif "conv1_1color" in have:
         base = OFFICIAL["nyud-fcn32s-color-hha"]
     elif "conv1_1_bgrd" in have:
@@ -109,14 +104,11 @@ def match(cfg, weights, want=None):
                 problems.append(f"unexpected blob {key} {tuple(a.shape)} (no such layer/blob in "
                                 f"{cfg.name})")
                 continue
-            t = torch.from_numpy(a)
-            if tuple(a.shape) != want[key]:
-                if (layer, i) in weights.legacy and a.size == math.prod(want[key]):
-                    t = t.reshape(want[key])  # old num/channels/height/width dims
-                else:
-                    problems.append(f"{key}: shape {tuple(a.shape)} in the file, {cfg.name} "
-                                    f"needs {want[key]}")
-                    continue
+            if not weights.fits(layer, i, want[key]):
+                problems.append(f"{key}: shape {tuple(a.shape)} in the file, {cfg.name} "
+                                f"needs {want[key]}")
+                continue
+            t = torch.from_numpy(a).reshape(want[key])  # legacy num/channels/height/width dims
             sd[key] = t if t.dtype == torch.float32 else t.float()
     problems += [f"missing blob {k} {s}" for k, s in want.items() if k not in sd and
                  not any(p.startswith(k + ":") for p in problems)]
@@ -128,53 +120,20 @@ def match(cfg, weights, want=None):
     return sd
 
 
-def sha256(path):
-    with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            return hashlib.sha256().hexdigest()
-        h, piece = hashlib.sha256(), 64 << 20
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            for at in range(0, len(m), piece):  # from the page cache, no copies; each piece
-                h.update(memoryview(m)[at:at + piece])  # is let go once hashed (RSS stays low)
-                m.madvise(mmap.MADV_DONTNEED, at, min(piece, len(m) - at))
-        return h.hexdigest()
-
-
 def _meta_common(path, digest):
     from fcn_port import __version__
 
     return {"source": os.path.basename(path), "sha256": digest, "fcn_port": __version__}
 
 
-def _in_background(fn, *args):
-    """Run ``fn(*args)`` in a thread (hashlib releases the GIL); call the result to join."""
-    box = {}
-
-    def run():
-        try:
-            box["value"] = fn(*args)
-        except Exception as e:  # noqa: BLE001  (handed to the caller, who re-raises it)
-            box["error"] = e
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-
-    def result():
-        worker.join()
-        if "error" in box:
-            raise box["error"]
-        return box["value"]
-    return result
-
-
 def convert(path, out=None, *, model=None, prototxt=None):
     """Convert caffemodel ``path`` (binary or HDF5) into a checkpoint at ``out`` (default:
     ``path`` with ``.pt``). Returns (out, meta). Nothing is written if anything mismatches."""
-    from fcn_port.port.caffemodel import read_weights
+    from fcn_port.port.formats.caffemodel import read_weights
 
     path = os.fspath(path)
     weights = read_weights(path)
-    digest = _in_background(sha256, path)  # the source's sha256, while the rest goes on
+    digest = in_background(sha256, path)  # the source's sha256, while the rest goes on
     out = out or os.path.splitext(path[:-3] if path.endswith(".h5") else path)[0] + ".pt"
     cfg = detect(weights.params, model)
     if cfg is None:
@@ -191,7 +150,7 @@ def convert(path, out=None, *, model=None, prototxt=None):
 
 def _convert_caffenet(weights, path, out, prototxt, digest):
     from fcn_port.port.net import CaffeNet
-    from fcn_port.port.text import read_net, to_text
+    from fcn_port.port.formats.text import read_net, to_text
 
     net_param, _ = read_net(prototxt)
     with torch.device("meta"):
@@ -207,7 +166,7 @@ def _convert_caffenet(weights, path, out, prototxt, digest):
 
 def save(obj, out):
     """``torch.save(obj, out)``, atomically; the caffemodel's floats go file to file."""
-    from fcn_port.port.torchsave import save as save_file
+    from fcn_port.port.fileio.torchsave import save as save_file
 
     save_file(obj, out)
 
@@ -235,7 +194,7 @@ def load(path, map_location="cpu", *, model=None):
 def _from_caffemodel(path, model):
     """(FCN, meta) straight from a caffemodel: one set-up on ``meta`` serves for the shape
     check and as the module the file's tensors are assigned to."""
-    from fcn_port.port.caffemodel import read_weights
+    from fcn_port.port.formats.caffemodel import read_weights
 
     weights = read_weights(path)
     cfg = detect(weights.params, model)
@@ -267,10 +226,10 @@ def _read_checkpoint(path, map_location):
 
 
 def _load_caffenet(meta, sd):
-    from fcn_port.port.caffemodel import Weights
+    from fcn_port.port.formats.caffemodel import Weights
     from fcn_port.port.net import CaffeNet
-    from fcn_port.port.proto import caffe_pb2
-    from fcn_port.port.text import parse_text
+    from fcn_port.port.formats.proto import caffe_pb2
+    from fcn_port.port.formats.text import parse_text
 
     net_param, _ = parse_text(meta["prototxt"], caffe_pb2.NetParameter, "checkpoint")
     params = {}

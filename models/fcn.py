@@ -7,7 +7,7 @@ rule, Crop from the top-left, Deconvolution. The data flow is written out below.
 
 * ``model.conv1_1``, ``model.upscore2``, ``model.score_pool4c`` ... are Caffe's layers, and
   ``state_dict`` keys are ``"<layer>.<i>"``, Caffe's blob ``i`` in Caffe's shape: a caffemodel's
-  params load by name (``fcn_port.port.caffemodel.Weights.state_dict()`` has the same keys);
+  params load by name (``fcn_port.port.formats.caffemodel.Weights.state_dict()`` has the same keys);
 * conv1 keeps the 100-pixel padding, and ``score`` crops the upsampled map at the derived
   offset to the input's size, for any input size;
 * Dropout follows ``model.train()`` / ``model.eval()`` (Caffe's TRAIN / TEST phase).
@@ -18,10 +18,9 @@ returns the score map N x classes x H x W (SIFT Flow: ``(score_sem, score_geo)``
 """
 from torch import nn
 
-from fcn_port.port.layers import REGISTRY
+from fcn_port.port.layers import lookup
 
 from .spec import net_param
-from .zoo import VGG16_DEPTHS
 
 NOMINAL = 500  # input size used to set the layers up (any size runs afterwards)
 
@@ -38,58 +37,64 @@ class FCN(nn.Module):
                 continue
             bottoms = [shapes[b] for b in lp.bottom]
             # Dropout is set up in TRAIN and applied only in training mode (see _drop)
-            layer = REGISTRY[lp.type](lp, bottoms, "TRAIN" if lp.type == "Dropout" else "TEST")
+            layer = lookup(lp)(lp, bottoms, "TRAIN" if lp.type == "Dropout" else "TEST")
             shapes.update(zip(lp.top, layer.top_shapes(bottoms)))
             self.add_module(lp.name, layer)
 
-    def _l(self, name):
-        return self._modules[name]
+    def _layers(self, suffix=""):
+        return _Suffixed(self._modules, suffix,
+                         {"conv1_1": self.cfg.conv1} if not suffix else {})
 
-    def _drop(self, name, x):
-        return self._l(name)(x) if self.training else x
-
-    def _conv_relu(self, conv, relu, x):
-        return self._l(relu)(self._l(conv)(x))
+    def _drop(self, layer, x):
+        return layer(x) if self.training else x
 
     def _vgg(self, x, t=""):
-        """VGG16 base with tower suffix ``t``: {pool3, pool4, drop7}."""
-        c = self.cfg
-        taps = {}
-        for s, depth in enumerate(VGG16_DEPTHS, 1):               # x: (N, C, H, W)
-            for i in range(1, depth + 1):
-                conv = c.conv1 if (s, i) == (1, 1) and not t else f"conv{s}_{i}{t}"
-                x = self._conv_relu(conv, f"relu{s}_{i}{t}", x)   # (N, width_s, ., .)
-            x = taps[f"pool{s}"] = self._l(f"pool{s}{t}")(x)      # conv1 pad 100: H+198 / 2^s
-        x = self._drop(f"drop6{t}", self._conv_relu(f"fc6{t}", f"relu6{t}", x))  # (N, fc, ., .)
-        taps["drop7"] = self._drop(f"drop7{t}", self._conv_relu(f"fc7{t}", f"relu7{t}", x))
-        return taps
+        """VGG16 base of tower ``t`` (NYUD color-HHA: "color", "hha"): {pool3, pool4, drop7}."""
+        L = self._layers(t)                                   # x: (N, C, H, W)
+        x = L.relu1_1(L.conv1_1(x))                           # conv1_1 pad 100: (N, w1, H+198, .)
+        x = L.pool1(L.relu1_2(L.conv1_2(x)))                  # (N, w1, ~(H+198)/2, .)
+        x = L.relu2_1(L.conv2_1(x))
+        x = L.pool2(L.relu2_2(L.conv2_2(x)))                  # (N, w2, ~(H+198)/4, .)
+        x = L.relu3_1(L.conv3_1(x))
+        x = L.relu3_2(L.conv3_2(x))
+        pool3 = x = L.pool3(L.relu3_3(L.conv3_3(x)))          # (N, w3, ~(H+198)/8, .)
+        x = L.relu4_1(L.conv4_1(x))
+        x = L.relu4_2(L.conv4_2(x))
+        pool4 = x = L.pool4(L.relu4_3(L.conv4_3(x)))          # (N, w4, ~(H+198)/16, .)
+        x = L.relu5_1(L.conv5_1(x))
+        x = L.relu5_2(L.conv5_2(x))
+        x = L.pool5(L.relu5_3(L.conv5_3(x)))                  # (N, w5, ~(H+198)/32, .)
+        x = self._drop(L.drop6, L.relu6(L.fc6(x)))            # fc6 7x7: (N, fc, ~(H+6)/32, .)
+        drop7 = self._drop(L.drop7, L.relu7(L.fc7(x)))        # (N, fc, ., .)
+        return {"pool3": pool3, "pool4": pool4, "drop7": drop7}
 
     def _alexnet(self, x):
-        x = self._l("norm1")(self._l("pool1")(self._conv_relu("conv1", "relu1", x)))
-        x = self._l("norm2")(self._l("pool2")(self._conv_relu("conv2", "relu2", x)))
-        x = self._conv_relu("conv3", "relu3", x)
-        x = self._conv_relu("conv4", "relu4", x)
-        x = self._l("pool5")(self._conv_relu("conv5", "relu5", x))
-        x = self._drop("drop6", self._conv_relu("fc6", "relu6", x))
-        return {"drop7": self._drop("drop7", self._conv_relu("fc7", "relu7", x))}
+        L = self._layers()
+        x = L.norm1(L.pool1(L.relu1(L.conv1(x))))             # conv1 11x11/4 pad 100
+        x = L.norm2(L.pool2(L.relu2(L.conv2(x))))             # 2 groups
+        x = L.relu3(L.conv3(x))
+        x = L.relu4(L.conv4(x))
+        x = L.pool5(L.relu5(L.conv5(x)))
+        x = self._drop(L.drop6, L.relu6(L.fc6(x)))
+        return {"drop7": self._drop(L.drop7, L.relu7(L.fc7(x)))}
 
     def _head(self, taps, data, h):
-        """Score head with suffix ``h``: score_fr, skips from pool4/pool3, upsample, crop."""
-        c, L = self.cfg, self._l
-        score = L(f"score_fr{h}")(taps["drop7"])                  # (N, K, H/32 + ., .)
+        """Score head ``h`` (SIFT Flow: "_sem", "_geo"): score_fr, skips, upsample, crop."""
+        c, L = self.cfg, self._layers(h)
+        score_fr = L.score_fr(taps["drop7"])                  # (N, K, ~(H+6)/32, .)
         if c.stride == 32:
-            return L(f"score{h}")(L(f"upscore{h}")(score), data)  # (N, K, H, W)
-        fuse = L(f"upscore2{h}")(score)                           # (N, K, ~H/16, ~W/16)
-        for pool, up in (("pool4", "upscore_pool4"), ("pool3", "upscore8")):
-            skip = taps[pool]
-            if c.atonce:
-                skip = L(f"scale_{pool}{h}")(skip)               # x 0.01 / 0.0001
-            skip = L(f"score_{pool}{h}c")(L(f"score_{pool}{h}")(skip), fuse)
-            fuse = L(f"fuse_{pool}{h}")(fuse, skip)               # sum at stride 16 / 8
-            if c.stride == 16:
-                return L(f"score{h}")(L(f"upscore16{h}")(fuse), data)
-            fuse = L(f"{up}{h}")(fuse)                            # 2x / 8x up
-        return L(f"score{h}")(fuse, data)                         # (N, K, H, W)
+            return L.score(L.upscore(score_fr), data)         # x32 up, crop 19: (N, K, H, W)
+        upscore2 = L.upscore2(score_fr)                       # x2 up: stride 16
+        pool4 = L.scale_pool4(taps["pool4"]) if c.atonce else taps["pool4"]  # at-once: x 0.01
+        score_pool4c = L.score_pool4c(L.score_pool4(pool4), upscore2)       # crop 5
+        fuse_pool4 = L.fuse_pool4(upscore2, score_pool4c)     # sum at stride 16
+        if c.stride == 16:
+            return L.score(L.upscore16(fuse_pool4), data)     # x16 up, crop 27: (N, K, H, W)
+        upscore_pool4 = L.upscore_pool4(fuse_pool4)           # x2 up: stride 8
+        pool3 = L.scale_pool3(taps["pool3"]) if c.atonce else taps["pool3"]  # x 0.0001
+        score_pool3c = L.score_pool3c(L.score_pool3(pool3), upscore_pool4)  # crop 9
+        fuse_pool3 = L.fuse_pool3(upscore_pool4, score_pool3c)  # sum at stride 8
+        return L.score(L.upscore8(fuse_pool3), data)          # x8 up, crop 31: (N, K, H, W)
 
     def forward(self, *inputs):
         c = self.cfg
@@ -98,12 +103,30 @@ class FCN(nn.Module):
                             f"got {len(inputs)}")
         data = inputs[0]
         if len(c.towers) > 1:                                     # NYUD color-HHA late fusion
-            scores = [self._l(f"score_fr{t}")(self._vgg(x, t)["drop7"])
+            scores = [self._layers(t).score_fr(self._vgg(x, t)["drop7"])
                       for t, x in zip(c.towers, inputs)]
-            fused = self._l("score_fused")(*scores)               # 0.5 * (color + hha)
-            return self._l("score")(self._l("upscore")(fused), data)
+            fused = self.score_fused(*scores)                     # 0.5 * (color + hha)
+            return self.score(self.upscore(fused), data)
         if "data" in self._modules:                               # NYUD color-D: Concat
-            data = self._l("data")(*inputs)                       # (N, 4, H, W)
+            data = self.data(*inputs)                             # (N, 4, H, W)
         taps = self._alexnet(data) if c.arch == "alexnet" else self._vgg(data)
         scores = tuple(self._head(taps, data, h) for h, _ in c.heads)
         return scores[0] if len(scores) == 1 else scores
+
+
+class _Suffixed:
+    """An FCN's layers by their Caffe names, under a tower or head suffix: ``L.conv1_1`` is
+    layer ``conv1_1`` + suffix, as the official net.py names them (``conv1_1color``,
+    ``score_fr_sem``), except that a skip's crop takes the suffix before its ``c``
+    (``score_pool4_semc``). ``renames`` maps a name to another layer's (NYUD color-D's 4-channel
+    ``conv1_1_bgrd`` runs where ``conv1_1`` would)."""
+
+    __slots__ = ("_modules", "_suffix", "_renames")
+
+    def __init__(self, modules, suffix, renames):
+        self._modules, self._suffix, self._renames = modules, suffix, renames
+
+    def __getattr__(self, name):
+        if self._suffix and name in ("score_pool4c", "score_pool3c"):
+            return self._modules[name[:-1] + self._suffix + "c"]
+        return self._modules[self._renames.get(name, name) + self._suffix]

@@ -16,9 +16,9 @@ carry the same fields as the official prototxts (``stride: 1`` in conv_relu, ``p
 score layers), so the generated text matches them field for field.
 """
 from fcn_port.port.coord_map import crop_offset
-from fcn_port.port.proto import caffe_pb2
+from fcn_port.port.formats.proto import caffe_pb2
 
-from .zoo import VGG16_DEPTHS
+from .zoo import MEANS, VGG16_DEPTHS
 
 LEARN = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
 FROZEN = [dict(lr_mult=0)]
@@ -91,7 +91,7 @@ def _data_layer(b, cfg, split):
         return
     if cfg.dataset == "voc":
         up = "../../" if cfg.name == "voc-fcn16s" else "../"  # as the official files have it
-        mean = "'mean': (104.00699, 116.66877, 122.67892)"
+        mean = f"'mean': {MEANS['voc']}"  # the tuple's repr, as the official param_str has it
         if split == "train":  # the official val split is seg11valid
             layer, params = "SBDDSegDataLayer", \
                 f"{{'sbdd_dir': '{up}data/sbdd/dataset', 'seed': 1337, 'split': 'train', {mean}}}"

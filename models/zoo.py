@@ -14,6 +14,8 @@ shelhamer/fcn.berkeleyvision.org) to its config. All numbers are from ../shared/
 import dataclasses
 from dataclasses import dataclass, field
 
+from ..port.errors import UserInputError
+
 VGG16_WIDTHS = (64, 128, 256, 512, 512)
 VGG16_DEPTHS = (2, 2, 3, 3, 3)  # convs per stage
 ALEXNET_WIDTHS = (96, 256, 384, 384, 256)
@@ -130,3 +132,11 @@ def _official():
 
 
 OFFICIAL = _official()
+
+
+def official(name):
+    """The :class:`FCNConfig` of official model ``name``; an unknown name is a UserInputError
+    listing the known ones."""
+    if name not in OFFICIAL:
+        raise UserInputError(f"unknown model {name!r}; known: {', '.join(OFFICIAL)}")
+    return OFFICIAL[name]

@@ -323,7 +323,7 @@ def _upgraded(net):
     """A NetParameter's V2 layers (a V0/V1 one is upgraded on a copy, as Caffe does)."""
     if not hasattr(net, "layer"):
         return net
-    from .upgrade import net_needs_upgrade, upgrade_net
+    from .formats.upgrade import net_needs_upgrade, upgrade_net
 
     if net_needs_upgrade(net):
         copy = type(net)()
@@ -373,9 +373,13 @@ def net_offsets(net_param):
             label = _label(lp.name, *lp.bottom)
             try:
                 m, _, r["note"] = g.derive(*g.bottoms[i])
-                r["axis"], r["offsets"] = offsets_of(m, label)
             except NetError as e:
-                r["reason"] = str(e) if str(e).startswith(label) else f"{label}: {e}"
+                r["reason"] = f"{label}: {e}"
+                continue
+            try:
+                r["axis"], r["offsets"] = offsets_of(m, label)  # its errors start with the label
+            except NetError as e:
+                r["reason"] = str(e)
                 continue
             r["ok"] = r["axis"] == r["file_axis"] and _same(r["offsets"], r["file_offsets"])
     return [found[k] for k in sorted(found, key=lambda k: position.get(k, 0))]
@@ -387,7 +391,7 @@ def load_net(path):
     An HDF5 caffemodel holds only the weights (no layer settings), so it raises
     CaffeFormatError, as does anything unreadable.
     """
-    from .inspect import detect
+    from .formats.report import detect
 
     path = os.fspath(path)
     kind = detect(path)
@@ -396,9 +400,9 @@ def load_net(path):
                                          "settings crop offsets come from; give the net prototxt "
                                          "or a binary caffemodel")
     if kind == "text":
-        from .text import read_net
+        from .formats.text import read_net
 
         return read_net(path)[0]
-    from .caffemodel import read_weights
+    from .formats.caffemodel import read_weights
 
     return read_weights(path).net

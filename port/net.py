@@ -24,9 +24,8 @@ import torch
 from torch import nn
 
 from .errors import NetError
-from .layers import REGISTRY
-from .layers.python import PythonLayer
-from .proto import caffe_pb2
+from .formats.proto import caffe_pb2
+from .layers import LayerError, lookup
 
 PHASES = {"TRAIN": caffe_pb2.TRAIN, "TEST": caffe_pb2.TEST}
 
@@ -104,6 +103,28 @@ def insert_splits(layers):
     return out
 
 
+def to_proto(net_param, phase="TEST"):
+    """The layer header Caffe's ``Net::ToProto`` writes for ``net_param`` set up in ``phase``
+    (what a caffemodel holds besides the blobs, spliced in on writing by
+    :func:`~.formats.caffemodel.write_weights`): the net's ``name``, set even when empty; every
+    layer of the instantiated net in order (filtered by the NetState rules, Split layers
+    inserted); ``phase`` filled in on each layer and ``loss_weight: 1`` on a ``*Loss`` layer
+    that had none (``LossLayer::LayerSetUp``)."""
+    out = caffe_pb2.NetParameter()
+    out.name = net_param.name  # set even when empty: Caffe always writes the name field
+    for lp in insert_splits(filter_layers(net_param, phase)):
+        _setup(lp, phase)
+        out.layer.add().CopyFrom(lp)
+    return out
+
+
+def _setup(lp, phase):
+    if not lp.HasField("phase"):
+        lp.phase = PHASES[phase]
+    if lp.type.endswith("Loss") and not lp.loss_weight:
+        lp.loss_weight.append(1.0)
+
+
 def _copy(lp):
     new = caffe_pb2.LayerParameter()
     new.CopyFrom(lp)
@@ -151,11 +172,7 @@ class CaffeNet(nn.Module):
                                "earlier; layer names must be unique (weights load by name)")
             layer = self._make(lp, bottoms, input_shapes, bound, allow_python_import)
             self.layers[_module_name(lp.name)] = layer
-            try:
-                tops = layer.top_shapes(bottoms)
-            except (ValueError, RuntimeError, IndexError) as e:
-                raise NetError(e if str(e).startswith("layer '") else
-                               f"layer '{lp.name}' ({lp.type}): {e}") from None
+            tops = _named(lp, layer.top_shapes, bottoms)
             if len(tops) != len(lp.top):
                 raise NetError(f"layer '{lp.name}' ({lp.type}): makes {len(tops)} tops but the "
                                f"prototxt names {len(lp.top)}")
@@ -173,27 +190,22 @@ class CaffeNet(nn.Module):
         self.outputs = [t for t in last if t not in consumed]
 
     def _make(self, lp, bottoms, input_shapes, bound, allow_import):
+        cls, kw = lookup(lp), {}
         if lp.type == "Python":
-            return PythonLayer(lp, bottoms, self.phase, bound.get(lp.name), allow_import,
-                               [input_shapes.get(t) for t in lp.top], self.inputs)
-        cls = REGISTRY.get(lp.type)
-        if cls is None:
-            raise NetError(f"layer '{lp.name}': unsupported type '{lp.type}'; supported: "
-                           f"{', '.join(sorted(REGISTRY))}, Python")
-        if getattr(cls, "is_source", False):
+            kw = dict(bound=bound.get(lp.name), allow_import=allow_import,
+                      shapes=[input_shapes.get(t) for t in lp.top])
+        elif cls.is_source:
             lp = _copy(lp)
             for k, t in enumerate(lp.top):
                 if t in input_shapes:
                     _set_input_shape(lp, k, input_shapes[t])
-            self.inputs.extend(t for t in lp.top)
-        try:
-            return cls(lp, bottoms, self.phase)
-        except (ValueError, RuntimeError, IndexError, TypeError) as e:
-            raise NetError(e if str(e).startswith("layer '") else
-                           f"layer '{lp.name}' ({lp.type}): {e}") from None
+        layer = _named(lp, cls, lp, bottoms, self.phase, **kw)
+        if layer.is_source:
+            self.inputs.extend(lp.top)
+        return layer
 
     def _specs(self, li, lp, layer, shared):
-        for i in range(getattr(layer, "n_blobs", 0)):
+        for i in range(layer.n_blobs):
             spec = lp.param[i] if i < len(lp.param) else caffe_pb2.ParamSpec()
             p = layer.blob(i)
             if spec.name:
@@ -217,7 +229,7 @@ class CaffeNet(nn.Module):
             raise NetError(f"net '{self.name}': no value fed for input blob(s) {missing}")
         recorded = {}
         for lp, layer in zip(self.layer_params, self.layers.values()):
-            if getattr(layer, "is_source", False):
+            if layer.is_source:
                 out = layer(*[blobs[t] for t in lp.top])
             else:
                 out = layer(*[blobs[b] for b in lp.bottom])
@@ -245,11 +257,11 @@ class CaffeNet(nn.Module):
         counts and shapes must agree (legacy 4-D dims match by count and trailing dims). Returns
         ``{"loaded": [...], "missing": [...], "unexpected": [...]}``; ``strict`` raises on missing.
         """
-        from .caffemodel import Weights, read_weights
+        from .formats.caffemodel import Weights, read_weights
 
         w = weights if isinstance(weights, Weights) else read_weights(weights)
         own = {lp.name: layer for lp, layer in zip(self.layer_params, self.layers.values())
-               if getattr(layer, "n_blobs", 0)}
+               if layer.n_blobs}
         report = {"loaded": [], "missing": sorted(set(own) - set(w.params)),
                   "unexpected": sorted(set(w.params) - set(own))}
         where = w.path or "weights"
@@ -263,17 +275,24 @@ class CaffeNet(nn.Module):
             with torch.no_grad():
                 for i, a in enumerate(blobs):
                     p = layer.blob(i)
-                    if tuple(a.shape) != tuple(p.shape):
-                        legacy = (name, i) in w.legacy and a.size == p.numel() and \
-                            tuple(a.shape) == (1,) * (4 - p.dim()) + tuple(p.shape)
-                        if not legacy:
-                            raise NetError(f"{where}: cannot copy param {i} of layer '{name}': shape "
+                    if not w.fits(name, i, p.shape):
+                        raise NetError(f"{where}: cannot copy param {i} of layer '{name}': shape "
                                            f"{tuple(a.shape)} in the file, {tuple(p.shape)} in the net")
                     p.copy_(torch.from_numpy(a.astype("float32", copy=False)).reshape(p.shape))
             report["loaded"].append(name)
         if strict and report["missing"]:
             raise NetError(f"{where}: no params for layer(s) {report['missing']}")
         return report
+
+
+def _named(lp, fn, *args, **kw):
+    """``fn(*args)``, with an error from inside a layer reported as that layer's."""
+    try:
+        return fn(*args, **kw)
+    except LayerError:
+        raise
+    except (ValueError, RuntimeError, IndexError, TypeError) as e:
+        raise NetError(f"layer '{lp.name}' ({lp.type}): {e}") from e
 
 
 def _set_input_shape(lp, k, shape):
@@ -286,7 +305,7 @@ def _set_input_shape(lp, k, shape):
 
 def from_prototxt(path, phase="TEST", weights=None, **kw):
     """Build a :class:`CaffeNet` from a prototxt file, and load ``weights`` if given."""
-    from .text import read_net
+    from .formats.text import read_net
 
     net_param, _ = read_net(path)
     net = CaffeNet(net_param, phase, **kw)

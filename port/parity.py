@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import CaffeFormatError, NetError
+
 DEFAULT_RTOL = 1e-5
 
 
@@ -58,7 +60,7 @@ def run_forward_case(case, rtol=DEFAULT_RTOL):
         names = [lp.name for lp in net.layer_params]
         caffe_names = [l["name"] for l in meta.get("layers", [])]
         if caffe_names and names != caffe_names:
-            raise ValueError(f"{case}: instantiated layers differ from Caffe's: ours {names}, "
+            raise NetError(f"{case}: instantiated layers differ from Caffe's: ours {names}, "
                              f"Caffe {caffe_names}")
         feed = {b: _tensor(blobs[f"input/{b}"]).requires_grad_(bool(meta.get("backward")))
                 for b in net.inputs}
@@ -95,12 +97,10 @@ def run_case(case, rtol=DEFAULT_RTOL, run=run_forward_case, kind="forward"):
                 "pass": None, "note": "solver cases are not supported yet (the solver emulator)"}
     for need in ("net.prototxt", "case.json", "blobs.npz"):
         if not (case / need).exists():
-            from .errors import CaffeFormatError
-
             raise CaffeFormatError(case, "", f"not an oracle case folder: {need} is missing")
     try:
         return run(case, rtol)
-    except ValueError as e:  # NetError, LayerError, CaffeFormatError: the net could not run
+    except (NetError, CaffeFormatError) as e:  # the net or its weights could not run
         return {"case": case.name, "kind": kind, "compared": 0, "worst": None,
                 "where": "", "pass": False, "error": str(e)}
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import ORACLE
-from fcn_port.port import caffemodel, solverstate, text, wire
+from fcn_port.port.formats import caffemodel, solverstate, text, wire
 from fcn_port.port.errors import CaffeFormatError
-from fcn_port.port.proto import caffe_pb2
+from fcn_port.port.formats.proto import caffe_pb2
 
 GOOD = ORACLE / "fcn" / "voc-fcn8s" / "weights.caffemodel"
 GOOD_STATE = ORACLE / "solver" / "sgd_step_itersize" / "snapshots" / "snap_iter_5.solverstate"
@@ -73,7 +73,7 @@ def test_corrupt_caffemodels_give_one_clear_error(name, data, needle, tmp_path):
 def test_corrupt_files_never_allocate_beyond_the_file():
     # a blob whose shape claims 2**40 floats but holds one: refused before any allocation
     with pytest.raises(wire.WireError, match="holds"):
-        from fcn_port.port.blobproto import parse_blob
+        from fcn_port.port.formats.blobproto import parse_blob
         raw = _shape(1 << 20, 1 << 20) + _floats([1.0])
         parse_blob(raw, 0, len(raw))
 
@@ -149,7 +149,7 @@ def test_failed_writes_leave_no_partial_file_and_keep_the_old_one(tmp_path):
 def test_cli_prints_one_line_and_no_traceback(tmp_path):
     path = tmp_path / "broken.caffemodel"
     path.write_bytes(GOOD.read_bytes()[:777])
-    run = subprocess.run([sys.executable, "-m", "fcn_port.port.cli", "inspect", str(path)],
+    run = subprocess.run([sys.executable, "-m", "fcn_port.cli", "inspect", str(path)],
                          capture_output=True, text=True)
     assert run.returncode == 2
     assert run.stderr.startswith("fcn-port: error: ") and str(path) in run.stderr
@@ -157,7 +157,7 @@ def test_cli_prints_one_line_and_no_traceback(tmp_path):
 
 
 def test_missing_file_or_directory_is_a_format_error(tmp_path):
-    from fcn_port.port.caffemodel import read_weights
+    from fcn_port.port.formats.caffemodel import read_weights
 
     with pytest.raises(CaffeFormatError, match=r"missing.caffemodel: cannot open \(No such file"):
         read_weights(tmp_path / "missing.caffemodel")

@@ -7,8 +7,8 @@ import json
 import torch
 
 from fcn_port import models
-from fcn_port.models import bench, fast
-from fcn_port.port import cli
+from fcn_port.models.deploy import bench, fast
+from fcn_port import cli
 
 
 def test_voc_fcn8s_is_362_gflop_at_500_counted_on_meta():

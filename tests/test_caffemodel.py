@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import ORACLE, case_params
-from fcn_port.port import caffemodel, hdf5, solverstate
+from fcn_port.port.formats import caffemodel, hdf5, solverstate
 
 FORWARD = case_params("layers", "weights.caffemodel") + case_params("fcn") + case_params("formats")
 WITH_H5 = [p for p in FORWARD if (p.values[0] / "weights.caffemodel.h5").exists()]
@@ -135,8 +135,8 @@ def test_state_dict_shares_memory_with_the_file_view():
 
 def test_files_over_512_mb_read_without_loading_them(tmp_path):
     """A 600 MB caffemodel (sparse on disk): Caffe built with protobuf 3 stops at 512 MB."""
-    from fcn_port.port import wire
-    from fcn_port.port.proto import caffe_pb2
+    from fcn_port.port.formats import wire
+    from fcn_port.port.formats.proto import caffe_pb2
 
     n = 150_000_000
     dims = wire.varint(n)

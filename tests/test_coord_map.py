@@ -9,10 +9,10 @@ import pytest
 
 from conftest import case_params
 from fcn_port.port import coord_map as cm
-from fcn_port.port.cli import main
+from fcn_port.cli import main
 from fcn_port.port.errors import NetError
-from fcn_port.port.proto import caffe_pb2
-from fcn_port.port.text import parse_text, read_net
+from fcn_port.port.formats.proto import caffe_pb2
+from fcn_port.port.formats.text import parse_text, read_net
 
 FCN_CASES = case_params("fcn", needs="net.prototxt")
 EXPECTED = {  # from the official generated prototxts (FCN_FACTS.md, "Crop offsets")
@@ -271,7 +271,7 @@ def test_cli_no_crops_and_bad_input(tmp_path, capsys):
     bad = tmp_path / "bad.prototxt"
     bad.write_text("layer { name: \n")
     for p in (bad, tmp_path / "missing.prototxt"):
-        run = subprocess.run([sys.executable, "-m", "fcn_port.port.cli", "offsets", str(p)],
+        run = subprocess.run([sys.executable, "-m", "fcn_port.cli", "offsets", str(p)],
                              capture_output=True, text=True)
         assert run.returncode == 2 and run.stdout == ""
         assert run.stderr.startswith("fcn-port: error:") and run.stderr.count("\n") == 1

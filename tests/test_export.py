@@ -13,13 +13,14 @@ import pytest
 import torch
 
 from fcn_port import models
-from fcn_port.models.export import export, to_proto
-from fcn_port.models.onnx import traceable
-from fcn_port.port import cli
-from fcn_port.port.caffemodel import read_weights
+from fcn_port.models.deploy.export import export
+from fcn_port.port.net import to_proto
+from fcn_port.models.deploy.onnx import traceable
+from fcn_port import cli
+from fcn_port.port.formats.caffemodel import read_weights
 from fcn_port.port.errors import NetError
 from fcn_port.port.net import CaffeNet, from_prototxt
-from fcn_port.port.text import read_net
+from fcn_port.port.formats.text import read_net
 
 from conftest import case_params, oracle_cases
 
@@ -166,7 +167,7 @@ def test_stock_model_traces_at_any_size(exported):
 def test_onnx_export_matches_pytorch_and_real_caffe(tmp_path, exported):
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    from fcn_port.models.onnx import export_onnx
+    from fcn_port.models.deploy.onnx import export_onnx
 
     case, ckpt, _, _ = exported["voc-fcn8s"]
     report = export_onnx(ckpt, tmp_path / "m.onnx", size=(41, 59))

@@ -8,7 +8,7 @@ from PIL import Image
 
 import fcn_port.models as models_pkg
 from fcn_port.models import infer, preprocess, vis
-from fcn_port.port import cli
+from fcn_port import cli
 from fcn_port.port.errors import CaffeFormatError, NetError
 
 
@@ -361,7 +361,7 @@ def test_official_metas_pick_the_right_preprocessing(tmp_path):
 
 def test_end_to_end_convert_and_infer_bundled_tiny_model(tmp_path, capsys):
     from fcn_port.models import load
-    from fcn_port.port.cli.formats import DEFAULT_WEIGHTS
+    from fcn_port.port import DEFAULT_WEIGHTS
 
     ckpt = tmp_path / "tiny.pt"
     assert cli.main(["convert", str(DEFAULT_WEIGHTS), "-o", str(ckpt)]) == 0

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from fcn_port.port.proto import caffe_pb2
+from fcn_port.port.formats.proto import caffe_pb2
 from test_layers_other import fails, make
 
 def test_dropout_train_is_elementwise_inverted_and_test_is_identity():

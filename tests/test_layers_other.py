@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from conftest import case_params
-from fcn_port.port.caffemodel import read_weights
-from fcn_port.port.layers import REGISTRY, LayerError
-from fcn_port.port.proto import caffe_pb2
-from fcn_port.port.text import parse_text, read_net
+from fcn_port.port.formats.caffemodel import read_weights
+from fcn_port.port.layers import LayerError, lookup
+from fcn_port.port.layers import types as layer_types
+from fcn_port.port.formats.proto import caffe_pb2
+from fcn_port.port.formats.text import parse_text, read_net
 
 MY_TYPES = {
     "ReLU", "Sigmoid", "TanH", "Power", "AbsVal", "BNLL", "Exp", "Log", "Dropout", "Threshold",
@@ -59,9 +60,9 @@ def layer_runs(case, types=MY_TYPES):
                 lp = caffe_pb2.LayerParameter(name=name, type=kind, bottom=entry["bottoms"],
                                               top=entry["tops"])
             bottoms = [torch.from_numpy(np.array(blobs[k])) for k in fed]
-            source_layer = getattr(REGISTRY[kind], "is_source", False)
+            source_layer = getattr(layer_types()[kind], "is_source", False)
             shapes = [] if source_layer else [tuple(b.shape) for b in bottoms]
-            layer = REGISTRY[kind](lp, shapes, meta["phase"])
+            layer = layer_types()[kind](lp, shapes, meta["phase"])
             for i, w in enumerate(weights.get(name, [])):
                 assert tuple(layer.blob(i).shape) == w.shape, (name, i)
                 with torch.no_grad():
@@ -146,7 +147,7 @@ def make(text, bottom_shapes, phase="TEST"):
     lp, _ = parse_text(text, caffe_pb2.LayerParameter)
     if not lp.top and lp.type != "Silence":
         lp.top.append(lp.name)
-    return REGISTRY[lp.type](lp, [tuple(s) for s in bottom_shapes], phase)
+    return lookup(lp)(lp, [tuple(s) for s in bottom_shapes], phase)
 
 
 def fails(match, fn, *args):

@@ -14,11 +14,11 @@ import torch
 from google.protobuf import text_format
 
 from conftest import oracle_cases
-from fcn_port.port import caffemodel
+from fcn_port.port.formats import caffemodel
 from fcn_port.port.layers import conv, crop, pooling  # noqa: F401  (registration)
-from fcn_port.port.layers.base import REGISTRY, LayerError
-from fcn_port.port.proto import caffe_pb2
-from fcn_port.port.text import read_net
+from fcn_port.port.layers import LayerError, lookup
+from fcn_port.port.formats.proto import caffe_pb2
+from fcn_port.port.formats.text import read_net
 
 MINE = {"Convolution", "Deconvolution", "Pooling", "Crop"}
 PLUMBING = {"Input", "Split"}
@@ -51,7 +51,7 @@ def _bottoms(info, blobs, name):
 
 def build(text, bottom_shapes, phase="TEST"):
     lp = text_format.Parse(text, caffe_pb2.LayerParameter())
-    return REGISTRY[lp.type](lp, [tuple(s) for s in bottom_shapes], phase)
+    return lookup(lp)(lp, [tuple(s) for s in bottom_shapes], phase)
 
 
 def rel_err(ours, caffe):
@@ -70,7 +70,7 @@ def test_layer_matches_caffe(case, name):
     lp = next(layer for layer in net.layer if layer.name == name)
     blobs = np.load(case / "blobs.npz")
     entry, arrays = _bottoms(info, blobs, name)
-    layer = REGISTRY[lp.type](lp, [a.shape for a in arrays], info["phase"])
+    layer = lookup(lp)(lp, [a.shape for a in arrays], info["phase"])
 
     params = caffemodel.read_weights(case / "weights.caffemodel").params.get(name, [])
     ours = {k: tuple(v.shape) for k, v in layer.state_dict().items()}

@@ -9,8 +9,8 @@ from conftest import ORACLE, case_params, oracle_cases
 from fcn_port import models
 from fcn_port.models.checkpoint import ConvertError, expected_shapes
 from fcn_port.models.parity import run_model_case
-from fcn_port.port.caffemodel import read_weights
-from fcn_port.port.text import read_net
+from fcn_port.port.formats.caffemodel import read_weights
+from fcn_port.port.formats.text import read_net
 
 FCN_CASES = case_params("fcn", "weights.caffemodel")
 SMALL = dict(widths=(2, 4, 4, 6, 6), fc=7)  # even: AlexNet has group 2

@@ -8,14 +8,15 @@ import torch
 
 from conftest import ORACLE
 from fcn_port import models
-from fcn_port.port.cli import DEFAULT_WEIGHTS, main
+from fcn_port.cli import main
+from fcn_port.port import DEFAULT_WEIGHTS
 from fcn_port.port.net import CaffeNet
-from fcn_port.port.proto import caffe_pb2
-from fcn_port.port.text import parse_text, read_net, read_solver
+from fcn_port.port.formats.proto import caffe_pb2
+from fcn_port.port.formats.text import parse_text, read_net, read_solver
 
 
 def fcn_port(*args):
-    return subprocess.run([sys.executable, "-m", "fcn_port.port.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "fcn_port.cli", *map(str, args)],
                           capture_output=True, text=True)
 
 

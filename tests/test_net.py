@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from conftest import ORACLE, case_params, oracle_cases
-from fcn_port.port import net as netmod, text
+from fcn_port.port import net as netmod
+from fcn_port.port.formats import text
 from fcn_port.port.net import CaffeNet, NetError, from_prototxt
 from fcn_port.port.parity import blob_error, run_case
 
@@ -94,7 +95,7 @@ def test_load_reports_missing_and_unexpected_and_checks_shapes():
     net = from_prototxt(case / "net.prototxt")
     report = net.load_caffemodel(ORACLE / "fcn" / "voc-fcn16s" / "weights.caffemodel")
     assert "score_pool3" in report["missing"] and "upscore16" in report["unexpected"]
-    from fcn_port.port.caffemodel import read_weights
+    from fcn_port.port.formats.caffemodel import read_weights
 
     w = read_weights(case / "weights.caffemodel")
     w.params["conv1_1"] = [np.zeros((5, 3, 3, 3), np.float32), w.params["conv1_1"][1]]
@@ -132,15 +133,15 @@ def test_save_reload_trace_and_compile(tmp_path):
 
 def test_parity_cli_table_json_and_exit_status(tmp_path):
     cases = [str(ORACLE / "layers" / "crop"), str(ORACLE / "solver" / "lr_poly")]
-    run = subprocess.run([sys.executable, "-m", "fcn_port.port.cli", "parity", *cases],
+    run = subprocess.run([sys.executable, "-m", "fcn_port.cli", "parity", *cases],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "crop" in run.stdout and "pass" in run.stdout and "not supported" in run.stdout
-    run = subprocess.run([sys.executable, "-m", "fcn_port.port.cli", "parity", "--json", cases[0]],
+    run = subprocess.run([sys.executable, "-m", "fcn_port.cli", "parity", "--json", cases[0]],
                          capture_output=True, text=True)
     r = json.loads(run.stdout)
     assert {"case", "kind", "compared", "worst", "where", "pass"} <= set(r) and r["pass"]
-    run = subprocess.run([sys.executable, "-m", "fcn_port.port.cli", "parity", "--rtol", "0", cases[0]],
+    run = subprocess.run([sys.executable, "-m", "fcn_port.cli", "parity", "--rtol", "0", cases[0]],
                          capture_output=True, text=True)
     worst = run_case(cases[0])["worst"]
     assert run.returncode == (1 if worst > 0 else 0)
@@ -149,7 +150,7 @@ def test_parity_cli_table_json_and_exit_status(tmp_path):
 def test_readme_lists_exactly_the_registered_layers():
     from pathlib import Path
 
-    from fcn_port.port.cli import layer_table
+    from fcn_port.port.verbs import layer_table
 
     assert layer_table() in (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
@@ -157,8 +158,8 @@ def test_readme_lists_exactly_the_registered_layers():
 def test_duplicate_layer_names_are_an_error():
     from fcn_port.port.errors import NetError
     from fcn_port.port.net import CaffeNet
-    from fcn_port.port.proto import caffe_pb2
-    from fcn_port.port.text import parse_text
+    from fcn_port.port.formats.proto import caffe_pb2
+    from fcn_port.port.formats.text import parse_text
 
     net, _ = parse_text('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 } } }'
                         'layer { name: "r" type: "ReLU" bottom: "x" top: "y" }'

@@ -9,19 +9,20 @@ import pytest
 import torch
 
 from conftest import ORACLE
+from fcn_port import models
 from fcn_port.port import surgery as S
-from fcn_port.port.caffemodel import read_weights
-from fcn_port.port.cli import main
+from fcn_port.port.formats.caffemodel import read_weights
+from fcn_port.cli import main
 from fcn_port.port.net import CaffeNet
-from fcn_port.port.proto import caffe_pb2
-from fcn_port.port.text import parse_text
+from fcn_port.port.formats.proto import caffe_pb2
+from fcn_port.port.formats.text import parse_text
 
 FCN = ORACLE / "fcn"
 V1 = ORACLE / "formats" / "v1_legacy"
 
 
 def _net(text):
-    from fcn_port.port.upgrade import upgrade_net
+    from fcn_port.port.formats.upgrade import upgrade_net
 
     net, _ = parse_text(text, caffe_pb2.NetParameter)
     upgrade_net(net)
@@ -162,7 +163,7 @@ def test_full_size_vgg16_to_fcn32s_numbers():
     assert [e.action for e in alex.entries] == ["coerced", "copied"]
     assert S.nominal_input_shapes(_net(FCN32S)) == {"data": (1, 3, 500, 500),
                                                     "label": (1, 1, 500, 500)}
-    assert S.param_shapes("voc-fcn32s") == dst  # the official deploy net, by name
+    assert S.param_shapes(models.deploy_net("voc-fcn32s")) == dst  # the official deploy net
 
 
 @pytest.mark.parametrize("name", ["voc-fcn8s-atonce", "siftflow-fcn16s", "nyud-fcn32s-color-d",
@@ -172,7 +173,7 @@ def test_official_train_nets_with_python_data_layers_have_the_deploy_params(name
 
     train = net_param(OFFICIAL[name], "trainval" if name.startswith(("sift", "nyud")) else "train")
     assert any(lp.type == "Python" for lp in train.layer)
-    assert S.param_shapes(train) == S.param_shapes(name)
+    assert S.param_shapes(train) == S.param_shapes(models.deploy_net(name))
 
 
 CLASSIFIER = """name: "tiny-vgg" input: "data" input_dim: 1 input_dim: 3 input_dim: 6 input_dim: 6

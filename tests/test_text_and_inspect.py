@@ -6,9 +6,9 @@ import sys
 import pytest
 
 from conftest import ORACLE, oracle_cases
-from fcn_port.port import text
-from fcn_port.port.cli import main
-from fcn_port.port.proto import caffe_pb2
+from fcn_port.port.formats import text
+from fcn_port.cli import main
+from fcn_port.port.formats.proto import caffe_pb2
 
 PROTOTXTS = sorted(p for group in ("layers", "fcn", "formats", "solver")
                    for case in oracle_cases(group) for p in case.glob("*.prototxt"))
@@ -75,6 +75,6 @@ def test_inspect_json_on_every_kind_of_file(rel, kind, fmt, capsys):
 
 
 def test_inspect_console_script_exists():
-    run = subprocess.run([sys.executable, "-m", "fcn_port.port.cli", "--version"],
+    run = subprocess.run([sys.executable, "-m", "fcn_port.cli", "--version"],
                          capture_output=True, text=True)
     assert run.returncode == 0 and run.stdout.startswith("fcn-port ")

@@ -1,4 +1,4 @@
-"""fcn_port.port.torchsave.save against torch.save: same file, byte for byte, and loadable."""
+"""fcn_port.port.fileio.torchsave.save against torch.save: same file, byte for byte, and loadable."""
 import os
 import pickle
 import zipfile
@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from conftest import ORACLE
-from fcn_port.port import caffemodel, crc32, fileio, torchsave, torchzip
-from fcn_port.port.blobproto import blob_pieces
-from fcn_port.port.wire import length_delimited
+from fcn_port.port.formats import caffemodel
+from fcn_port.port.fileio import crc32, torchsave, torchzip
+from fcn_port.port import fileio
+from fcn_port.port.formats.blobproto import blob_pieces
+from fcn_port.port.formats.wire import length_delimited
 
 CAFFEMODELS = sorted(ORACLE.glob("**/weights.caffemodel"))
 

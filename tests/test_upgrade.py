@@ -9,8 +9,8 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from fcn_port.port.proto import caffe_pb2
-from fcn_port.port.upgrade import V1_PARAM_MESSAGES, net_needs_upgrade, upgrade_net
+from fcn_port.port.formats.proto import caffe_pb2
+from fcn_port.port.formats.upgrade import V1_PARAM_MESSAGES, net_needs_upgrade, upgrade_net
 
 V1_LEGACY = Path(__file__).resolve().parent / "data" / "oracle" / "formats" / "v1_legacy"
 

@@ -6,8 +6,8 @@ import pytest
 from google.protobuf import text_format
 
 from fcn_port.port.errors import CaffeFormatError
-from fcn_port.port.proto import caffe_pb2
-from fcn_port.port.upgrade import upgrade_net, upgrade_snapshot_prefix, upgrade_solver
+from fcn_port.port.formats.proto import caffe_pb2
+from fcn_port.port.formats.upgrade import upgrade_net, upgrade_snapshot_prefix, upgrade_solver
 from test_upgrade import assert_upgrades_to, net
 
 # ---- errors ----------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""What every Caffe layer module shares: the registry, the base class, Caffe's fillers.
+"""What every Caffe layer shares: the base class, its error, Caffe's axis rule.
 
-A layer is registered under its exact Caffe type string::
+A layer is registered under its exact Caffe type string (:mod:`.registry`)::
 
     @register("ReLU")
     class ReLU(CaffeLayer):
@@ -16,15 +16,11 @@ that layer, in Caffe's own shape. ``top_shapes`` mirrors Caffe's ``Reshape`` (an
 one tensor or a tuple, one per top. Layers never modify their inputs, so Caffe's in-place tops
 (``bottom == top``) need no special care.
 """
-import math
-
 import torch
 from torch import nn
 
 from ..errors import NetError
-
-REGISTRY = {}
-
+from .fillers import fill
 
 class LayerError(NetError):
     """A layer's settings or bottom shapes are not what Caffe accepts."""
@@ -34,20 +30,10 @@ class LayerError(NetError):
         super().__init__(f"layer '{layer.name}' ({layer.type}): {what}")
 
 
-def register(*types):
-    """Class decorator: register a CaffeLayer subclass under one or more Caffe type strings."""
-    def wrap(cls):
-        for t in types:
-            if t in REGISTRY:
-                raise RuntimeError(f"Caffe layer type {t!r} registered twice")
-            REGISTRY[t] = cls
-        cls.caffe_types = types
-        return cls
-    return wrap
-
-
 class CaffeLayer(nn.Module):
-    caffe_types = ()
+    caffe_types = ()   # the Caffe type strings it is registered under (registry.register)
+    is_source = False  # True for layers whose tops the caller feeds (Input; unbound Python data)
+    n_blobs = 0        # learnable blobs, registered by add_blob as "0", "1", ...
 
     def __init__(self, lp, bottom_shapes, phase="TEST"):
         super().__init__()
@@ -76,40 +62,6 @@ class CaffeLayer(nn.Module):
 
     def extra_repr(self):
         return f"name={self.name!r}"
-
-
-def fill(t, filler):
-    """Fill tensor ``t`` in place as Caffe's FillerParameter says (the RNG stream differs from
-    Caffe's, so random fillers match in distribution, not in values)."""
-    kind = filler.type
-    with torch.no_grad():
-        if kind == "constant":
-            t.fill_(filler.value)
-        elif kind == "uniform":
-            t.uniform_(filler.min, filler.max)
-        elif kind == "gaussian":
-            t.normal_(filler.mean, filler.std)
-        elif kind in ("xavier", "msra"):
-            fan_in = t.numel() // t.shape[0] if t.dim() else 1
-            fan_out = t.numel() // t.shape[1] if t.dim() > 1 else t.numel()
-            n = {0: fan_in, 1: fan_out, 2: (fan_in + fan_out) / 2}[filler.variance_norm]
-            if kind == "xavier":
-                scale = math.sqrt(3.0 / n)
-                t.uniform_(-scale, scale)
-            else:
-                t.normal_(0.0, math.sqrt(2.0 / n))
-        elif kind == "positive_unitball":
-            t.uniform_(0, 1)
-            t /= t.reshape(t.shape[0], -1).sum(1).reshape(-1, *[1] * (t.dim() - 1))
-        elif kind == "bilinear":
-            from ..surgery import bilinear_kernel
-
-            if t.dim() != 4 or t.shape[2] != t.shape[3]:
-                raise ValueError(f"bilinear filler needs a square 4-D blob, got {tuple(t.shape)}")
-            t.copy_(bilinear_kernel(t.shape[2]).expand_as(t))
-        else:
-            raise ValueError(f"unknown filler type {kind!r}")
-    return t
 
 
 def canonical_axis(layer, axis, ndim):

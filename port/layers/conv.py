@@ -50,7 +50,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .base import CaffeLayer, canonical_axis, register
+from .base import CaffeLayer, canonical_axis
+from .registry import register
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}

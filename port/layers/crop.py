@@ -23,7 +23,8 @@ offset convention: many re-implementations centre the crop, and that is wrong fo
 """
 import torch
 
-from .base import CaffeLayer, canonical_axis, register
+from .base import CaffeLayer, canonical_axis
+from .registry import register
 
 
 @register("Crop")

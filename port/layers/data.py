@@ -19,8 +19,10 @@ its backward gives them zero gradient, which is what an unused tensor gets in au
 """
 import torch
 
-from .base import CaffeLayer, fill, register
-from ..proto import caffe_pb2
+from .base import CaffeLayer
+from .fillers import fill
+from .registry import register
+from ..formats.proto import caffe_pb2
 
 
 def _dims(layer, blob_shape):

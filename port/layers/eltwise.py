@@ -19,8 +19,9 @@ How Caffe computes it, and where a naive PyTorch version differs:
 """
 import torch
 
-from .base import CaffeLayer, register
-from ..proto import caffe_pb2
+from .base import CaffeLayer
+from .registry import register
+from ..formats.proto import caffe_pb2
 
 _OP = caffe_pb2.EltwiseParameter
 

@@ -19,7 +19,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .base import CaffeLayer, canonical_axis, register
+from .base import CaffeLayer, canonical_axis
+from .registry import register
 
 
 @register("InnerProduct")

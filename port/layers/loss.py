@@ -41,8 +41,9 @@ import math
 import numpy as np
 import torch
 
-from .base import CaffeLayer, canonical_axis, register
-from ..proto import caffe_pb2
+from .base import CaffeLayer, canonical_axis
+from .registry import register
+from ..formats.proto import caffe_pb2
 
 FLT_MIN = float(np.finfo(np.float32).tiny)
 _NORM = caffe_pb2.LossParameter

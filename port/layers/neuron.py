@@ -46,7 +46,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import CaffeLayer, register
+from .base import CaffeLayer
+from .registry import register
 
 
 def f32(v):

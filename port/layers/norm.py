@@ -34,8 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import CaffeLayer, canonical_axis, register
-from ..proto import caffe_pb2
+from .base import CaffeLayer, canonical_axis
+from .registry import register
+from ..formats.proto import caffe_pb2
 
 
 def _f32(v):

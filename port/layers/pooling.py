@@ -58,8 +58,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..proto import caffe_pb2
-from .base import CaffeLayer, register
+from ..formats.proto import caffe_pb2
+from .base import CaffeLayer
+from .registry import register
 
 FLT_MAX = float(np.finfo(np.float32).max)
 _P = caffe_pb2.PoolingParameter

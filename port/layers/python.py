@@ -13,13 +13,18 @@ import importlib
 from torch import nn
 
 from .base import CaffeLayer
+from .registry import register
 
 
+@register("Python")
 class PythonLayer(CaffeLayer):
-    caffe_types = ("Python",)
+    """``bound``: the module or callable serving the layer; ``allow_import``: import the one the
+    prototxt names instead; ``shapes``: the tops' shapes when it is a data layer (fed tops)."""
 
-    def __init__(self, lp, bottom_shapes, phase, bound, allow_import, top_shapes, net_inputs):
+    def __init__(self, lp, bottom_shapes, phase="TEST", *, bound=None, allow_import=False,
+                 shapes=None):
         super().__init__(lp, bottom_shapes, phase)
+        shapes = list(shapes) if shapes is not None else [None] * len(lp.top)
         p = lp.python_param
         self.target = f"{p.module}.{p.layer}"
         if bound is None and allow_import:
@@ -33,15 +38,14 @@ class PythonLayer(CaffeLayer):
                       f"{{'{lp.name}': fn}} (fcn-port never imports modules a prototxt names "
                       "unless allow_python_import=True)")
         if self.is_source:
-            if any(s is None for s in top_shapes):
+            if any(s is None for s in shapes):
                 self.fail(f"Python data layer {self.target} has no known top shapes: pass "
                           f"input_shapes={{{', '.join(repr(t) for t in lp.top)}: (N, C, H, W)}} "
                           "or bind the layer")
-            net_inputs.extend(lp.top)
         self.fn = bound
         if isinstance(bound, nn.Module):
             self.bound = bound
-        self._tops = [tuple(s) if s is not None else None for s in top_shapes]
+        self._tops = [tuple(s) if s is not None else None for s in shapes]
 
     def top_shapes(self, bottoms):
         if self.is_source or self.fn is None:

@@ -24,7 +24,8 @@ import math
 
 import torch
 
-from .base import CaffeLayer, canonical_axis, register
+from .base import CaffeLayer, canonical_axis
+from .registry import register
 
 
 def _one_bottom(layer, bottoms):

@@ -1,0 +1,56 @@
+"""``fcn-port``: assembles each package's verbs into one command. Nothing imports this module.
+
+Each package owns its verbs (``port/verbs.py``, ``models/verbs.py``, ...) and adds them with
+``add_verbs(subparsers)``; a verb sets ``run`` to a function of the parsed arguments that
+returns the exit status (None means 0). Every error fcn-port raises on purpose
+(:class:`~fcn_port.port.errors.FcnPortError`: a broken file, a net that cannot run, an
+unsupported request, a bad argument) becomes one ``fcn-port: error:`` line and exit status 2.
+Heavy modules (torch) are imported by the verbs that need them, so ``--help`` starts fast.
+
+    python -m fcn_port.cli VERB ...   # the same as fcn-port VERB ... (torchrun uses this)
+"""
+import argparse
+import importlib
+import sys
+
+from .port import verbs as port_verbs
+from .port.errors import FcnPortError
+from .models import verbs as models_verbs
+
+
+def _official_net(name):
+    return importlib.import_module("fcn_port.models").deploy_net(name)
+
+
+def _model_case(case, model, rtol):
+    return importlib.import_module("fcn_port.models.parity").run_model_case(case, model, rtol)
+
+
+def build_parser():
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="fcn-port", description=(
+        "Caffe FCN nets, weights and solvers in PyTorch, with no numerical drift."))
+    parser.add_argument("--version", action="version", version=f"fcn-port {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    port_verbs.add_verbs(verbs, net_by_name=_official_net, model_runner=_model_case)
+    models_verbs.add_verbs(verbs)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except FcnPortError as e:
+        print(f"fcn-port: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fcn-port: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""A faster inference path for a converted FCN, checked against the eager model.
+
+The eager model (:class:`fcn_port.models.FCN`) runs every Caffe layer with Caffe's checks and
+geometry in Python, in NCHW, with ReLU as a separate pass. For inference on CPU this module
+builds, from the same parameters (shared, not copied, unless a layout change needs a copy):
+
+1. the Caffe layers themselves: for the FCN geometry (pad 0 ceil MAX pooling, convolution on
+   axis 1, top-left crop) they already run as single plain ops (see
+   :mod:`fcn_port.models.deploy.onnx`), so nothing is swapped;
+2. ``fuse``: each Convolution whose only reader is an in-place ReLU (every ``conv_relu`` of
+   the official nets) becomes one oneDNN convolution with a ReLU post-op
+   (``torch.ops.mkldnn._convolution_pointwise``), the ReLU an identity;
+3. ``channels_last``: the fused convolutions' weights are kept in NHWC and the input is fed in
+   NHWC (oneDNN's native layout: no reorders between layers);
+4. ``compile``: ``torch.compile`` of the model with Inductor's ``freezing`` (weights folded and
+   pre-packed, conv + ReLU fused by Inductor itself), where 2-3 cannot be had (it needs a
+   C++ compiler; the first call compiles, ~7-25 s for voc-fcn8s on 2 cores).
+
+Most of the gain over eager on that machine is not here but in the allocator: glibc maps
+each activation over 32 MB afresh and the VM first-touches it on every pass;
+:func:`fcn_port.models.deploy.bench.keep_freed_memory` (process-wide, so not done here) alone takes
+voc-fcn8s from 2.52 s to 1.92 s, steps 1-3 then to 1.76 s.
+
+:func:`fast_model` returns the first variant, in the order ``fused-nhwc`` (2-3),
+``compile-freezing`` (4), ``fused-nchw``, whose outputs stay within ``rtol`` (1e-5, relative to
+max(1, max|eager|)) of the eager model on a probe input; the summation order of oneDNN's NHWC
+kernels differs from NCHW, measured 2.1e-6 on voc-fcn8s at 500 x 500. On 2 AMD EPYC cores
+(benchmarks/README.md) ``fused-nhwc`` and ``compile-freezing`` run equally fast (1.76 s and
+1.80 s against 2.52 s eager); the fused path needs no compiler, compiles nothing and holds
+no second copy of the weights, so it comes first.
+"""
+import copy
+
+import torch
+from torch import nn
+
+from fcn_port.port.layers.conv import Convolution
+
+
+class FusedConvReLU(nn.Module):
+    """Caffe Convolution + in-place ReLU as one oneDNN convolution with a ReLU post-op."""
+
+    def __init__(self, layer, channels_last, inplace=False):
+        super().__init__()
+        self.layer = layer
+        w = layer.blob(0)
+        if channels_last and inplace:  # the layer's own weight re-laid out: no second copy
+            w.data = w.data.contiguous(memory_format=torch.channels_last)
+        w = w.detach()
+        self.weight = w.contiguous(memory_format=torch.channels_last) if channels_last else w
+
+    def forward(self, x):
+        c = self.layer
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, self.weight, c.blob(1) if c.bias_term else None, list(c.pad), list(c.stride),
+            list(c.dilation), c.group, "relu", [], "")
+
+
+def conv_relu_pairs(model):
+    """[(conv, relu)] layer names: a Convolution read only by an in-place ReLU after it."""
+    from ..spec import net_param
+
+    layers = net_param(model.cfg, "model").layer
+    readers, producer, pairs = {}, {}, []
+    for lp in layers:
+        for b in lp.bottom:
+            readers.setdefault(producer.get(b), []).append(lp)
+        for t in lp.top:
+            producer[t] = lp.name
+    by_name = {lp.name: lp for lp in layers}
+    for name, users in readers.items():
+        lp = by_name.get(name)
+        if lp is None or lp.type != "Convolution" or len(users) != 1:
+            continue
+        relu = users[0]
+        if relu.type == "ReLU" and relu.top[0] == relu.bottom[0] == lp.top[0] and \
+                not relu.relu_param.negative_slope:
+            pairs.append((name, relu.name))
+    return pairs
+
+
+def fused(model, channels_last=True, inplace=False):
+    """Steps 1-3: conv + ReLU fused, NHWC weights; a module taking NCHW inputs (a shallow copy
+    of ``model`` sharing its layers). ``inplace`` re-lays the model's own conv weights out as
+    NHWC instead of copying them (538 MB less for voc-fcn8s; ``model`` still works, its
+    convolutions then run NHWC)."""
+    model.eval()
+    if not hasattr(torch.ops.mkldnn, "_convolution_pointwise") or \
+            not torch.backends.mkldnn.is_available():
+        return model
+    out = copy.copy(model)
+    out._modules = type(model._modules)(model._modules)
+    for conv, relu in conv_relu_pairs(model):
+        layer = out._modules[conv]
+        if isinstance(layer, Convolution) and layer.ndim == 4 and layer.axis == 1:
+            out._modules[conv] = FusedConvReLU(model._modules[conv], channels_last, inplace)
+            out._modules[relu] = nn.Identity()
+    return NHWC(out) if channels_last else out
+
+
+class NHWC(nn.Module):
+    """Feed ``inner`` channels-last inputs; hand back contiguous NCHW outputs."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *inputs):
+        y = self.inner(*(x.contiguous(memory_format=torch.channels_last) for x in inputs))
+        return tuple(t.contiguous() for t in y) if isinstance(y, tuple) else y.contiguous()
+
+
+def compiled(model):
+    """Step 4: ``torch.compile`` of the model with Inductor freezing."""
+    return torch.compile(model.eval(), options={"freezing": True})
+
+
+def _error(got, want):
+    got = got if isinstance(got, tuple) else (got,)
+    want = want if isinstance(want, tuple) else (want,)
+    return max(float((g.detach() - w.detach()).abs().max())
+               / max(1.0, float(w.detach().abs().max())) for g, w in zip(got, want))
+
+
+def fast_model(model, probe, *, compile=True, rtol=1e-5, inplace=False, log=None):
+    """(callable, name, error): the first of ``fused-nhwc``, ``compile-freezing`` (with
+    ``compile``, where it works here) and ``fused-nchw`` whose output on ``probe`` (a tuple
+    of inputs) is within ``rtol`` of ``model``'s; the eager model itself if none is.
+    ``inplace``: see :func:`fused`."""
+    with torch.inference_mode():
+        want = model(*probe)
+        candidates = [("fused-nhwc", lambda m: fused(m, inplace=inplace))] + \
+            ([("compile-freezing", compiled)] if compile else []) + \
+            [("fused-nchw", lambda m: fused(m, channels_last=False))]
+        for name, make in candidates:
+            try:
+                fn = make(model)
+                err = _error(fn(*probe), want)  # the first call compiles
+            except Exception as e:  # noqa: BLE001  (no compiler, unsupported op, ...)
+                if log:
+                    log(f"{name}: unavailable ({type(e).__name__}: {str(e).splitlines()[0]})")
+                continue
+            if err <= rtol:
+                return fn, name, err
+            if log:
+                log(f"{name}: output differs by {err:.3g} > {rtol:g}; not used")
+    return model, "eager", 0.0

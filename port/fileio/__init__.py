@@ -1,0 +1,10 @@
+"""Files with no Caffe knowledge: read-only maps of inputs, all-or-nothing outputs
+(:mod:`.files`), a zero-copy ``torch.save`` writer (:mod:`.torchsave`, with :mod:`.torchzip`
+and :mod:`.crc32`), and hashing (:mod:`.hashing`).
+
+Named ``fileio``, not ``io``: a package named like a standard-library module shadows it for a
+script run from inside ``port/`` (the reason ``inspect.py`` became ``formats/report.py``).
+"""
+from .files import HDF5_MAGIC, FileSpan, atomic_output, file_span, is_hdf5, map_file
+
+__all__ = ["HDF5_MAGIC", "FileSpan", "atomic_output", "file_span", "is_hdf5", "map_file"]

@@ -1,0 +1,183 @@
+"""File plumbing: read-only mapping of inputs and all-or-nothing writing of outputs.
+
+Every file :func:`map_file` maps is remembered (address range, path, device and inode) for as
+long as its map lives, so that :func:`file_span` can tell a writer that some memory is, byte
+for byte, a span of a file on disk: the writer can then take those bytes from the file
+(:mod:`.torchsave` does) instead of faulting the caller's map into the process. The maps are
+copy-on-write: memory counts as the file's only while none of its pages has been written to,
+which :func:`file_span` checks in the kernel's page table (``/proc/self/pagemap``).
+"""
+import contextlib
+import dataclasses
+import mmap
+import os
+import shutil
+import tempfile
+import threading
+import weakref
+
+import numpy as np
+
+from ..errors import CaffeFormatError
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def map_file(path, expected):
+    """Map ``path`` copy-on-write: arrays made from it are writable views, and the file stays as is."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                raise CaffeFormatError(path, "", f"the file is empty; expected {expected}")
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+            _remember(mm, path, os.fstat(f.fileno()))
+            return mm
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        raise _cannot_open(path, e, expected) from None
+
+
+def _cannot_open(path, error, expected):
+    return CaffeFormatError(path, "", f"cannot open ({error.strerror}); expected {expected}")
+
+
+def is_hdf5(path, expected="a caffemodel (binary or HDF5)"):
+    """Whether ``path`` starts with the HDF5 signature; a file that cannot be opened is a
+    CaffeFormatError naming it (not a bare OSError from deep inside a reader)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == HDF5_MAGIC
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        raise _cannot_open(path, e, expected) from None
+
+
+@contextlib.contextmanager
+def atomic_output(path, mode="wb", *, same_name=False):
+    """Yield a temporary path beside ``path`` (``mode=None``) or an open file on it; move it into
+    place only if the block finishes. A failure leaves no partial file and the old one intact.
+
+    With ``same_name`` the temporary file has ``path``'s own name, in a private folder beside it
+    (for writers that record their file's name inside it, as ``torch.save`` does).
+    """
+    path = os.fspath(path)
+    name = os.path.basename(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if same_name:
+        private = tempfile.mkdtemp(prefix=f".{name}.", suffix=".part", dir=folder)
+        tmp = os.path.join(private, name)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    else:
+        private = None
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+    try:
+        if mode is None:
+            os.close(fd)
+            yield tmp
+        else:
+            with os.fdopen(fd, mode) as f:
+                yield f
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file its usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    finally:
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- mapped files
+
+@dataclasses.dataclass(frozen=True)
+class FileSpan:
+    """``nbytes`` bytes at ``offset`` of the file ``path`` (device and inode as when mapped)."""
+
+    path: str
+    offset: int
+    nbytes: int
+    identity: tuple
+
+    def open(self):
+        """A read-only descriptor on the very file that was mapped, or -1 when ``path`` now
+        names another file (replaced since) or none."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return -1
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != self.identity:
+            os.close(fd)
+            return -1
+        return fd
+
+
+@dataclasses.dataclass(frozen=True)
+class _Mapped:
+    size: int
+    path: str
+    identity: tuple
+    ref: weakref.ref
+
+
+_MAPPED = {}  # start address -> _Mapped, for the maps made by map_file (dead ones pruned)
+_MAPPED_LOCK = threading.Lock()  # no callback takes it: weakrefs here have none
+
+
+def _remember(mm, path, st):
+    view = np.frombuffer(mm, np.uint8)
+    start = view.ctypes.data
+    del view  # hold no export: the map may be closed
+    entry = _Mapped(len(mm), os.path.abspath(path), (st.st_dev, st.st_ino), weakref.ref(mm))
+    with _MAPPED_LOCK:
+        for dead in [s for s, m in _MAPPED.items() if m.ref() is None]:
+            del _MAPPED[dead]
+        _MAPPED[start] = entry
+
+
+def file_span(address, nbytes):
+    """The :class:`FileSpan` whose bytes the memory ``[address, address + nbytes)`` holds, when
+    that memory lies in a live :func:`map_file` map and no page of it has been written to;
+    else None (then only the memory itself has the right bytes)."""
+    if nbytes <= 0:
+        return None
+    with _MAPPED_LOCK:
+        found = [(start, m) for start, m in _MAPPED.items()
+                 if start <= address and address + nbytes <= start + m.size and m.ref() is not None]
+    for start, m in found:  # one at most: live maps do not overlap
+        if _unwritten(address, nbytes):
+            return FileSpan(m.path, address - start, nbytes, m.identity)
+    return None
+
+
+_PRESENT, _SWAPPED, _FILE_PAGE = 1 << 63, 1 << 62, 1 << 61
+
+
+def _unwritten(address, nbytes):
+    """True when no page of the range is a private copy: in ``/proc/self/pagemap`` (Linux)
+    each page is either not present (never touched: the file's) or present as a file page.
+    A page written to on a copy-on-write map becomes anonymous (present, not a file page,
+    or swapped out). False whenever the page table cannot be read."""
+    page = mmap.PAGESIZE
+    first, last = address // page, (address + nbytes - 1) // page
+    want = (last - first + 1) * 8
+    raw = bytearray()
+    try:
+        fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        while len(raw) < want:
+            got = os.pread(fd, want - len(raw), first * 8 + len(raw))
+            if not got:
+                return False
+            raw += got
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    flags = np.frombuffer(raw, np.uint64)
+    private = ((flags & np.uint64(_PRESENT)) != 0) & ((flags & np.uint64(_FILE_PAGE)) == 0)
+    return not (private.any() or ((flags & np.uint64(_SWAPPED)) != 0).any())

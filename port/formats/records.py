@@ -1,0 +1,68 @@
+"""What Caffe's weight and solver-state files hold once read, whatever their format.
+
+:class:`Weights` is a caffemodel (binary :mod:`.caffemodel` or HDF5 :mod:`.hdf5`) and
+:class:`SolverState` a ``.solverstate`` (binary :mod:`.solverstate` or HDF5); the readers of
+both formats return them and the writers take them, so they live below all of those modules.
+"""
+
+
+class Weights:
+    """A caffemodel: the net message without blob payloads, and each layer's blobs as arrays.
+
+    ``net``      NetParameter with every layer's settings; blobs are not in it
+    ``params``   {layer name: [array, ...]} in file order (views of the mapped file)
+    ``version``  'V0', 'V1' or 'V2', as the file was written; ``upgrades`` lists what was upgraded
+    ``legacy``   {(layer, i)} of blobs stored with the old num/channels/height/width dims
+    """
+
+    def __init__(self, net, params, *, path=None, format="binary", version="V2", upgrades=(),
+                 legacy=(), diffs=None):
+        self.net, self.params, self.path, self.format = net, params, path, format
+        self.version, self.upgrades, self.legacy = version, list(upgrades), set(legacy)
+        self.diffs = diffs or {}
+
+    @property
+    def num_params(self):
+        return sum(a.size for blobs in self.params.values() for a in blobs)
+
+    def state_dict(self):
+        """``{"<layer>.<i>": tensor}``, sharing memory with the arrays (no copy)."""
+        import torch
+
+        return {f"{name}.{i}": torch.from_numpy(a) for name, blobs in self.params.items()
+                for i, a in enumerate(blobs)}
+
+    def __repr__(self):
+        return (f"Weights({self.path!r}, {self.format}, {self.version}, {len(self.params)} layers "
+                f"with params, {self.num_params:,} values)")
+
+    def fits(self, name, i, shape):
+        """Whether blob ``i`` of layer ``name`` loads into a param of ``shape``: the same shape,
+        or a legacy num/channels/height/width blob whose leading 1s pad ``shape`` to 4-D (the
+        same values, as Caffe's ``Blob::ShapeEquals`` accepts for old files)."""
+        a = self.params[name][i]
+        shape = tuple(int(d) for d in shape)
+        if tuple(a.shape) == shape:
+            return True
+        return (name, i) in self.legacy and len(shape) <= 4 and \
+            tuple(a.shape) == (1,) * (4 - len(shape)) + shape
+
+
+def layer_messages(net):
+    """(field number, message, name) for each layer of the header net, in file order."""
+    for msg in net.layer:
+        yield 100, msg, msg.name
+    for msg in net.layers:
+        yield 2, msg, (msg.layer.name if msg.HasField("layer") else msg.name)
+
+
+class SolverState:
+    """Iteration, lr-schedule step, the snapshot it points to, and the solver's history blobs."""
+
+    def __init__(self, iter=0, current_step=0, learned_net="", history=(), *, path=None, format="binary"):
+        self.iter, self.current_step, self.learned_net = int(iter), int(current_step), learned_net
+        self.history, self.path, self.format = list(history), path, format
+
+    def __repr__(self):
+        return (f"SolverState(iter={self.iter}, current_step={self.current_step}, "
+                f"learned_net={self.learned_net!r}, {len(self.history)} history blobs)")

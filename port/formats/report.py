@@ -1,0 +1,189 @@
+"""``fcn-port inspect``: what a Caffe file is and what it holds.
+
+Any prototxt (net or solver), caffemodel (binary or HDF5), or solverstate (binary or HDF5):
+format and version, each layer with type, bottoms, tops and param shapes, parameter totals,
+and what loading upgraded. :func:`inspect_file` returns a plain dict (the ``--json`` output);
+:func:`format_report` renders it for people.
+"""
+import os
+
+import numpy as np
+from google.protobuf import text_format
+
+from .. import fileio
+from ..errors import CaffeFormatError
+
+BIG = 64 << 20  # files above this get a progress bar while their values are summarised
+
+
+def detect(path):
+    """'hdf5', 'text' or 'binary', from the file's first bytes."""
+    if not os.path.isfile(path):
+        raise CaffeFormatError(path, "", "no such file")
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head.startswith(fileio.HDF5_MAGIC):
+        return "hdf5"
+    try:
+        head.decode("utf-8")
+        return "binary" if b"\0" in head else "text"
+    except UnicodeDecodeError as e:
+        # a multi-byte character cut at 4096 is still text
+        return "text" if e.start > len(head) - 4 and b"\0" not in head else "binary"
+
+
+def _layers(net, params):
+    rows = []
+    for i, layer in enumerate(net.layer):
+        blobs = params.get(layer.name, [])
+        rows.append({"index": i, "name": layer.name, "type": layer.type,
+                     "bottoms": list(layer.bottom), "tops": list(layer.top),
+                     "params": [list(a.shape) for a in blobs],
+                     "count": int(sum(a.size for a in blobs))})
+    return rows
+
+
+def _stats(params, size, chunk=1 << 22):
+    """Per-layer min/max/mean and non-finite counts, in chunks; a progress bar for big files."""
+    from tqdm import tqdm
+
+    total = sum(a.nbytes for blobs in params.values() for a in blobs)
+    out = {}
+    with tqdm(total=total, unit="B", unit_scale=True, desc="summarising", leave=False,
+              disable=None if size >= BIG else True) as bar:
+        for name, blobs in params.items():
+            lo, hi, acc, n, bad = np.inf, -np.inf, 0.0, 0, 0
+            for a in blobs:
+                flat = a.reshape(-1)
+                for i in range(0, flat.size, chunk):
+                    part = flat[i:i + chunk]
+                    finite = np.isfinite(part)
+                    good = part if finite.all() else part[finite]
+                    if good.size:
+                        lo, hi = min(lo, float(good.min())), max(hi, float(good.max()))
+                        acc += float(good.sum(dtype=np.float64))
+                    n, bad = n + good.size, bad + part.size - good.size
+                    bar.update(part.nbytes)
+            if n or bad:
+                out[name] = {"min": lo if n else None, "max": hi if n else None,
+                             "mean": acc / n if n else None, "nonfinite": bad}
+    return out
+
+
+def _weights_report(path, stats):
+    from .caffemodel import read_weights
+
+    w = read_weights(path)
+    report = {"kind": "caffemodel", "format": "HDF5" if w.format == "hdf5" else "binary",
+              "version": w.version, "upgrades": w.upgrades, "net": w.net.name,
+              "layers": _layers(w.net, w.params), "total_params": int(w.num_params)}
+    if w.format == "hdf5":
+        report["note"] = "HDF5 weights keep layer names and params only (no types, no order)"
+    if w.legacy:
+        report["legacy_dims"] = sorted(f"{n}[{i}]" for n, i in w.legacy)
+    if w.diffs:
+        report["diffs"] = sorted(w.diffs)
+    if stats:
+        report["stats"] = _stats(w.params, os.path.getsize(path))
+    return report
+
+
+def _state_report(path):
+    from .solverstate import read_solverstate
+
+    s = read_solverstate(path)
+    return {"kind": "solverstate", "format": "HDF5" if s.format == "hdf5" else "binary",
+            "iter": s.iter, "current_step": s.current_step, "learned_net": s.learned_net,
+            "history": [list(a.shape) for a in s.history],
+            "total_params": int(sum(a.size for a in s.history))}
+
+
+def _text_report(path):
+    from . import text
+    from .caffemodel import net_version
+    from .upgrade import upgrade_net
+
+    try:
+        net, notes = text.read_net(path, upgrade=False)
+    except CaffeFormatError as net_error:
+        try:
+            solver, notes = text.read_solver(path)
+        except CaffeFormatError as solver_error:
+            raise (solver_error if "solver" in os.path.basename(path) else net_error) from None
+        return {"kind": "solver", "format": "prototxt", "upgrades": notes,
+                "settings": text_format.MessageToString(solver, as_one_line=True)}
+    version = net_version(net)
+    notes += upgrade_net(net, path=path)
+    return {"kind": "net", "format": "prototxt", "version": version, "upgrades": notes,
+            "net": net.name, "layers": _layers(net, {}), "total_params": None}
+
+
+def inspect_file(path, *, stats=False):
+    """Describe ``path`` as a dict; raise CaffeFormatError for anything unreadable."""
+    path = os.fspath(path)
+    kind = detect(path)
+    if kind == "text":
+        report = _text_report(path)
+    elif kind == "hdf5":
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as f:
+                is_state = "history" in f
+        except OSError as e:
+            raise CaffeFormatError(path, "", f"unreadable HDF5 file ({e})") from None
+        report = _state_report(path) if is_state else _weights_report(path, stats)
+    elif path.endswith(".solverstate"):
+        report = _state_report(path)
+    else:
+        report = _weights_report(path, stats)
+    return {"file": path, "bytes": os.path.getsize(path), **report}
+
+
+def _shape(s):
+    return "x".join(map(str, s)) if s else "scalar"
+
+
+def format_report(r):
+    """Human-readable text of :func:`inspect_file`'s dict."""
+    head = f"{r['file']}: {r['format']} {r['kind']}"
+    if r.get("version"):
+        head += f", format {r['version']}"
+    lines = [head + f" ({r['bytes']:,} bytes)"]
+    if r.get("net"):
+        lines.append(f"net name: {r['net']}")
+    for note in r.get("upgrades") or []:
+        lines.append(f"upgraded: {note}")
+    if r.get("note"):
+        lines.append(f"note: {r['note']}")
+    if r["kind"] == "solver":
+        lines.append(f"settings: {r['settings']}")
+    if r["kind"] == "solverstate":
+        lines += [f"iter {r['iter']}, current_step {r['current_step']}, "
+                  f"learned_net {r['learned_net']!r}",
+                  f"history: {len(r['history'])} blobs, {r['total_params']:,} values"]
+        lines += [f"  {i:3d}  {_shape(s)}" for i, s in enumerate(r["history"])]
+    if "layers" in r:
+        stats = r.get("stats", {})
+        rows = [(str(l["index"]), l["name"], l["type"] or "?",
+                 f"{','.join(l['bottoms'])} -> {','.join(l['tops'])}" if l["tops"] or l["bottoms"] else "",
+                 "  ".join(_shape(p) for p in l["params"]), f"{l['count']:,}" if l["params"] else "")
+                for l in r["layers"]]
+        header = ("#", "layer", "type", "bottoms -> tops", "params", "count")
+        widths = [max(len(x[i]) for x in rows + [header]) for i in range(6)]
+        fmt = "  ".join(f"{{:{'>' if i in (0, 5) else '<'}{w}}}" for i, w in enumerate(widths))
+        lines.append(fmt.format(*header).rstrip())
+        for row, layer in zip(rows, r["layers"]):
+            line = fmt.format(*row).rstrip()
+            s = stats.get(layer["name"])
+            if s:
+                line += f"  [min {s['min']:.4g}, max {s['max']:.4g}, mean {s['mean']:.4g}" + (
+                    f", {s['nonfinite']} NaN/Inf]" if s["nonfinite"] else "]")
+            lines.append(line)
+        with_params = sum(1 for l in r["layers"] if l["params"])
+        if r.get("total_params") is not None:
+            lines.append(f"total: {r['total_params']:,} parameters in {with_params} layers "
+                         f"({len(r['layers'])} layers)")
+        else:
+            lines.append(f"total: {len(r['layers'])} layers (a net definition holds no parameters)")
+    return "\n".join(lines)
