@@ -1,0 +1,94 @@
+"""A train net and its :class:`~.solver.Solver` from a solver prototxt (``Solver::InitTrainNet``).
+
+What Caffe does, and this mirrors:
+
+1. **Read** the solver text (``ReadSolverParamsFromTextFileOrDie``): ``solver_type`` upgraded to
+   ``type``, and ``snapshot_prefix`` resolved against the solver file's path
+   (``upgrade_snapshot_prefix``: unset -> the file's path without extension; a directory -> that
+   directory plus the file's stem).
+2. **Pick the train net**: exactly one of ``net``, ``net_param``, ``train_net``,
+   ``train_net_param``. Caffe opens a file name relative to the current directory; here a name
+   that does not exist there is looked up relative to the solver file's folder (how the oracle
+   cases and most FCN folders are laid out, so a run does not depend on where it starts).
+3. **NetState**: phase TRAIN, then the net's own ``state``, then the solver's ``train_state``
+   (later ones win), so level and stages filter layers as in Caffe.
+4. **Weights**: every entry of the solver's ``weights`` (each a comma-separated list, files
+   resolved as in 2) is copied in by layer name, then the caller's ``weights``.
+"""
+import os
+
+from fcn_port.port.net import CaffeNet
+from fcn_port.port.proto import caffe_pb2
+from fcn_port.port.text import read_net, read_solver
+from fcn_port.port.upgrade import upgrade_snapshot_prefix
+
+from .errors import SolverError
+from .solver import Solver
+
+PHASE_NAMES = {caffe_pb2.TRAIN: "TRAIN", caffe_pb2.TEST: "TEST"}
+NET_FIELDS = ("net", "net_param", "train_net", "train_net_param")
+
+
+def read_solver_file(path):
+    """The SolverParameter of a solver prototxt as Caffe reads it; returns (param, notes)."""
+    param, notes = read_solver(path)
+    notes += upgrade_snapshot_prefix(param, os.fspath(path))
+    return param, notes
+
+
+def resolve(name, folder):
+    """``name`` as Caffe opens it (from the current directory) when it exists, else relative to
+    ``folder`` (the solver file's), else unchanged (the reader then names it)."""
+    if os.path.isabs(name) or os.path.exists(name) or folder is None:
+        return name
+    beside = os.path.join(folder, name)
+    return beside if os.path.exists(beside) else name
+
+
+def train_net(param, folder=None):
+    """(NetParameter, phase, level, stages) of the solver's train net (steps 2 and 3)."""
+    given = [f for f in NET_FIELDS if param.HasField(f)]
+    if len(given) != 1:
+        raise SolverError(f"SolverParameter must specify exactly one train net using one of "
+                          f"{', '.join(NET_FIELDS)}; it sets {given or 'none'}")
+    field = given[0]
+    if field in ("net_param", "train_net_param"):
+        net_param = caffe_pb2.NetParameter()
+        net_param.CopyFrom(getattr(param, field))
+    else:
+        net_param, _ = read_net(resolve(getattr(param, field), folder))
+    state = caffe_pb2.NetState(phase=caffe_pb2.TRAIN)
+    state.MergeFrom(net_param.state)
+    state.MergeFrom(param.train_state)
+    net_param.state.CopyFrom(state)
+    return net_param, PHASE_NAMES[state.phase], state.level, tuple(state.stage)
+
+
+def from_solver_prototxt(path, *, weights=None, **net_kw):
+    """Build the train :class:`CaffeNet` and its :class:`Solver` from a solver prototxt.
+    ``net_kw`` go to ``CaffeNet`` (``input_shapes``, ``python_layers``, ...). Returns
+    ``(solver, net)``; ``solver.root`` is the solver file's folder."""
+    param, _ = read_solver_file(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    net_param, phase, level, stages = train_net(param, folder)
+    net = CaffeNet(net_param, phase, level=level, stages=stages, **net_kw)
+    solver = Solver(param, net.param_specs, net_param=net_param, root=folder, phase=phase)
+    for entry in param.weights:
+        for name in entry.split(","):
+            if name.strip():
+                solver.load_weights(resolve(name.strip(), folder))
+    if weights is not None:
+        solver.load_weights(weights)
+    return solver, net
+
+
+def forward_backward(net, feed):
+    """A ``forward_backward`` for :meth:`Solver.step`: forward ``net`` on ``feed()`` (a
+    callable returning the input blobs, called once per pass) or on a fixed dict, backward of
+    Caffe's weighted loss sum, return the loss."""
+    def run():
+        out = net(record=True, **(feed() if callable(feed) else feed))
+        loss = net.loss(out["_tops"])
+        loss.backward()
+        return float(loss.detach())
+    return run
