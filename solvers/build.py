@@ -18,9 +18,9 @@ What Caffe does, and this mirrors:
 import os
 
 from fcn_port.port.net import CaffeNet
-from fcn_port.port.proto import caffe_pb2
-from fcn_port.port.text import read_net, read_solver
-from fcn_port.port.upgrade import upgrade_snapshot_prefix
+from fcn_port.port.formats.proto import caffe_pb2
+from fcn_port.port.formats.text import read_net, read_solver
+from fcn_port.port.formats.upgrade import upgrade_snapshot_prefix
 
 from .errors import SolverError
 from .solver import Solver

@@ -191,7 +191,7 @@ def rule_for(param):
     upgraded by ``port.upgrade.upgrade_solver``), after Caffe's checks of the solver's values."""
     if param.HasField("solver_type"):
         raise SolverError("solver_type: the legacy enum is set; upgrade the SolverParameter "
-                          "(fcn_port.port.upgrade.upgrade_solver) first")
+                          "(fcn_port.port.formats.upgrade.upgrade_solver) first")
     rule = RULES.get(param.type)
     if rule is None:
         raise SolverError(f"type: unknown solver type '{param.type}'; Caffe knows "

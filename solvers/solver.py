@@ -32,8 +32,8 @@ import os
 import numpy as np
 import torch
 
-from fcn_port.port.proto import caffe_pb2
-from fcn_port.port.solverstate import SolverState, read_solverstate, write_solverstate
+from fcn_port.port.formats.proto import caffe_pb2
+from fcn_port.port.formats.solverstate import SolverState, read_solverstate, write_solverstate
 
 from . import rules
 from .errors import SolverError
@@ -250,7 +250,7 @@ class Solver:
         """``Net::CopyTrainedLayersFrom`` into this solver's params: a caffemodel path (binary
         or HDF5) or ``Weights``; blobs go by (layer name, index), layers the net lacks are
         ignored, blob counts and shapes must agree."""
-        from fcn_port.port.caffemodel import Weights, read_weights
+        from fcn_port.port.formats.caffemodel import Weights, read_weights
 
         w = weights if isinstance(weights, Weights) else read_weights(weights)
         where = w.path or "weights"
@@ -282,9 +282,9 @@ class Solver:
         whose ``learned_net`` is that file's name. ``prefix`` defaults to ``snapshot_prefix``,
         ``hdf5`` to ``snapshot_format == HDF5``; each file is written whole or not at all.
         Returns (weights path, state path)."""
-        from fcn_port.models.export import to_proto
-        from fcn_port.port.caffemodel import write_weights
-        from fcn_port.port.hdf5 import write_hdf5_weights
+        from fcn_port.port.net import to_proto
+        from fcn_port.port.formats.caffemodel import write_weights
+        from fcn_port.port.formats.hdf5 import write_hdf5_weights
 
         prefix = prefix if prefix is not None else self.param.snapshot_prefix
         net_param = net_param if net_param is not None else self.net_param

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import case_params, oracle_cases
-from fcn_port.port.solverstate import read_solverstate
+from fcn_port.port.formats.solverstate import read_solverstate
 from fcn_port.solvers import rules, solver as solver_mod
 from fcn_port.solvers.build import forward_backward, from_solver_prototxt
 from fcn_port.solvers.parity import _Case, run_solver_case

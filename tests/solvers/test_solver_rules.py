@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from fcn_port.port.proto import caffe_pb2
-from fcn_port.port.upgrade import upgrade_solver
+from fcn_port.port.formats.proto import caffe_pb2
+from fcn_port.port.formats.upgrade import upgrade_solver
 from fcn_port.solvers.build import train_net
 from fcn_port.solvers.errors import SolverError
 from fcn_port.solvers.lr_policy import learning_rate
