@@ -35,11 +35,11 @@ bottom 0, then bottom 1, and so on. It also records a blob that the paths reach 
 different maps (a misaligned net); :func:`net_offsets` reports that as a note. Arithmetic is
 exact (fractions), so 1/3 never rounds into an integer.
 """
-import os
 from collections import deque
 from fractions import Fraction
 
-from .errors import CaffeFormatError, NetError
+from .errors import NetError
+from .formats.report import load_net  # noqa: F401  (re-exported: reading the net is formats' job)
 
 PASS_THROUGH = frozenset((
     "AbsVal", "BatchNorm", "Bias", "BNLL", "Dropout", "Eltwise", "ELU", "Log", "LRN", "Exp",
@@ -383,26 +383,3 @@ def net_offsets(net_param):
                 continue
             r["ok"] = r["axis"] == r["file_axis"] and _same(r["offsets"], r["file_offsets"])
     return [found[k] for k in sorted(found, key=lambda k: position.get(k, 0))]
-
-
-def load_net(path):
-    """The NetParameter of a net prototxt or a binary caffemodel, upgraded.
-
-    An HDF5 caffemodel holds only the weights (no layer settings), so it raises
-    CaffeFormatError, as does anything unreadable.
-    """
-    from .formats.report import detect
-
-    path = os.fspath(path)
-    kind = detect(path)
-    if kind == "hdf5":
-        raise CaffeFormatError(path, "", "an HDF5 caffemodel stores only weights, not the layer "
-                                         "settings crop offsets come from; give the net prototxt "
-                                         "or a binary caffemodel")
-    if kind == "text":
-        from .formats.text import read_net
-
-        return read_net(path)[0]
-    from .formats.caffemodel import read_weights
-
-    return read_weights(path).net

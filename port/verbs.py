@@ -127,7 +127,8 @@ def offsets_table(path, results):
 
 
 def _offsets(args):
-    from .coord_map import load_net, net_offsets
+    from .coord_map import net_offsets
+    from .formats.report import load_net
 
     results = net_offsets(load_net(args.file))
     ok = all(r["ok"] for r in results)

@@ -187,3 +187,24 @@ def format_report(r):
         else:
             lines.append(f"total: {len(r['layers'])} layers (a net definition holds no parameters)")
     return "\n".join(lines)
+
+
+def load_net(path):
+    """The NetParameter of a net prototxt or a binary caffemodel, upgraded.
+
+    An HDF5 caffemodel holds only the weights (no layer settings), so it raises
+    CaffeFormatError, as does anything unreadable.
+    """
+    path = os.fspath(path)
+    kind = detect(path)
+    if kind == "hdf5":
+        raise CaffeFormatError(path, "", "an HDF5 caffemodel stores only weights, not the layer "
+                                         "settings crop offsets come from; give the net prototxt "
+                                         "or a binary caffemodel")
+    if kind == "text":
+        from .text import read_net
+
+        return read_net(path)[0]
+    from .caffemodel import read_weights
+
+    return read_weights(path).net
