@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..port.errors import CaffeFormatError, NetError
+from ..port.errors import CaffeFormatError, NetError, UserInputError
 from ..port.fileio import atomic_output
 from . import preprocess, vis
 
@@ -106,7 +106,7 @@ def infer_files(model, image_paths, out_dir, *, hha=None, depth=None, device=Non
             raise CaffeFormatError(f"--{kind}", "", f"{len(paths)} {kind} files for "
                                    f"{len(images)} images; expected one per image")
     if overlay_format not in ("png", "jpg"):
-        raise ValueError(f"overlay_format must be 'png' or 'jpg'; got {overlay_format!r}")
+        raise UserInputError(f"overlay_format must be 'png' or 'jpg'; got {overlay_format!r}")
     if not 0.0 <= alpha <= 1.0:
         raise NetError(f"--alpha must be in [0, 1]; got {alpha}")
     out_dir = os.fspath(out_dir)

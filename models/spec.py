@@ -16,6 +16,7 @@ carry the same fields as the official prototxts (``stride: 1`` in conv_relu, ``p
 score layers), so the generated text matches them field for field.
 """
 from fcn_port.port.coord_map import crop_offset
+from fcn_port.port.errors import UserInputError
 from fcn_port.port.formats.proto import caffe_pb2
 
 from .zoo import MEANS, VGG16_DEPTHS
@@ -184,7 +185,7 @@ def net_param(cfg, split="deploy"):
     """The NetParameter of ``cfg`` for ``split`` (see the module docstring)."""
     valid = tuple(cfg.solver.get("splits", ("train", "val"))) + ("deploy", "model")
     if split not in valid:
-        raise ValueError(f"{cfg.name}: split must be one of {', '.join(valid)}, not {split!r}")
+        raise UserInputError(f"{cfg.name}: split must be one of {', '.join(valid)}, not {split!r}")
     b = NetBuilder()
     _data_layer(b, cfg, split)
     data = cfg.inputs[0] if split in ("deploy", "model") or len(cfg.inputs) > 1 else "data"

@@ -13,6 +13,7 @@ background (label 0) pixels are left exactly as they were.
 import numpy as np
 from PIL import Image
 
+from ..port.errors import UserInputError
 from ..port.fileio import atomic_output
 
 
@@ -35,7 +36,7 @@ VOC_PALETTE = make_palette(256)
 def _labels(labels):
     a = labels.detach().cpu().numpy() if hasattr(labels, "detach") else np.asarray(labels)
     if a.ndim != 2:
-        raise ValueError(f"labels must be H x W; got shape {a.shape}")
+        raise UserInputError(f"labels must be H x W; got shape {a.shape}")
     return a
 
 
@@ -44,7 +45,7 @@ def color_seg(labels, palette=VOC_PALETTE):
     a = _labels(labels)
     palette = np.asarray(palette, dtype=np.uint8)
     if a.size and (a.min() < 0 or a.max() >= len(palette)):
-        raise ValueError(f"labels span {a.min()}..{a.max()}; the palette has {len(palette)} colours")
+        raise UserInputError(f"labels span {a.min()}..{a.max()}; the palette has {len(palette)} colours")
     return palette[a]
 
 
@@ -52,7 +53,7 @@ def label_image(labels, palette=VOC_PALETTE):
     """H x W labels (0..255) -> mode 'P' PIL image carrying ``palette`` (padded to 256 colours)."""
     a = _labels(labels)
     if a.size and (a.min() < 0 or a.max() > 255):
-        raise ValueError(f"labels span {a.min()}..{a.max()}; a paletted PNG holds 0..255")
+        raise UserInputError(f"labels span {a.min()}..{a.max()}; a paletted PNG holds 0..255")
     palette = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)[:256]
     full = np.zeros((256, 3), dtype=np.uint8)
     full[: len(palette)] = palette
@@ -74,11 +75,11 @@ def overlay(image_rgb, labels, palette=VOC_PALETTE, alpha=0.5):
 
     ``image_rgb``: H x W x 3 uint8 array or RGB PIL image. Returns an H x W x 3 uint8 array."""
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1]; got {alpha}")
+        raise UserInputError(f"alpha must be in [0, 1]; got {alpha}")
     seg = _labels(labels)
     vis = np.array(image_rgb, dtype=np.float32)
     if vis.ndim != 3 or vis.shape[2] != 3 or vis.shape[:2] != seg.shape:
-        raise ValueError(f"image {vis.shape} and labels {seg.shape} do not match (H x W x 3, H x W)")
+        raise UserInputError(f"image {vis.shape} and labels {seg.shape} do not match (H x W x 3, H x W)")
     colours = color_seg(seg, palette)
     mask = seg > 0
     vis[mask] *= 1.0 - alpha

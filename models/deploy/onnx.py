@@ -26,13 +26,14 @@ present in 2.13; ~1 s for the tiny model), ``dynamo=True`` the ``torch.export`` 
 With onnxruntime installed the file is run and compared with the PyTorch model at ``size`` and,
 for a dynamic export, at a second size; neither onnx nor onnxruntime is a dependency.
 """
+import importlib.util
 import os
 import warnings
 
 import numpy as np
 import torch
 
-from fcn_port.port.errors import NetError
+from fcn_port.port.errors import NetError, UnsupportedError
 from fcn_port.port.layers.conv import Convolution, Deconvolution
 from fcn_port.port.layers.pooling import Pooling
 
@@ -86,6 +87,10 @@ def export_onnx(model_or_ckpt, out, size=(500, 500), *, dynamic=True, dynamo=Fal
     inputs = sample_inputs(cfg, size)
     names_in, names_out = list(cfg.inputs), list(cfg.outputs)
     out = os.fspath(out)
+    for extra in ("onnx",) + (("onnxscript",) if dynamo else ()):
+        if importlib.util.find_spec(extra) is None:
+            raise UnsupportedError(f"ONNX export needs the '{extra}' package, which is not "
+                                   "installed: pip install 'fcn-port[onnx]'")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about the layers' Python checks
         if dynamo:
