@@ -266,8 +266,7 @@ class Solver:
                     raise SolverError(f"{where}: layer '{layer}' has {len(blobs)} blobs in the "
                                       f"file, the net expects {len(mine)}")
                 for i, (a, p) in enumerate(zip(blobs, mine)):
-                    legacy = (layer, i) in w.legacy and a.size == p.numel()
-                    if tuple(a.shape) != tuple(p.shape) and not legacy:
+                    if not w.fits(layer, i, p.shape):
                         raise SolverError(f"{where}: cannot copy param {i} of layer '{layer}': "
                                           f"shape {tuple(a.shape)} in the file, "
                                           f"{tuple(p.shape)} in the net")
