@@ -10,7 +10,10 @@ rule, Crop from the top-left, Deconvolution. The data flow is written out below.
   params load by name (``fcn_port.port.formats.caffemodel.Weights.state_dict()`` has the same keys);
 * conv1 keeps the 100-pixel padding, and ``score`` crops the upsampled map at the derived
   offset to the input's size, for any input size;
-* Dropout follows ``model.train()`` / ``model.eval()`` (Caffe's TRAIN / TEST phase).
+* Dropout follows ``model.train()`` / ``model.eval()`` (Caffe's TRAIN / TEST phase);
+* ``param_specs`` lists ``(layer, i, nn.Parameter, ParamSpec)`` in Caffe's param order with the
+  official ``param`` entries, as ``CaffeNet.param_specs`` does, so a Caffe solver emulation
+  (``fcn_port.solvers.Solver``) trains the model with Caffe's multipliers.
 
 ``forward(*inputs)`` takes the blobs of ``cfg.inputs`` (``data``; NYUD ``color, depth`` or
 ``color, hha``) as float32 N x C x H x W, preprocessed as the official data layers do, and
@@ -18,6 +21,7 @@ returns the score map N x classes x H x W (SIFT Flow: ``(score_sem, score_geo)``
 """
 from torch import nn
 
+from fcn_port.port.formats.proto import caffe_pb2
 from fcn_port.port.layers import lookup
 
 from .spec import net_param
@@ -40,6 +44,27 @@ class FCN(nn.Module):
             layer = lookup(lp)(lp, bottoms, "TRAIN" if lp.type == "Dropout" else "TEST")
             shapes.update(zip(lp.top, layer.top_shapes(bottoms)))
             self.add_module(lp.name, layer)
+
+    @property
+    def param_specs(self):
+        """``[(layer, i, nn.Parameter, caffe_pb2.ParamSpec)]`` for every learnable blob, in
+        Caffe's order (``Net::AppendParam``: layer by layer as the net lists them, blob ``i``
+        within a layer). Each spec is the layer's ``param`` entry ``i`` from the official net
+        (``spec.net_param``): ``lr_mult 1 decay_mult 1`` for weights, ``lr_mult 2 decay_mult 0``
+        for biases, ``lr_mult 0`` for the fixed bilinear Deconvolutions and the at-once Scale
+        layers; a blob without an entry (FCN-AlexNet's convolutions, as the official net has
+        them) gets Caffe's default ``ParamSpec`` (lr_mult 1, decay_mult 1). No FCN shares
+        params by name. Built on each access from the current parameters, so it stays right
+        after ``load_state_dict(..., assign=True)``."""
+        out = []
+        for lp in net_param(self.cfg, "model").layer:
+            layer = self._modules.get(lp.name)
+            for i in range(getattr(layer, "n_blobs", 0)):
+                spec = caffe_pb2.ParamSpec()
+                if i < len(lp.param):
+                    spec.CopyFrom(lp.param[i])
+                out.append((lp.name, i, layer.blob(i), spec))
+        return out
 
     def _layers(self, suffix=""):
         return _Suffixed(self._modules, suffix,
