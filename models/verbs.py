@@ -12,15 +12,19 @@ import re
 import sys
 
 from ..port import DEFAULT_WEIGHTS
-from ..port.errors import CaffeFormatError, NetError, UserInputError
+from ..port.errors import CaffeFormatError, NetError, UnsupportedError, UserInputError
 from .zoo import OFFICIAL
 
 
-def add_verbs(verbs):
+def add_verbs(verbs, train_step=None):
+    """``train_step(model)``: the update ``bench --train`` times (a callable taking the
+    forward-backward function, as ``fcn_port.solvers.Solver.step``); models cannot import
+    solvers, so :mod:`fcn_port.cli` passes ``fcn_port.solvers.bench.official_step``. Without
+    it ``--train`` is an UnsupportedError."""
     _add_model_verbs(verbs)
     _add_infer_verb(verbs)
     _add_export_verb(verbs)
-    _add_bench_verb(verbs)
+    _add_bench_verb(verbs, train_step)
 
 
 def load_checkpoint(path, device="cpu"):
@@ -316,6 +320,8 @@ def _bench(args):
         fast = bench(model, size, args.runs, args.warmup, fn=fn)
         report["fast"] = {**fast, "path": how, "error_vs_eager": err,
                           "speedup": report["eager"]["median_s"] / fast["median_s"]}
+    if args.train:
+        report["train"] = _bench_train(args, model, size)
     if args.json:
         print(json.dumps(report))
         return
@@ -331,10 +337,25 @@ def _bench(args):
         f = report["fast"]
         print(f"  speedup {f['speedup']:.2f}x, max error vs eager {f['error_vs_eager']:.2g} "
               f"(relative)")
+    if args.train:
+        t = report["train"]
+        print(f"  train step ({t['path']}, {t['solver']}) median {t['median_s'] * 1e3:9.1f} ms  "
+              f"min {t['min_s'] * 1e3:9.1f} ms  {t['gflops_per_s']:7.1f} GFLOP/s of "
+              f"{t['gflop']:.1f}  peak RSS {t['peak_rss_mb']:7.0f} MiB")
 
 
-def _add_bench_verb(verbs):
-    p = verbs.add_parser("bench", help="time a forward pass", description=(
+def _bench_train(args, model, size):
+    from .deploy.bench import train_report
+
+    if args.train_step is None:
+        raise UnsupportedError("bench --train needs the solvers package's update; run it "
+                               "through fcn-port (fcn_port.cli passes it in)")
+    return train_report(model, args.train_step, size, args.runs, args.warmup, fast=args.fast)
+
+
+def _add_bench_verb(verbs, train_step):
+    p = verbs.add_parser("bench", help="time a forward pass (--train: a training step)",
+                         description=(
         "Time model(x) under torch.inference_mode(): warm-up, then the median (and min) of "
         "--runs passes, the GFLOP/s that gives (FLOPs = 2 x MACs of the Convolution and "
         "Deconvolution layers at that size, counted from the layer shapes), and the peak RSS "
@@ -356,5 +377,10 @@ def _add_bench_verb(verbs):
         "keep freed memory"))
     p.add_argument("--no-compile", action="store_true",
                    help="--fast: never fall back to torch.compile")
+    p.add_argument("--train", action="store_true", help=(
+        "also time one training step, batch 1: forward, the official loss (SoftmaxWithLoss, "
+        "summed over pixels), backward, Caffe's SGD update with the official solver values "
+        "(iter_size 1); with --fast on the fused channels-last training path. --json adds "
+        "a 'train' object"))
     p.add_argument("--json", action="store_true", help="one JSON object")
-    p.set_defaults(run=_bench)
+    p.set_defaults(run=_bench, train_step=train_step)

@@ -17,6 +17,15 @@ outputs, is 52.6 GFLOP).
 ``runs`` timed ones, median (and min). :func:`peak_rss` reads the kernel's high-water mark
 (``VmHWM``); :func:`reset_peak` sets it back to the current RSS (``/proc/self/clear_refs``),
 so the peak of one phase is measured alone. :func:`bench` does it all for one model and size.
+
+Training (:func:`bench_train`): one step is what Caffe's ``Solver::Step`` does for batch 1 and
+``iter_size`` 1: clear the param diffs, forward, the loss of the official train net (its
+SoftmaxWithLoss layers, ``normalize: false``, ignore 255: a sum over pixels), backward, and the
+solver's update. The update is passed in as ``make_step(model)`` (a callable taking the
+forward-backward function, like ``fcn_port.solvers.Solver.step``), so this module times any
+optimizer and needs no solver of its own; ``fcn-port bench --train`` gets Caffe's SGD with the
+official values from ``fcn_port.solvers.bench``. The work is about 3 x the forward's FLOPs
+(the backward's data and weight gradients each cost one forward's multiply-adds).
 """
 import math
 import os
@@ -184,3 +193,98 @@ def keep_freed_memory(size=1 << 30):
         return bool(libc.mallopt(-3, min(size, 2**31 - 1))) and bool(libc.mallopt(-1, 2**31 - 1))
     except (OSError, AttributeError):
         return False
+
+
+def train_loss(cfg):
+    """Caffe's objective of ``cfg``'s official train net: ``fn(scores, labels)`` adds the
+    SoftmaxWithLoss layers of its heads (loss_weight 1), each the port's layer built from the
+    official LayerParameter (``normalize: false`` except FCN-AlexNet, ``ignore_label: 255``)."""
+    from fcn_port.port.layers import lookup
+
+    from ..spec import net_param
+
+    split = cfg.solver.get("splits", ("train", "val"))[0]
+    layers = [lp for lp in net_param(cfg, split).layer if lp.type == "SoftmaxWithLoss"]
+    losses = [lookup(lp)(lp, [(1, n, 8, 8), (1, 1, 8, 8)], "TRAIN")
+              for lp, (_, n) in zip(layers, cfg.heads)]
+
+    def loss(scores, labels):
+        scores = scores if isinstance(scores, tuple) else (scores,)
+        return sum(f(s, lab) for f, s, lab in zip(losses, scores, labels))
+    return loss
+
+
+def sample_labels(cfg, size, seed=0):
+    """One label blob per head, 1 x 1 x H x W float (as the data layers give them): classes
+    drawn uniformly, about 5 % set to the ignore label 255."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _, n in cfg.heads:
+        lab = torch.randint(0, n, (1, 1) + tuple(size), generator=g).float()
+        lab[torch.rand(lab.shape, generator=g) < 0.05] = 255
+        out.append(lab)
+    return tuple(out)
+
+
+def time_train_step(step, forward_backward, runs=3, warmup=1):
+    """{"median_s", "min_s", "times_s", "losses", "peak_rss", "rss_before"}: ``step``
+    (one solver iteration given ``forward_backward``) timed ``runs`` times after ``warmup``
+    untimed ones (the first step allocates the gradients and the solver's history)."""
+    times, losses, before = [], [], rss()
+    for _ in range(warmup):
+        step(forward_backward)
+    reset_peak()
+    for _ in range(max(1, runs)):
+        t = time.perf_counter()
+        out = step(forward_backward)
+        times.append(time.perf_counter() - t)
+        losses.append(float(out[-1] if isinstance(out, (list, tuple)) else out))
+    return {"median_s": statistics.median(times), "min_s": min(times), "times_s": times,
+            "losses": losses, "peak_rss": peak_rss(), "rss_before": before}
+
+
+def bench_train(model, make_step, size=(500, 500), runs=3, warmup=1, fn=None, seed=0):
+    """Time one training step of ``model`` (forward through ``fn``, e.g.
+    :func:`.train_fast.train_fast` of it, or the model) at ``size``, batch 1, with the update of
+    ``make_step(model)``: a JSON-ready report with the step's median/min seconds, GFLOP of
+    forward + backward (3 x forward), GFLOP/s, the losses and peak RSS over the timed steps."""
+    from .onnx import sample_inputs
+
+    cfg = getattr(model, "cfg", None)
+    if cfg is None:
+        raise TypeError("bench_train times FCN models (fcn_port.models); load one first")
+    size = tuple(int(s) for s in size)
+    inputs, labels = sample_inputs(cfg, size, seed), sample_labels(cfg, size, seed)
+    loss, net = train_loss(cfg), fn or model
+    step = make_step(model)
+
+    def forward_backward():
+        out = loss(net(*inputs), labels)
+        out.backward()
+        return float(out.detach())
+    work = 3 * flops(model, size)
+    r = time_train_step(step, forward_backward, runs, warmup)
+    return {"model": cfg.name, "size": list(size), "gflop": work / 1e9,
+            "median_s": r["median_s"], "min_s": r["min_s"], "times_s": r["times_s"],
+            "runs": len(r["times_s"]), "gflops_per_s": work / r["median_s"] / 1e9,
+            "losses": r["losses"], "peak_rss_mb": r["peak_rss"] / 2**20,
+            "step_mb": (r["peak_rss"] - r["rss_before"]) / 2**20 if r["rss_before"] else None,
+            "threads": torch.get_num_threads(), "cpus": os.cpu_count()}
+
+
+def train_report(model, make_step, size=(500, 500), runs=3, warmup=1, fast=False):
+    """``bench --train``: :func:`bench_train` of ``model`` in eval mode (the official nets
+    train with Dropout; the time does not depend on it), on the fused channels-last training
+    path (:mod:`.train_fast`, malloc keeping freed memory) with ``fast``; adds ``path`` and the
+    solver values of ``model.cfg``."""
+    from .train_fast import train_fast, trainable_
+
+    fn, path = None, "eager"
+    trainable_(model)  # after --fast's forward path re-laid the weights in inference mode
+    if fast:
+        keep_freed_memory()
+        fn, path = train_fast(model.eval()), "fused-nhwc"
+    r = bench_train(model.eval(), make_step, size, runs, warmup, fn=fn)
+    s = model.cfg.solver
+    return {**r, "path": path, "solver": f"SGD lr {s.get('base_lr', 0):g} momentum "
+            f"{s.get('momentum', 0):g} weight decay 0.0005"}
