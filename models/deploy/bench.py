@@ -274,17 +274,18 @@ def bench_train(model, make_step, size=(500, 500), runs=3, warmup=1, fn=None, se
 
 def train_report(model, make_step, size=(500, 500), runs=3, warmup=1, fast=False):
     """``bench --train``: :func:`bench_train` of ``model`` in eval mode (the official nets
-    train with Dropout; the time does not depend on it), on the fused channels-last training
-    path (:mod:`.train_fast`, malloc keeping freed memory) with ``fast``; adds ``path`` and the
-    solver values of ``model.cfg``."""
-    from .train_fast import train_fast, trainable_
+    train with Dropout; the time does not depend on it); with ``fast``, malloc keeps freed
+    memory (the quickest training variant measured, benchmarks/README.md; the fused
+    channels-last path of :mod:`.train_fast` measured slower for training). Adds ``path``
+    and the solver values of ``model.cfg``."""
+    from .train_fast import trainable_
 
-    fn, path = None, "eager"
     trainable_(model)  # after --fast's forward path re-laid the weights in inference mode
+    path = "eager"
     if fast:
         keep_freed_memory()
-        fn, path = train_fast(model.eval()), "fused-nhwc"
-    r = bench_train(model.eval(), make_step, size, runs, warmup, fn=fn)
+        path = "eager+malloc"
+    r = bench_train(model.eval(), make_step, size, runs, warmup)
     s = model.cfg.solver
     return {**r, "path": path, "solver": f"SGD lr {s.get('base_lr', 0):g} momentum "
             f"{s.get('momentum', 0):g} weight decay 0.0005"}
