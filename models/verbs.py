@@ -380,7 +380,7 @@ def _add_bench_verb(verbs, train_step):
     p.add_argument("--train", action="store_true", help=(
         "also time one training step, batch 1: forward, the official loss (SoftmaxWithLoss, "
         "summed over pixels), backward, Caffe's SGD update with the official solver values "
-        "(iter_size 1); with --fast on the fused channels-last training path. --json adds "
+        "(iter_size 1); with --fast, malloc keeps freed memory (2x here). --json adds "
         "a 'train' object"))
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(run=_bench, train_step=train_step)

@@ -30,6 +30,12 @@ kernels against its NCHW ones), about 1e-6 relative; ``tests/models/test_train_f
 checks that a Caffe SGD step on the fast path lands within float32 rounding of the eager step.
 The update itself is untouched: element-wise in-place operations give bit-identical results in
 any memory layout.
+
+Measured (benchmarks/README.md, ``train_step.py``, voc-fcn8s at 500 x 500 on 2 cores): this
+path was *slower* than the eager model for training (0.93x eager, 0.45x eager with
+``keep_freed_memory``): PyTorch's ``convolution_backward`` on NHWC ran slower than on NCHW there,
+more than the forward's NHWC gain. So ``bench --train --fast`` does not use it; it is kept,
+parity-tested, for machines (and oneDNN versions) where NHWC backward is the quicker one.
 """
 import copy
 
