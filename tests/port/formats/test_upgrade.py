@@ -1,18 +1,23 @@
-"""Caffe's on-load net upgrades (port/upgrade.py, port/upgrade_v0.py); refusals and solver
-upgrades are in test_upgrade_errors.py.
+"""Caffe's on-load net upgrades (port/formats/upgrade.py, upgrade_v0.py) and the solver
+upgrades (``solver_type`` -> ``type``, snapshot prefixes); refusals are in
+test_upgrade_refusals.py.
 
 The expected messages below are written by hand from what BVLC Caffe master's
 upgrade_proto.cpp does, never from this module's output.
 """
 import json
-from pathlib import Path
 
 from google.protobuf import text_format
+import pytest
 
 from fcn_port.port.formats.proto import caffe_pb2
 from fcn_port.port.formats.upgrade import V1_PARAM_MESSAGES, net_needs_upgrade, upgrade_net
+from fcn_port.port.errors import CaffeFormatError
+from fcn_port.port.formats.upgrade import upgrade_snapshot_prefix, upgrade_solver
+from helpers import ORACLE
 
-V1_LEGACY = Path(__file__).resolve().parent / "data" / "oracle" / "formats" / "v1_legacy"
+
+V1_LEGACY = ORACLE / "formats" / "v1_legacy"
 
 
 def net(text):
@@ -27,8 +32,6 @@ def assert_upgrades_to(source, expected):
     assert not net_needs_upgrade(got)
     return notes
 
-
-# ---- real data: a V1 prototxt that real Caffe loaded ----------------------------------------
 
 def test_v1_legacy_matches_real_caffe():
     case = json.loads((V1_LEGACY / "case.json").read_text())
@@ -51,8 +54,6 @@ def test_v1_legacy_matches_real_caffe():
     assert "blobs_lr -> param.lr_mult on conv1" in notes
     assert "weight_decay -> param.decay_mult on conv1" in notes
 
-
-# ---- V0 --------------------------------------------------------------------------------------
 
 V0_NET = """
 name: "v0net"
@@ -86,6 +87,7 @@ layers {
 layers { layer { name: "drop" type: "dropout" dropout_ratio: 0.3 } bottom: "fc" top: "fc" }
 layers { layer { name: "loss" type: "softmax_loss" } bottom: "fc" bottom: "label" top: "loss" }
 """
+
 
 V0_NET_V2 = """
 name: "v0net"
@@ -190,8 +192,6 @@ def test_v0_other_types_and_net_fields():
         """)  # V0 keeps only name, layers, input, input_dim, force_backward: `state` goes
 
 
-# ---- V1 --------------------------------------------------------------------------------------
-
 def test_v1_net_all_features():
     notes = assert_upgrades_to("""
         name: "v1"
@@ -268,8 +268,6 @@ def test_current_net_is_left_alone():
     assert msg == net(text)
 
 
-# ---- inputs and BatchNorm --------------------------------------------------------------------
-
 def test_input_shape_becomes_input_layer():
     notes = assert_upgrades_to("""
         input: "a" input_shape { dim: 2 dim: 3 }
@@ -318,3 +316,44 @@ def test_batchnorm_with_three_param_specs():
         layer { name: "bn2" type: "BatchNorm" bottom: "x" top: "x" param { lr_mult: 1 } }
         """)  # Caffe master only touches BatchNorm layers with exactly 3 specs
     assert notes == ["BatchNorm bn: 3 param specs -> lr_mult/decay_mult 0"]
+
+
+def test_v0_net_keeps_only_bottom_top_of_a_v1_layer():
+    # Caffe's V0 upgrade rebuilds every layer from its nested V0 `layer`; one without it
+    # keeps nothing but its bottoms and tops.
+    notes = assert_upgrades_to("""
+        input: "x"
+        layers { layer { name: "a" type: "relu" } bottom: "x" top: "y" }
+        layers { name: "plain" type: RELU bottom: "y" top: "z" }
+        """, """
+        layer { name: "a" type: "ReLU" bottom: "x" top: "y" }
+        layer { bottom: "y" top: "z" }
+        """)
+    assert any("'plain'" in n for n in notes)
+
+
+@pytest.mark.parametrize("old,new", [("SGD", "SGD"), ("NESTEROV", "Nesterov"),
+                                     ("ADAGRAD", "AdaGrad"), ("RMSPROP", "RMSProp"),
+                                     ("ADADELTA", "AdaDelta"), ("ADAM", "Adam")])
+def test_solver_type(old, new):
+    solver = text_format.Parse(f"base_lr: 0.01 solver_type: {old}", caffe_pb2.SolverParameter())
+    assert upgrade_solver(solver) == [f"solver_type {old} -> type '{new}'"]
+    assert solver == text_format.Parse(f'base_lr: 0.01 type: "{new}"', caffe_pb2.SolverParameter())
+
+
+def test_solver_current_and_conflicting():
+    solver = text_format.Parse('type: "Adam"', caffe_pb2.SolverParameter())
+    assert upgrade_solver(solver) == [] and solver.type == "Adam"
+    both = text_format.Parse('type: "SGD" solver_type: SGD', caffe_pb2.SolverParameter())
+    with pytest.raises(CaffeFormatError, match="cannot both be specified"):
+        upgrade_solver(both, path="solver.prototxt")
+
+
+def test_snapshot_prefix(tmp_path):
+    solver = caffe_pb2.SolverParameter()
+    upgrade_snapshot_prefix(solver, "models/fcn/solver.prototxt")
+    assert solver.snapshot_prefix == "models/fcn/solver"
+    solver.snapshot_prefix = str(tmp_path)
+    upgrade_snapshot_prefix(solver, "models/fcn/solver.prototxt")
+    assert solver.snapshot_prefix == str(tmp_path / "solver")
+    assert upgrade_snapshot_prefix(solver, "models/fcn/solver.prototxt") == []

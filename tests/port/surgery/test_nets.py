@@ -1,117 +1,32 @@
-"""Weight surgery (port/surgery.py, port/surgery_net.py) and ``fcn-port surgery``.
+"""Weight surgery between nets (port/surgery/nets.py) and ``fcn-port surgery``.
 
-Checked against ../shared/FCN_FACTS.md section 3 (the official surgery.py algorithms) and the
-solve.py recipes; sources are real Caffe files (the V1 oracle, the small FCN oracles) or V1
-caffemodels built here the way Caffe wrote them (legacy num/channels/height/width dims).
+Checked against ../shared/FCN_FACTS.md section 3 and the solve.py recipes; sources are real
+Caffe files (the V1 oracle, the small FCN oracles) or V1 caffemodels built here the way Caffe
+wrote them (legacy num/channels/height/width dims).
 """
 import numpy as np
 import pytest
 import torch
 
-from conftest import ORACLE
 from fcn_port import models
 from fcn_port.port import surgery as S
 from fcn_port.port.formats.caffemodel import read_weights
 from fcn_port.cli import main
 from fcn_port.port.net import CaffeNet
 from fcn_port.port.formats.proto import caffe_pb2
-from fcn_port.port.formats.text import parse_text
+from helpers import ORACLE, upgraded_net, upsample_filt
+
 
 FCN = ORACLE / "fcn"
+
+
 V1 = ORACLE / "formats" / "v1_legacy"
-
-
-def _net(text):
-    from fcn_port.port.formats.upgrade import upgrade_net
-
-    net, _ = parse_text(text, caffe_pb2.NetParameter)
-    upgrade_net(net)
-    return net
 
 
 def _params(net, keep_vars=False):
     """{"<layer>.<i>": tensor} of a CaffeNet."""
     return {k.split(".", 1)[1]: v for k, v in net.state_dict(keep_vars=keep_vars).items()}
 
-
-def _tent(size):
-    """upsample_filt from the facts: factor (size+1)//2, centre factor-1 (odd) or factor-0.5."""
-    f = (size + 1) // 2
-    c = f - 1 if size % 2 else f - 0.5
-    r = 1 - np.abs(np.arange(size) - c) / f
-    return (r[:, None] * r[None, :]).astype(np.float32)
-
-
-# --- kernels and interp ----------------------------------------------------------------------
-
-def test_bilinear_kernel_matches_the_official_filter():
-    assert S.bilinear_kernel(4)[0].tolist() == pytest.approx([0.0625, 0.1875, 0.1875, 0.0625])
-    assert np.outer(*[[0.25, 0.75, 0.75, 0.25]] * 2).tolist() == S.bilinear_kernel(4).tolist()
-    for size in (1, 2, 3, 4, 16, 32, 63, 64):
-        k = S.bilinear_kernel(size).numpy()
-        assert np.array_equal(k, _tent(size)), size
-        assert k.sum() == pytest.approx(((size + 1) // 2) ** 2, rel=1e-6)
-    k63 = S.bilinear_kernel(63).numpy()  # AlexNet: factor 32, centre 31, peak 1.0
-    assert k63[31, 31] == 1.0 and k63.max() == 1.0 and k63[0, 31] == pytest.approx(1 / 32)
-
-
-def test_interp_sets_only_the_diagonal():
-    w = np.full((3, 3, 4, 4), 7.0, np.float32)
-    params = {"upscore": [w], "score_fr": [np.ones((3, 2, 1, 1), np.float32)]}
-    assert S.interp(params) == ["upscore"]
-    for i in range(3):
-        for j in range(3):
-            assert np.array_equal(w[i, j], _tent(4) if i == j else np.full((4, 4), 7.0))
-    assert np.all(params["score_fr"][0] == 1)
-    one = {"up": [torch.zeros(5, 1, 3, 3)]}  # k == 1: W[i, 0], also on tensors
-    S.interp(one, ["up"])
-    assert all(torch.equal(one["up"][0][i, 0], torch.from_numpy(_tent(3))) for i in range(5))
-
-
-@pytest.mark.parametrize("shape, words", [((3, 2, 4, 4), "same or |output| == 1"),
-                                          ((3, 3, 4, 5), "square"), ((3, 4), "4-D")])
-def test_interp_errors_name_the_layer(shape, words):
-    with pytest.raises(S.SurgeryError, match=f"upscore8.*{shape}.*".replace("(", r"\(")
-                       .replace(")", r"\)")) as e:
-        S.interp({"upscore8": [np.zeros(shape, np.float32)]})
-    assert words in str(e.value)
-
-
-def test_upsampling_layers_is_the_solve_py_substring_rule():
-    assert S.upsampling_layers(["score_fr", "upscore2", "upscore_pool4", "group1"]) == \
-        ["upscore2", "upscore_pool4", "group1"]
-
-
-# --- expand_score, color-D --------------------------------------------------------------------
-
-@pytest.mark.parametrize("legacy", [False, True])
-def test_expand_score_copies_the_first_classes(legacy):
-    rng = np.random.default_rng(0)
-    old = [rng.standard_normal((3, 5, 1, 1)).astype(np.float32), np.arange(3, dtype=np.float32)]
-    new = [np.full((7, 5, 1, 1), 9, np.float32), np.full(7, 9, np.float32)]
-    if legacy:
-        old[1], new[1] = old[1].reshape(1, 1, 1, 3), new[1].reshape(1, 1, 1, 7)
-    out = S.expand_score(new, old)
-    assert np.array_equal(out[0][:3], old[0]) and np.all(out[0][3:] == 9)
-    assert out[1].reshape(-1).tolist() == [0, 1, 2, 9, 9, 9, 9] and out[1].shape == new[1].shape
-    assert np.all(new[0] == 9)  # inputs untouched
-    with pytest.raises(S.SurgeryError, match=r"2 classes.*fewer than the 3"):
-        S.expand_score([np.zeros((2, 5, 1, 1)), np.zeros(2)], old)
-    with pytest.raises(S.SurgeryError, match="beyond the class axis"):
-        S.expand_score([np.zeros((7, 4, 1, 1)), np.zeros(7)], old)
-
-
-def test_color_depth_conv1():
-    base = [np.random.default_rng(1).standard_normal((4, 3, 3, 3)).astype(np.float32),
-            np.arange(4, dtype=np.float32).reshape(1, 1, 1, 4)]
-    w, b = S.color_depth_conv1(base)
-    assert w.shape == (4, 4, 3, 3) and np.array_equal(w[:, :3], base[0])
-    assert np.array_equal(w[:, 3], np.mean(base[0], axis=1)) and b.tolist() == [0, 1, 2, 3]
-    with pytest.raises(S.SurgeryError, match="conv1_1_bgrd"):
-        S.color_depth_conv1(base, [np.zeros((4, 3, 3, 3)), np.zeros(4)])
-
-
-# --- transplant: conv from fc -----------------------------------------------------------------
 
 CONVS = "".join(f"""layer {{ name: "conv{s}_{i}" type: "Convolution" bottom: "{b}" top: "conv{s}_{i}"
   convolution_param {{ num_output: {w} kernel_size: 3 pad: {pad} }} }}
@@ -122,11 +37,15 @@ layer {{ name: "relu{s}_{i}" type: "ReLU" bottom: "conv{s}_{i}" top: "conv{s}_{i
     for i in range(1, n + 1)
     for b in [f"conv{s}_{i - 1}" if i > 1 else ("data" if s == 1 else f"pool{s - 1}")]
     for pad in ["{PAD}" if (s, i) == (1, 1) else 1])
+
+
 VGG16 = 'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 ' \
         'dim: 224 dim: 224 } } }\n' + CONVS.replace("{PAD}", "1") + "".join(
     f'layer {{ name: "{n}" type: "InnerProduct" bottom: "{b}" top: "{n}" '
     f'inner_product_param {{ num_output: {k} }} }}\n'
     for n, b, k in (("fc6", "pool5", 4096), ("fc7", "fc6", 4096), ("fc8", "fc7", 1000)))
+
+
 FCN32S = """layer { name: "data" type: "Python" top: "data" top: "label"
   python_param { module: "voc_layers" layer: "SBDDSegDataLayer" } }
 """ + CONVS.replace("{PAD}", "100") + """
@@ -147,7 +66,7 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top
 
 def test_full_size_vgg16_to_fcn32s_numbers():
     """Shapes only (meta device): VGG16's fc6 4096x25088 becomes conv 4096x512x7x7."""
-    src, dst = S.param_shapes(_net(VGG16)), S.param_shapes(_net(FCN32S))
+    src, dst = S.param_shapes(upgraded_net(VGG16)), S.param_shapes(upgraded_net(FCN32S))
     assert src["fc6"] == [(4096, 25088), (4096,)] and dst["fc6"] == [(4096, 512, 7, 7), (4096,)]
     report = S.plan_transplant(dst, src)
     coerced = {(e.target, e.blob): (e.source_shape, e.target_shape) for e in report.select("coerced")}
@@ -161,7 +80,7 @@ def test_full_size_vgg16_to_fcn32s_numbers():
     alex = S.plan_transplant({"fc6": [(4096, 256, 6, 6), (4096,)]},
                              {"fc6": [(4096, 9216), (4096,)]})
     assert [e.action for e in alex.entries] == ["coerced", "copied"]
-    assert S.nominal_input_shapes(_net(FCN32S)) == {"data": (1, 3, 500, 500),
+    assert S.nominal_input_shapes(upgraded_net(FCN32S)) == {"data": (1, 3, 500, 500),
                                                     "label": (1, 1, 500, 500)}
     assert S.param_shapes(models.deploy_net("voc-fcn32s")) == dst  # the official deploy net
 
@@ -187,6 +106,8 @@ layers { name: "relu6" type: RELU bottom: "fc6" top: "fc6" }
 layers { name: "fc7" type: INNER_PRODUCT bottom: "fc6" top: "fc7" inner_product_param { num_output: 8 } }
 layers { name: "fc8" type: INNER_PRODUCT bottom: "fc7" top: "fc8" inner_product_param { num_output: 10 } }
 """
+
+
 TINY_FCN = """name: "tiny-fcn" layer { name: "data" type: "Input" top: "data"
   input_param { shape { dim: 1 dim: 3 dim: 6 dim: 6 } } }
 layer { name: "conv1_1" type: "Convolution" bottom: "data" top: "conv1_1"
@@ -210,7 +131,7 @@ layer { name: "upscore" type: "Deconvolution" bottom: "score_fr" top: "upscore"
 def v1_classifier(tmp_path):
     """A V1 caffemodel written as Caffe wrote them: V1 layers, blobs with legacy 4-D dims."""
     rng = np.random.default_rng(2)
-    net = _net(CLASSIFIER)
+    net = upgraded_net(CLASSIFIER)
     out = caffe_pb2.NetParameter(name="tiny-vgg")
     arrays = {}
     for name, shapes in {"conv1_1": [(4, 3, 3, 3), (1, 1, 1, 4)], "fc6": [(1, 1, 8, 36), (1, 1, 1, 8)],
@@ -229,7 +150,7 @@ def v1_classifier(tmp_path):
 
 def test_v1_fc_to_conv_transplant_runs_like_the_classifier(v1_classifier, tmp_path):
     path, cls_net, arrays = v1_classifier
-    params, report = S.transplant_net(path, _net(TINY_FCN))
+    params, report = S.transplant_net(path, upgraded_net(TINY_FCN))
     acts = {(e.target or e.source, e.blob): e.action for e in report.entries}
     assert acts[("conv1_1", 1)] == "copied"  # legacy 1x1x1x4 bias loads in place: not a coercion
     assert acts[("fc6", 0)] == acts[("fc7", 0)] == "coerced"
@@ -237,8 +158,8 @@ def test_v1_fc_to_conv_transplant_runs_like_the_classifier(v1_classifier, tmp_pa
     assert report.layers("not initialised") == ["score_fr", "upscore"]
     assert report.layers("interpolated") == ["upscore"]
     out = tmp_path / "fcn.caffemodel"
-    S.save(params, out, net=_net(TINY_FCN))
-    fcn = CaffeNet(_net(TINY_FCN))
+    S.save(params, out, net=upgraded_net(TINY_FCN))
+    fcn = CaffeNet(upgraded_net(TINY_FCN))
     assert fcn.load_caffemodel(str(out), strict=True)["missing"] == []
     sd = _params(fcn)
     assert torch.equal(sd["fc6.0"], torch.from_numpy(arrays["fc6"][0].reshape(8, 4, 3, 3)))
@@ -254,7 +175,7 @@ def test_v1_fc_to_conv_transplant_runs_like_the_classifier(v1_classifier, tmp_pa
 
 
 def test_real_v1_file_fc6_becomes_a_conv_caffe_agrees_with():
-    net = _net(V1.joinpath("net.prototxt").read_text().replace(
+    net = upgraded_net(V1.joinpath("net.prototxt").read_text().replace(
         'type: INNER_PRODUCT bottom: "pool1" top: "fc6"\n  inner_product_param { num_output: 6 }',
         'type: CONVOLUTION bottom: "pool1" top: "fc6"\n  '
         'convolution_param { num_output: 6 kernel_h: 109 kernel_w: 111 }'))
@@ -272,8 +193,6 @@ def test_real_v1_file_fc6_becomes_a_conv_caffe_agrees_with():
         got = fcn(data=torch.from_numpy(blobs["input/data"]), tops=["fc6"])["fc6"]
     assert np.allclose(got.reshape(1, 6).numpy(), blobs["top/fc6/0"], rtol=1e-4, atol=1e-4)
 
-
-# --- the staged recipe on the FCN oracles -----------------------------------------------------
 
 def test_count_mismatch_is_an_error_naming_layer_blob_and_shapes():
     with pytest.raises(S.SurgeryError) as e:
@@ -308,10 +227,10 @@ def test_16s_to_8s_loads_exactly_what_flat_copies_predict(tmp_path):
     for name, blobs in src.params.items():
         if name != "upscore16":
             for i, a in enumerate(blobs):
-                want = _tent(4) if name == "upscore2" else None  # re-interpolated, as solve.py does
+                want = upsample_filt(4) if name == "upscore2" else None  # re-interpolated, as solve.py does
                 got = sd[f"{name}.{i}"].numpy()
                 assert np.array_equal(got if want is None else got[3, 3], a if want is None else want)
-    assert not sd["score_pool3.0"].any() and np.array_equal(sd["upscore8.0"][1, 1], _tent(16))
+    assert not sd["score_pool3.0"].any() and np.array_equal(sd["upscore8.0"][1, 1], upsample_filt(16))
     assert not sd["upscore8.0"][1, 2].any()
 
 
@@ -329,8 +248,6 @@ def test_untouched_layers_keep_their_fillers_and_suffix_transplants_chain():
     assert r1.layers("not initialised") == ["convhha", "fuse"] and r1.layers("copied") == ["convcolor"]
     assert second["convcolor"][0].tolist() == [[1], [1]] and second["convhha"][0].tolist() == [[2], [2]]
 
-
-# --- the CLI ---------------------------------------------------------------------------------
 
 def test_cli_transplant_end_to_end(tmp_path, capsys):
     out = tmp_path / "out.caffemodel"
@@ -356,7 +273,7 @@ def test_cli_expand_interp_and_color_d(tmp_path, capsys, v1_classifier):
     assert main(["surgery", "expand-score", learned, "--layer", "score_fr", "--net",
                  str(FCN / "voc-fcn16s" / "net.prototxt"), "-o", str(out16)]) == 0
     assert main(["surgery", "interp", str(out16), "--layers", "upscore2", "-o", str(out)]) == 0
-    assert np.array_equal(read_weights(out).params["upscore2"][0][5, 5], _tent(4))
+    assert np.array_equal(read_weights(out).params["upscore2"][0][5, 5], upsample_filt(4))
     color_d = TINY_FCN.replace(  # NYUD color-D: Python data layer (color, depth, label), Concat
         'name: "data" type: "Input" top: "data"\n  input_param { shape { dim: 1 dim: 3 dim: 6 dim: 6 } }',
         'name: "color" type: "Python" top: "color" top: "depth" top: "label"\n  python_param { '

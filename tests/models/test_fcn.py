@@ -1,18 +1,21 @@
-"""The hand-written FCN models against real Caffe: every oracle FCN case, layer by layer."""
-import hashlib
-
+"""The hand-written FCN models (models/fcn.py) against real Caffe: every oracle FCN case, layer
+by layer; geometry, sizes, train/eval and build options.
+"""
 import numpy as np
 import pytest
 import torch
 
-from conftest import ORACLE, case_params, oracle_cases
 from fcn_port import models
 from fcn_port.models.checkpoint import ConvertError, expected_shapes
 from fcn_port.models.parity import run_model_case
 from fcn_port.port.formats.caffemodel import read_weights
 from fcn_port.port.formats.text import read_net
+from helpers import ORACLE, case_params
+
 
 FCN_CASES = case_params("fcn", "weights.caffemodel")
+
+
 SMALL = dict(widths=(2, 4, 4, 6, 6), fc=7)  # even: AlexNet has group 2
 
 
@@ -102,74 +105,6 @@ def test_dropout_follows_train_and_eval():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_detect_reads_family_classes_and_widths():
-    cases = {c.name: read_weights(c / "weights.caffemodel").params for c in oracle_cases("fcn")}
-    cfg = models.detect(cases["voc-fcn32s-learned-deconv"])
-    assert (cfg.name, cfg.classes, cfg.widths, cfg.fc) == ("voc-fcn32s", 8, (4, 8, 16, 32, 32), 64)
-    assert models.detect(cases["voc-fcn8s-atonce"]).name == "voc-fcn8s-atonce"
-    assert models.detect(cases["voc-fcn16s"]).name == "voc-fcn16s"
-    assert models.detect(read_weights(ORACLE / "layers/crop/weights.caffemodel").params) is None
-    # the other families, from the layer names of nets built here
-    for name in ("voc-fcn-alexnet", "siftflow-fcn8s", "nyud-fcn32s-color-d",
-                 "nyud-fcn32s-color-hha", "pascalcontext-fcn16s"):
-        with torch.device("meta"):
-            sd = models.build(name, **SMALL).state_dict()
-        params = {}
-        for k, v in sd.items():
-            params.setdefault(k.rsplit(".", 1)[0], []).append(np.empty(v.shape, np.float32))
-        got = models.detect(params)
-        assert (got.name, got.widths, got.fc) == (name, SMALL["widths"], SMALL["fc"])
-
-
-def test_convert_checkpoint_and_load(tmp_path):
-    src = ORACLE / "fcn/voc-fcn8s/weights.caffemodel"
-    out, meta = models.convert(str(src), str(tmp_path / "m.pt"))
-    assert meta["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
-    assert (meta["model"], meta["classes"], meta["mean"]) == \
-        ("voc-fcn8s", 21, [104.00699, 116.66877, 122.67892])
-    net = models.load(out)
-    blobs = np.load(src.parent / "blobs.npz")
-    with torch.no_grad():
-        score = net(torch.from_numpy(blobs["input/data"]))
-    assert np.abs(score.numpy() - blobs["top/score/0"]).max() <= 1e-5 * max(
-        1, np.abs(blobs["top/score/0"]).max())
-    assert net.meta["source"] == "weights.caffemodel" and not net.training
-
-
-def test_convert_mismatch_writes_nothing(tmp_path):
-    out = tmp_path / "m.pt"
-    with pytest.raises(ConvertError, match="missing blob upscore8.0"):
-        models.convert(str(ORACLE / "fcn/voc-fcn16s/weights.caffemodel"), str(out),
-                       model="voc-fcn8s")
-    with pytest.raises(ConvertError, match="give --prototxt"):
-        models.convert(str(ORACLE / "layers/crop/weights.caffemodel"), str(out))
-    assert not out.exists() and list(tmp_path.iterdir()) == []
-
-
-def test_interpreter_checkpoint_for_other_nets(tmp_path):
-    case = ORACLE / "layers/conv_group_dilation"
-    out, meta = models.convert(str(case / "weights.caffemodel"), str(tmp_path / "c.pt"),
-                               prototxt=str(case / "net.prototxt"))
-    assert meta["kind"] == "caffenet"
-    net = models.load(out)
-    blobs = np.load(case / "blobs.npz")
-    feed = {b: torch.from_numpy(blobs[f"input/{b}"]) for b in net.inputs}
-    with torch.no_grad():
-        tops = net(record=True, **feed)["_tops"]
-    for key in (k for k in blobs.files if k.startswith("top/")):
-        _, layer, i = key.split("/")
-        np.testing.assert_allclose(tops[(layer, int(i))].numpy(), blobs[key], atol=1e-5)
-
-
-def test_load_rejects_other_files(tmp_path):
-    bad = tmp_path / "x.pt"
-    torch.save({"a": 1}, bad)
-    with pytest.raises(ConvertError, match="not an fcn-port checkpoint"):
-        models.load(bad)
-    with pytest.raises(ConvertError, match="cannot read"):
-        models.load(tmp_path / "missing.pt")
-
-
 def test_factories_and_build_options():
     assert models.voc_fcn8s.__name__ == "voc_fcn8s"
     with torch.device("meta"):
@@ -178,43 +113,6 @@ def test_factories_and_build_options():
     assert net.state_dict()["score_fr_geo.0"].shape == (2, 3, 1, 1)
     with pytest.raises(ConvertError, match="2 score head"):
         models.build("siftflow-fcn32s", classes=5)
-
-
-@pytest.mark.parametrize("name", list(models.OFFICIAL))
-def test_every_official_net_instantiates_in_the_interpreter(name):
-    """Each split the `net` verb writes sets up in CaffeNet (shapes checked by Caffe's rules),
-    and its score blobs come out at the input's size."""
-    from fcn_port.port.net import CaffeNet
-
-    cfg = models.OFFICIAL[name].replace(**SMALL)
-    train, test = cfg.solver["splits"]
-    size = (1, 1, 61, 83)
-    for split, phase in ((train, "TRAIN"), (test, "TEST"), ("deploy", "TEST")):
-        shapes = {b: (1, 1 if b in ("depth", "label", "sem", "geo") else 3, 61, 83)
-                  for b in ("data", "color", "hha", "depth", "label", "sem", "geo")}
-        with torch.device("meta"):
-            net = CaffeNet(models.net_param(cfg, split), phase, input_shapes=shapes)
-        for out, (_, n) in zip(cfg.outputs, cfg.heads):
-            assert net.blob_shapes[out] == (1, n) + size[2:], (split, out)
-        losses = [lp.name for lp in net.layer_params if lp.type == "SoftmaxWithLoss"]
-        assert losses == ([] if split == "deploy" else ["loss", "loss_geo"][:len(cfg.heads)])
-
-
-def test_torch_hub_entry_points_match_the_zoo():
-    import subprocess
-    import sys
-
-    root = ORACLE.parents[2]
-    hub = subprocess.run([sys.executable, "-c", f"""
-import torch, sys
-net = torch.hub.load({str(root)!r}, "voc_fcn8s", source="local", trust_repo=True,
-                     weights={str(ORACLE / 'fcn/voc-fcn8s/weights.caffemodel')!r})
-import runpy
-names = [n for n, v in runpy.run_path({str(root / "hubconf.py")!r}).items() if "fcn" in n and not n.startswith("_")]
-print(type(net).__name__, net.cfg.widths, len(names))
-"""], capture_output=True, text=True, cwd="/")
-    assert hub.returncode == 0, hub.stderr
-    assert hub.stdout.split() == ["FCN", "(4,", "8,", "16,", "32,", "32)", str(len(models.OFFICIAL))]
 
 
 def test_build_with_weights_takes_their_geometry_or_says_why_not():

@@ -1,17 +1,40 @@
-"""Caffe's Pooling against its CPU loops written out naively: the corners the oracle cases do
-not reach (padding clips, ceil-mode windows, -inf and NaN, STOCHASTIC in TEST, global pooling,
-the single ``max_pool2d`` path taken where Caffe's rule equals PyTorch's)."""
+"""Pooling: Caffe's setting checks, and its CPU loops written out naively for the corners the
+oracle cases do not reach (padding clips, ceil-mode windows, -inf and NaN, STOCHASTIC in TEST,
+global pooling, the single ``max_pool2d`` path taken where Caffe's rule equals PyTorch's).
+"""
 import itertools
 
 import numpy as np
 import pytest
 import torch
+from helpers import layer_setup_fails, make_layer
 
-from test_layers_vision import build
 
-# ------------------------------------------------------------------------------------------
-# Caffe's pooling loops, written out naively, over corners the oracle does not reach
-# ------------------------------------------------------------------------------------------
+def test_pool_pad_must_be_less_than_kernel():
+    layer_setup_fails('name: "p" type: "Pooling" pooling_param { pool: MAX kernel_size: 3 pad: 3 }',
+                      [(1, 1, 9, 9)], "'p'", "Pooling", "pad_h 3", "kernel_h 3")
+    layer_setup_fails('name: "p" type: "Pooling" pooling_param { pool: AVE kernel_h: 3 kernel_w: 2 '
+                      'pad_h: 1 pad_w: 2 }', [(1, 1, 9, 9)], "'p'", "pad_w 2", "kernel_w 2")
+
+
+def test_pool_setting_errors():
+    shape = [(1, 1, 9, 9)]
+    layer_setup_fails('name: "p" type: "Pooling" pooling_param { kernel_size: 3 kernel_h: 3 kernel_w: 3 }',
+                      shape, "'p'", "kernel_size OR kernel_h")
+    layer_setup_fails('name: "p" type: "Pooling" pooling_param { kernel_h: 3 }', shape, "'p'", "kernel_w")
+    layer_setup_fails('name: "p" type: "Pooling" pooling_param { global_pooling: true kernel_size: 2 }',
+                      shape, "'p'", "global_pooling")
+    layer_setup_fails('name: "p" type: "Pooling" pooling_param { global_pooling: true stride: 2 }',
+                      shape, "'p'", "stride")
+    layer_setup_fails('name: "p" type: "Pooling" top: "a" top: "b" pooling_param { pool: AVE '
+                      'kernel_size: 2 }', shape, "'p'", "AVE", "2")
+    layer_setup_fails('name: "p" type: "Pooling" pooling_param { pool: STOCHASTIC kernel_size: 2 }',
+                      shape, "'p'", "TEST", phase="TRAIN")
+    layer_setup_fails('name: "p" type: "Pooling" pooling_param { pool: STOCHASTIC kernel_size: 3 pad: 1 }',
+                      shape, "'p'", "padding", "STOCHASTIC")
+    layer_setup_fails('name: "p" type: "Pooling" pooling_param { kernel_size: 2 }', [(1, 9, 9)], "'p'",
+                      "4 axes")
+
 
 def caffe_pool(x, method, k, s, p, ceil=True):
     """Caffe's Reshape + Forward_cpu (and the GPU TEST-phase STOCHASTIC) as plain loops."""
@@ -67,10 +90,10 @@ def test_pooling_corners_match_caffe_loops(method, k, s, p, ceil, hw):
     top, mask = caffe_pool(x, method, k, s, p, ceil)
     n_tops = 2 if method == "MAX" else 1
     tops = 'top: "t" ' * n_tops
-    layer = build(f'name: "p" type: "Pooling" {tops}pooling_param {{ '
-                  f'pool: {method} kernel_h: {k[0]} kernel_w: {k[1]} stride_h: {s[0]} '
-                  f'stride_w: {s[1]} pad_h: {p[0]} pad_w: {p[1]} '
-                  f'round_mode: {"CEIL" if ceil else "FLOOR"} }}', [x.shape])
+    layer = make_layer(f'name: "p" type: "Pooling" {tops}pooling_param {{ '
+                       f'pool: {method} kernel_h: {k[0]} kernel_w: {k[1]} stride_h: {s[0]} '
+                       f'stride_w: {s[1]} pad_h: {p[0]} pad_w: {p[1]} '
+                       f'round_mode: {"CEIL" if ceil else "FLOOR"} }}', [x.shape])
     out = layer(torch.from_numpy(x))
     outs = out if isinstance(out, tuple) else (out,)
     assert layer.top_shapes([x.shape]) == [top.shape] * n_tops
@@ -84,8 +107,8 @@ def test_max_pooling_inf_nan_like_caffe():
     x[0, 0, :2, :2] = -np.inf
     x[0, 0, 2, 2] = np.nan
     x[0, 1, 4:, 4:] = np.nan
-    layer = build('name: "p" type: "Pooling" top: "t" top: "m" pooling_param { kernel_size: 2 '
-                  'stride: 2 }', [x.shape])
+    layer = make_layer('name: "p" type: "Pooling" top: "t" top: "m" pooling_param { kernel_size: 2 '
+                       'stride: 2 }', [x.shape])
     y, m = layer(torch.from_numpy(x))
     top, mask = caffe_pool(x, "MAX", (2, 2), (2, 2), (0, 0))
     np.testing.assert_array_equal(y.numpy(), top)
@@ -95,12 +118,12 @@ def test_max_pooling_inf_nan_like_caffe():
 
 def test_stochastic_test_phase_and_global():
     x = np.random.default_rng(2).standard_normal((2, 3, 7, 9)).astype(np.float32)
-    layer = build('name: "p" type: "Pooling" pooling_param { pool: STOCHASTIC kernel_size: 3 '
-                  'stride: 2 }', [x.shape])
+    layer = make_layer('name: "p" type: "Pooling" pooling_param { pool: STOCHASTIC kernel_size: 3 '
+                       'stride: 2 }', [x.shape])
     top, _ = caffe_pool(x, "STOCHASTIC", (3, 3), (2, 2), (0, 0))
     np.testing.assert_allclose(layer(torch.from_numpy(x)).numpy(), top, rtol=1e-5, atol=1e-6)
-    g = build('name: "p" type: "Pooling" pooling_param { pool: MAX global_pooling: true }',
-              [x.shape])
+    g = make_layer('name: "p" type: "Pooling" pooling_param { pool: MAX global_pooling: true }',
+                   [x.shape])
     assert g.top_shapes([(1, 3, 4, 5)]) == [(1, 3, 1, 1)]  # kernel follows the bottom
     np.testing.assert_array_equal(g(torch.from_numpy(x)).numpy(),
                                   x.max(axis=(2, 3), keepdims=True))
@@ -109,8 +132,8 @@ def test_stochastic_test_phase_and_global():
 def test_pooling_gradient_flows():
     x = torch.randn(1, 2, 7, 8, requires_grad=True)
     for method in ("MAX", "AVE"):
-        layer = build(f'name: "p" type: "Pooling" pooling_param {{ pool: {method} kernel_size: 3 '
-                      'stride: 3 pad: 2 }', [x.shape])
+        layer = make_layer(f'name: "p" type: "Pooling" pooling_param {{ pool: {method} kernel_size: 3 '
+                           'stride: 3 pad: 2 }', [x.shape])
         layer(x).sum().backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
@@ -121,8 +144,8 @@ def test_plain_max_pooling_matches_caffe_loops(k, s, hw):
     # MAX, pad 0, ceil, k >= s, one top: computed as max_pool2d(ceil_mode=True) directly
     x = np.random.default_rng(3).standard_normal((1, 2, *hw)).astype(np.float32)
     x[0, 0, 0, :2], x[0, 1, :, -1] = np.nan, -np.inf
-    layer = build(f'name: "p" type: "Pooling" pooling_param {{ kernel_h: {k[0]} kernel_w: '
-                  f'{k[1]} stride_h: {s[0]} stride_w: {s[1]} }}', [x.shape])
+    layer = make_layer(f'name: "p" type: "Pooling" pooling_param {{ kernel_h: {k[0]} kernel_w: '
+                       f'{k[1]} stride_h: {s[0]} stride_w: {s[1]} }}', [x.shape])
     assert layer.plain
     top, _ = caffe_pool(x, "MAX", k, s, (0, 0))
     np.testing.assert_array_equal(layer(torch.from_numpy(x)).numpy(), top)  # empty top too

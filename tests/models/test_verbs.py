@@ -6,13 +6,13 @@ import sys
 import numpy as np
 import torch
 
-from conftest import ORACLE
 from fcn_port import models
 from fcn_port.cli import main
 from fcn_port.port import DEFAULT_WEIGHTS
 from fcn_port.port.net import CaffeNet
 from fcn_port.port.formats.proto import caffe_pb2
 from fcn_port.port.formats.text import parse_text, read_net, read_solver
+from helpers import ORACLE
 
 
 def fcn_port(*args):

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ORACLE
 from fcn_port.port.formats import caffemodel
 from fcn_port.port.fileio import crc32, torchsave, torchzip
 from fcn_port.port import fileio
 from fcn_port.port.formats.blobproto import blob_pieces
 from fcn_port.port.formats.wire import length_delimited
+from helpers import ORACLE
 
 CAFFEMODELS = sorted(ORACLE.glob("**/weights.caffemodel"))
 

@@ -7,12 +7,12 @@ from fractions import Fraction
 
 import pytest
 
-from conftest import case_params
 from fcn_port.port import coord_map as cm
 from fcn_port.cli import main
 from fcn_port.port.errors import NetError
 from fcn_port.port.formats.proto import caffe_pb2
 from fcn_port.port.formats.text import parse_text, read_net
+from helpers import case_params
 
 FCN_CASES = case_params("fcn", needs="net.prototxt")
 EXPECTED = {  # from the official generated prototxts (FCN_FACTS.md, "Crop offsets")

@@ -21,8 +21,8 @@ from fcn_port.port.formats.caffemodel import read_weights
 from fcn_port.port.errors import NetError
 from fcn_port.port.net import CaffeNet, from_prototxt
 from fcn_port.port.formats.text import read_net
+from helpers import blob_error, case_params, oracle_cases
 
-from conftest import case_params, oracle_cases
 
 FCN_CASES = case_params("fcn", needs="weights.caffemodel")
 RTOL = 1e-5
@@ -31,7 +31,7 @@ RTOL = 1e-5
 def _rel(a, b):
     a, b = np.asarray(a), np.asarray(b)
     assert a.shape == b.shape
-    return float(np.abs(a - b).max() / max(1.0, float(np.abs(b).max())))
+    return blob_error(a, b)
 
 
 def _sha(path):
@@ -152,6 +152,7 @@ def test_onnx_needs_an_fcn():
         traceable(from_prototxt(oracle_cases("fcn")[0] / "net.prototxt"))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")
 def test_stock_model_traces_at_any_size(exported):
     _, ckpt, _, _ = exported["voc-fcn8s-atonce"]
     model = models.load(ckpt)
