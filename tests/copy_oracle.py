@@ -1,9 +1,10 @@
 """Copy the real-Caffe oracle cases the tests use from ../shared/oracle into tests/data/oracle.
 
 The project must test without ../shared and without Caffe, so the cases live in the repository.
-To keep the test data under 40 MB, the two largest cases stay out (``fcn/voc-fcn32s``, whose
-64x64 upsampling blob alone is 7 MB twice over, and ``solver/sgd_fcn32s_official``); the tests
-also sweep ../shared/oracle/cases when it is present, as it is in CI, so those are still checked.
+To keep the test data near 50 MB, the largest forward case stays out (``fcn/voc-fcn32s``, whose
+64x64 upsampling blob alone is 7 MB twice over); the tests also sweep ../shared/oracle/cases when
+it is present, as it is in CI, so it is still checked. Every solver case is copied: the solver's
+parity must hold without ../shared.
 
     python tests/copy_oracle.py [ORACLE_CASES_DIR]
 """
@@ -11,7 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
-LEFT_OUT = {"fcn/voc-fcn32s", "solver/sgd_fcn32s_official"}
+LEFT_OUT = {"fcn/voc-fcn32s"}
 HERE = Path(__file__).resolve().parent
 
 
