@@ -16,6 +16,7 @@ import sys
 from .port import verbs as port_verbs
 from .port.errors import FcnPortError
 from .models import verbs as models_verbs
+from .solvers import verbs as solvers_verbs
 
 
 def _official_net(name):
@@ -26,6 +27,10 @@ def _model_case(case, model, rtol):
     return importlib.import_module("fcn_port.models.parity").run_model_case(case, model, rtol)
 
 
+def _train_step(model):
+    return importlib.import_module("fcn_port.solvers.bench").official_step(model)
+
+
 def build_parser():
     from . import __version__
 
@@ -33,13 +38,18 @@ def build_parser():
         "Caffe FCN nets, weights and solvers in PyTorch, with no numerical drift."))
     parser.add_argument("--version", action="version", version=f"fcn-port {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    port_verbs.add_verbs(verbs, net_by_name=_official_net, model_runner=_model_case)
-    models_verbs.add_verbs(verbs)
+    port_verbs.add_verbs(verbs, net_by_name=_official_net, model_runner=_model_case,
+                         solver_runner=solvers_verbs.solver_case,
+                         loss_plotter=solvers_verbs.plot_case)
+    models_verbs.add_verbs(verbs, train_step=_train_step)
+    solvers_verbs.add_verbs(verbs)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if argv is not None:
+        args.argv = list(argv)  # what ``train --procs N`` re-runs in each process
     try:
         return args.run(args) or 0
     except FcnPortError as e:

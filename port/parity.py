@@ -87,14 +87,21 @@ def run_forward_case(case, rtol=DEFAULT_RTOL):
             "pass": cmp.compared > 0 and cmp.worst <= rtol}
 
 
-def run_case(case, rtol=DEFAULT_RTOL, run=run_forward_case, kind="forward"):
+def run_case(case, rtol=None, run=run_forward_case, kind="forward", solver_run=None):
     """Any case folder: forward/backward cases go through ``run(case, rtol)`` (the interpreter,
-    or e.g. a hand-written model; ``kind`` names it); solver cases are reported as unsupported.
-    A net or weights that cannot run is a failed case with its error, not an exception."""
+    or e.g. a hand-written model; ``kind`` names it); solver cases through
+    ``solver_run(case, rtol)`` (the solver emulator, which port/ cannot import: the caller
+    passes it), reported as unsupported without one. ``rtol`` None is each kind's default
+    (1e-5 here; the solver runner's own, 1e-2). A net or weights that cannot run is a failed
+    case with its error, not an exception."""
     case = Path(case)
     if (case / "solver.prototxt").exists():
-        return {"case": case.name, "kind": "solver", "compared": 0, "worst": None, "where": "",
-                "pass": None, "note": "solver cases are not supported yet (the solver emulator)"}
+        if solver_run is None:
+            return {"case": case.name, "kind": "solver", "compared": 0, "worst": None,
+                    "where": "", "pass": None,
+                    "note": "solver cases need the solver emulator (fcn_port.solvers)"}
+        return solver_run(case, rtol)
+    rtol = DEFAULT_RTOL if rtol is None else rtol
     for need in ("net.prototxt", "case.json", "blobs.npz"):
         if not (case / need).exists():
             raise CaffeFormatError(case, "", f"not an oracle case folder: {need} is missing")

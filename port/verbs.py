@@ -17,8 +17,9 @@ from . import DEFAULT_WEIGHTS
 from .errors import UnsupportedError
 
 
-def add_verbs(verbs, *, net_by_name=None, model_runner=None):
-    _add_file_verbs(verbs, model_runner)
+def add_verbs(verbs, *, net_by_name=None, model_runner=None, solver_runner=None,
+              loss_plotter=None):
+    _add_file_verbs(verbs, model_runner, solver_runner, loss_plotter)
     _add_offsets_verb(verbs)
     _add_surgery_verbs(verbs, net_by_name)
 
@@ -39,19 +40,23 @@ def _inspect(args):
             print(("\n" if i else "") + format_report(report))
 
 
-def _parity(args, model_runner):
+def _parity(args, model_runner, solver_runner=None, loss_plotter=None):
     from .parity import format_table, run_case
 
-    how = {}
+    how = {"solver_run": solver_runner}
     if args.model:  # the hand-written models (fcn_port.models) instead of the interpreter
         if model_runner is None:
             raise UnsupportedError("parity --model needs fcn_port.models (run it as fcn-port)")
-        how = dict(run=lambda case, rtol: model_runner(case, args.model, rtol),
+        how.update(run=lambda case, rtol: model_runner(case, args.model, rtol),
                    kind=f"model {args.model}")
+    if args.plot and loss_plotter is None:
+        raise UnsupportedError("parity --plot needs fcn_port.solvers (run it as fcn-port)")
     results = []
     for case in args.cases:
         r = run_case(case, args.rtol, **how)
         results.append(r)
+        if args.plot:
+            loss_plotter(args.plot, r)
         if args.json:
             print(json.dumps(r), flush=True)
     if not args.json:
@@ -69,7 +74,7 @@ def layer_table():
     return "\n".join(rows)
 
 
-def _add_file_verbs(verbs, model_runner):
+def _add_file_verbs(verbs, model_runner, solver_runner=None, loss_plotter=None):
     p = verbs.add_parser("inspect", help="describe any Caffe file", description=(
         "Describe a prototxt (net or solver), caffemodel (binary or HDF5) or solverstate: "
         "format and version, layers with types, bottoms, tops and param shapes, totals, and "
@@ -83,15 +88,22 @@ def _add_file_verbs(verbs, model_runner):
     p = verbs.add_parser("parity", help="compare with real Caffe outputs", description=(
         "Run oracle case folders (net.prototxt, weights, blobs.npz, case.json) and compare every "
         "top, and for backward cases every input and param gradient, with what Caffe wrote. "
-        "Error per blob: max|ours - caffe| / max(1, max|caffe|). Exit 1 if any case fails."))
+        "Error per blob: max|ours - caffe| / max(1, max|caffe|). Solver cases (solver.prototxt, "
+        "init.caffemodel, batches.npz, trajectory.npz) replay Caffe's steps from its initial "
+        "weights and from each of its snapshots and compare every param at the case's "
+        "checkpoints: max|ours - caffe| / max|caffe - init|. Exit 1 if any case fails."))
     p.add_argument("cases", nargs="+", metavar="CASE_DIR")
     p.add_argument("--json", action="store_true", help="one JSON object per case")
-    p.add_argument("--rtol", type=float, default=1e-5, help="tolerance (default 1e-5)")
+    p.add_argument("--rtol", type=float, help=(
+        "tolerance for every case (default 1e-5 for forward/backward cases, 1e-2 for solver "
+        "cases)"))
+    p.add_argument("--plot", metavar="DIR", help=(
+        "draw each solver case's loss per step, fcn-port's and Caffe's, to DIR/<case>_loss.png"))
     p.add_argument("--model", metavar="NAME_OR_CKPT", help=(
         "run forward cases through a hand-written model instead of the interpreter: an "
         "official name or 'auto' (weights converted from the case's caffemodel, the family "
         "detected for 'auto'), or a checkpoint"))
-    p.set_defaults(run=lambda args: _parity(args, model_runner))
+    p.set_defaults(run=lambda args: _parity(args, model_runner, solver_runner, loss_plotter))
 
     p = verbs.add_parser("layers", help="list the supported Caffe layer types")
     p.set_defaults(run=lambda args: print(layer_table()))

@@ -7,12 +7,27 @@ every lr policy, iter_size, clipping, L1/L2 decay, snapshots and restore).
 * :mod:`.solver`: :class:`Solver` (``Step``, ``ApplyUpdate``, ``Snapshot``, ``Restore``) over any
   model's ``(layer, i, nn.Parameter, ParamSpec)`` list;
 * :mod:`.build`: the train net and solver from a solver prototxt;
-* :mod:`.parity`: replay of the real-Caffe oracle solver cases.
+* :mod:`.parity`: replay of the real-Caffe oracle solver cases;
+* :mod:`.train`: ``Solver::Solve`` (:class:`Trainer`), with :mod:`.data` (batches bound to
+  data layers), :mod:`.testnet` (test nets), :mod:`.distributed` (several processes),
+  :mod:`.log` (CSV log, loss curves) and :mod:`.verbs` (``fcn-port train``).
 """
-from .build import forward_backward, from_solver_prototxt, read_solver_file
-from .errors import SolverError
-from .lr_policy import learning_rate
-from .solver import Learnable, Solver, learnable
+import importlib
 
-__all__ = ["Learnable", "Solver", "SolverError", "forward_backward", "from_solver_prototxt",
-           "learnable", "learning_rate", "read_solver_file"]
+# imported on first use, so that `fcn-port --help` (which imports .verbs) starts without torch
+_LAZY = {"forward_backward": "build", "from_solver_prototxt": "build",
+         "read_solver_file": "build", "SolverError": "errors", "learning_rate": "lr_policy",
+         "Learnable": "solver", "Solver": "solver", "learnable": "solver",
+         "Trainer": "train", "NonFiniteError": "train", "NpzBatches": "data",
+         "Feeder": "data", "register_source_factory": "data"}
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = sorted(_LAZY)

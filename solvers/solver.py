@@ -115,7 +115,7 @@ class Solver:
                         for _ in range(self.rule.history_sets) for lp in self.params]
         self.iter, self.current_step = 0, 0
         self.net_param, self.root, self.phase = net_param, root, phase
-        self.smoothed_loss, self._losses = 0.0, []
+        self.smoothed_loss, self._losses, self._start = 0.0, [], 0
 
     # ---- one iteration ---------------------------------------------------------------------
 
@@ -126,22 +126,34 @@ class Solver:
         gradients add into ``param.grad``) and returns the loss as a number; it is called
         ``iter_size`` times per iteration, so it supplies each pass's batch itself. With
         ``snapshot``, Caffe's snapshots are written when ``iter % snapshot == 0``."""
-        start, losses = self.iter, []
-        self.smoothed_loss, self._losses = 0.0, []
-        size = self.param.iter_size
+        losses = []
+        self.begin()
         for _ in range(n):
-            for lp in self.params:
-                lp.param.grad = None  # ClearParamDiffs
-            loss = F32(0)
-            for _ in range(size):
-                loss = F32(loss + F32(forward_backward()))
-            loss = F32(loss / F32(size))
-            self._smooth(loss, start)
+            losses.append(self.accumulate(forward_backward))
             self.apply_update()
-            losses.append(float(loss))
             if snapshot and self.param.snapshot and self.iter % self.param.snapshot == 0:
                 self.snapshot()
         return losses
+
+    def begin(self):
+        """The start of Caffe's ``Step``: the smoothed-loss window (``losses_``) restarts here."""
+        self._start, self.smoothed_loss, self._losses = self.iter, 0.0, []
+
+    def accumulate(self, forward_backward):
+        """The first half of one ``Step`` iteration: ``ClearParamDiffs``, ``iter_size`` calls of
+        ``forward_backward`` (gradients add up), ``loss /= iter_size`` and
+        ``UpdateSmoothedLoss``. Returns the iteration's loss; :meth:`apply_update` follows
+        (a multi-process run all-reduces the gradients in between, as Caffe's
+        ``on_gradients_ready`` callbacks do)."""
+        for lp in self.params:
+            lp.param.grad = None  # ClearParamDiffs
+        size = self.param.iter_size
+        loss = F32(0)
+        for _ in range(size):
+            loss = F32(loss + F32(forward_backward()))
+        loss = F32(loss / F32(size))
+        self._smooth(loss, self._start)
+        return float(loss)
 
     def _smooth(self, loss, start):
         """``Solver::UpdateSmoothedLoss``: mean of the last ``average_loss`` losses (float)."""

@@ -1,0 +1,148 @@
+"""solvers/' verbs: ``train`` (``caffe train --solver``), and the hooks ``fcn-port parity`` gets
+for solver cases (:func:`solver_case`, :func:`plot_case`), which :mod:`fcn_port.cli` hands to
+port/'s parity verb (port never imports solvers).
+
+``fcn-port train`` is ``caffe train`` (``tools/caffe.cpp``, ``train()``): ``--solver`` required,
+``--weights`` or ``--snapshot`` (not both), the solver's ``max_iter`` unless ``--max-iter``;
+batches for the nets' data layers from ``--batches`` (an npz in the oracle case format, see
+:mod:`.data`) and ``--test-batches``. ``--procs N`` runs N processes (:mod:`.distributed`);
+under ``torchrun`` the environment says which process this is. Log lines go to stdout, the
+progress bar to stderr (a terminal only; ``--quiet`` turns both off, leaving errors).
+"""
+import argparse
+import os
+import sys
+import warnings
+
+
+def add_verbs(verbs):
+    p = verbs.add_parser("train", help="train a net from a solver prototxt (caffe train)",
+                         description=(
+        "Train as 'caffe train --solver' does, with Caffe's solvers emulated exactly: Caffe's "
+        "log lines (Iteration N, loss = X / lr = Y, train and test net outputs), test nets "
+        "every test_interval, snapshots every 'snapshot' iterations and at the end in "
+        "snapshot_format, resumable with --snapshot. SIGINT/SIGTERM: snapshot and stop; "
+        "SIGHUP: snapshot and go on. A NaN or Inf loss, gradient or weight stops training "
+        "naming the iteration and layer. Writes <snapshot_prefix>_log.csv and _loss.png."))
+    p.add_argument("--solver", required=True, metavar="SOLVER.prototxt")
+    p.add_argument("--weights", metavar="W.caffemodel",
+                   help="start from these weights (binary or HDF5), copied by layer name")
+    p.add_argument("--snapshot", metavar="S.solverstate",
+                   help="resume from a snapshot (.solverstate or .solverstate.h5) to max_iter")
+    p.add_argument("--batches", metavar="B.npz", help=(
+        "batches for the train net's data layers: it/<k>/<blob> arrays, one batch per forward "
+        "pass (iter_size passes per iteration; they cycle when the run needs more)"))
+    p.add_argument("--test-batches", metavar="B.npz",
+                   help="batches for the test nets' data layers (same format)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--procs", type=int, default=1, metavar="N",
+                   help="data-parallel processes (gloo on CPU, NCCL on CUDA); default 1")
+    p.add_argument("--max-iter", type=int, metavar="N", help="override the solver's max_iter")
+    p.add_argument("--quiet", action="store_true", help="no log lines and no progress bar")
+    p.add_argument("--json", action="store_true",
+                   help="end with one JSON line: iter, losses, snapshots, log, plot, tests")
+    p.set_defaults(run=_train, argv=None)
+
+
+def _check_file(path, what):
+    from fcn_port.port.errors import UserInputError
+
+    if path is not None and not os.path.isfile(path):
+        raise UserInputError(f"{what} {path}: no such file")
+
+
+def _train(args):
+    import json
+
+    from fcn_port.port.errors import UserInputError
+
+    _check_file(args.solver, "--solver")
+    _check_file(args.weights, "--weights")
+    _check_file(args.snapshot, "--snapshot")
+    _check_file(args.batches, "--batches")
+    _check_file(args.test_batches, "--test-batches")
+    if args.weights and args.snapshot:
+        raise UserInputError("give --snapshot to resume training or --weights to finetune, "
+                             "not both (as caffe train)")
+    if args.procs < 1:
+        raise UserInputError(f"--procs must be >= 1, not {args.procs}")
+    if args.max_iter is not None and args.max_iter < 0:
+        raise UserInputError(f"--max-iter must be >= 0, not {args.max_iter}")
+    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
+        raise UserInputError(f"--device must be cpu or cuda, not {args.device!r}")
+    import torch
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserInputError("--device cuda: no CUDA device is available")
+    if args.procs > 1:
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+            raise UserInputError("--procs inside torchrun: torchrun already starts the processes")
+        from .distributed import launch
+
+        return launch(_without_procs(sys.argv[1:] if args.argv is None else args.argv),
+                      args.procs)
+    from . import distributed
+    from .data import NpzBatches
+    from .train import Trainer
+
+    group = distributed.from_env(args.device)
+    try:
+        quiet = args.quiet or not group.root
+        with warnings.catch_warnings():
+            if quiet:
+                warnings.simplefilter("ignore")
+            else:
+                from .data import DataWarning
+
+                warnings.simplefilter("always", DataWarning)
+                warnings.showwarning = _warn_line
+            trainer = Trainer(
+                args.solver, weights=args.weights, snapshot=args.snapshot,
+                sources=NpzBatches(args.batches) if args.batches else None,
+                test_sources=NpzBatches(args.test_batches) if args.test_batches else None,
+                max_iter=args.max_iter, group=group,
+                echo=(lambda line: None) if quiet else (lambda line: print(line, flush=True)),
+                progress=not quiet)
+            result = trainer.solve()
+        if args.json and group.root:
+            print(json.dumps(result))
+        elif group.root and not quiet and result["plot"]:
+            print(f"wrote {result['log']} and {result['plot']}")
+    finally:
+        group.close()
+    return 0
+
+
+def _warn_line(message, category, filename, lineno, file=None, line=None):
+    print(f"fcn-port: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _without_procs(argv):
+    """The train command line without ``--procs N`` / ``--procs=N``."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--procs":
+            skip = True
+        elif not a.startswith("--procs="):
+            out.append(a)
+    return out
+
+
+# ---- hooks for port/'s parity verb ----------------------------------------------------------
+
+def solver_case(case, rtol=None):
+    """``fcn-port parity`` on an oracle solver case (:func:`.parity.run_solver_case`);
+    ``rtol`` None is the solver default (1e-2)."""
+    from .parity import DEFAULT_RTOL, run_solver_case
+
+    return run_solver_case(case, DEFAULT_RTOL if rtol is None else rtol)
+
+
+def plot_case(folder, row):
+    """``fcn-port parity --plot DIR``: ``DIR/<case>_loss.png`` for a solver case's row."""
+    from .log import plot_case_losses
+
+    return plot_case_losses(folder, row)
+
