@@ -141,7 +141,8 @@ def launch(argv, procs):
     """``fcn-port train --procs N``: run ``python -m fcn_port.cli`` + ``argv`` (the same train
     command without ``--procs``) as N processes with torchrun's environment on 127.0.0.1.
     SIGINT, SIGTERM and SIGHUP sent to this process are passed on to every child; when one
-    child fails the others are stopped. Returns the worst exit status."""
+    child fails the others are stopped. Returns the first failure's exit status (128 + N
+    for a signal N), else 0."""
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
                WORLD_SIZE=str(procs), LOCAL_WORLD_SIZE=str(procs))
     children = []
@@ -157,18 +158,18 @@ def launch(argv, procs):
     sigs = [s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s]
     old = {s: signal.signal(s, forward) for s in sigs}
     try:
-        codes, pending = {}, set(range(procs))
+        first, pending = 0, set(range(procs))
         while pending:
             for r in sorted(pending):
                 try:
                     code = children[r].wait(timeout=0.2)
                 except subprocess.TimeoutExpired:
                     continue
-                codes[r] = code
                 pending.discard(r)
-                if code != 0:  # a failed rank would leave the others waiting in a collective
-                    _stop(children[k] for k in pending)
-        return max(codes.values(), key=abs) if codes else 0
+                if code != 0 and not first:  # the others stop too, or are stopped
+                    first = code if code > 0 else 128 - code
+                    _stop([children[k] for k in pending])
+        return first
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -178,14 +179,17 @@ def launch(argv, procs):
                 c.wait()
 
 
-def _stop(children, grace=5.0):
-    """SIGTERM, then SIGKILL after ``grace`` seconds (a rank blocked in a collective never
-    returns to Python to act on the signal)."""
-    children = [c for c in children if c.poll() is None]
-    for c in children:
-        c.terminate()
-    for c in children:
-        try:
-            c.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            c.kill()
+def _stop(children, grace=10.0):
+    """Give the other ranks ``grace`` seconds to stop by themselves (they agree on failures
+    every iteration), then SIGTERM, then SIGKILL (a rank blocked in a collective never returns
+    to Python to act on a signal)."""
+    for sig_wait in ("wait", "terminate", "kill"):
+        children = [c for c in children if c.poll() is None]
+        for c in children:
+            if sig_wait != "wait":
+                getattr(c, sig_wait)()
+        for c in children:
+            try:
+                c.wait(timeout=grace if sig_wait == "wait" else 5.0)
+            except subprocess.TimeoutExpired:
+                pass

@@ -1,0 +1,90 @@
+"""Data layers bound to sources (solvers/data.py): npz batches, callables, iterables, per-process
+sharding, registered readers for Python data layers, and the errors."""
+import numpy as np
+import pytest
+
+from fcn_port.port.errors import CaffeFormatError, UserInputError
+from fcn_port.port.formats.proto import caffe_pb2
+from fcn_port.port.formats.text import parse_text
+from fcn_port.port.net import filter_layers
+from fcn_port.solvers import data
+from fcn_port.solvers.data import DataWarning, Feeder, NpzBatches, source_layers
+
+NET = """
+layer { name: "data" type: "Python" top: "data" top: "label"
+        python_param { module: "voc_layers" layer: "SBDDSegDataLayer" param_str: "{}" } }
+layer { name: "extra" type: "Input" top: "extra" input_param { shape { dim: 1 } } }
+layer { name: "fn" type: "Python" bottom: "data" top: "out" }
+"""
+
+
+def _layers(bound=()):
+    net, _ = parse_text(NET, caffe_pb2.NetParameter)
+    return source_layers(filter_layers(net, "TRAIN"), bound)
+
+
+def _batch(k):
+    return {"data": np.full((1, 3, 2, 2), k, np.float32), "label": np.full((1, 1, 2, 2), k),
+            "extra": np.array([k], np.float32)}
+
+
+def test_source_layers_are_inputs_and_unbound_bottomless_python_layers():
+    assert [name for name, *_ in _layers()] == ["data", "extra"]
+    assert [name for name, *_ in _layers(bound={"data"})] == ["extra"]
+
+
+def test_npz_batches_index_by_pass_iteration_and_rank_and_cycle(tmp_path):
+    np.savez(tmp_path / "b.npz", **{f"it/{k}/{b}": v for k in range(5) for b, v in _batch(k).items()})
+    src = NpzBatches(tmp_path / "b.npz")
+    assert len(src) == 5 and src.blobs == ["data", "extra", "label"]
+    feed = Feeder(_layers(), src, iter_size=2, rank=1, world=2)  # one source, one draw per pass
+    assert feed.shapes() == {"data": (1, 3, 2, 2), "label": (1, 1, 2, 2), "extra": (1,)}
+    got = feed(it=0, p=1)  # draw (0 * 2 + 1) * 2 + 1 = 3
+    assert float(got["data"][0, 0, 0, 0]) == 3 and float(got["extra"][0]) == 3
+    assert str(got["label"].dtype) == "torch.float32"  # Caffe blobs are float
+    with pytest.warns(DataWarning, match="cycles back to batch 0"):
+        assert float(feed(it=1, p=0)["label"].max()) == 0  # draw 5 -> batch 0
+
+
+def test_callables_iterables_and_names_bind_per_layer():
+    calls = []
+
+    def fn():
+        calls.append(1)
+        return {"extra": np.array([len(calls)], np.float32)}
+
+    items = iter([_batch(k) for k in range(6)])
+    feed = Feeder(_layers(), {"data": items, "extra": fn}, rank=1, world=2)
+    assert len(calls) == 1  # the peek is kept as the first draw
+    first, second = feed(0), feed(1)
+    assert float(first["extra"][0]) == 1 and float(second["extra"][0]) == 2
+    # process 1 of 2 takes items 1, 3, 5 of an iterable
+    assert float(first["data"].max()) == 1 and float(second["data"].max()) == 3
+    feed(2)
+    with pytest.raises(UserInputError, match="ran out of batches"):
+        feed(3)
+
+
+def test_registered_readers_serve_python_data_layers(monkeypatch):
+    seen = []
+
+    def reader(lp, phase, root):
+        seen.append((lp.python_param.module, phase, root))
+        return (lambda: _batch(7)) if lp.python_param.module == "voc_layers" else None
+
+    monkeypatch.setattr(data, "_FACTORIES", [])
+    data.register_source_factory(reader)
+    feed = Feeder(_layers(), {"extra": lambda: _batch(1)}, phase="TEST", root="/x")
+    assert seen == [("voc_layers", "TEST", "/x")] and float(feed(0)["data"].max()) == 7
+
+
+def test_missing_sources_and_blobs_are_user_errors(tmp_path):
+    with pytest.raises(UserInputError, match=r"data layer 'data' \(Python voc_layers\."):
+        Feeder(_layers(), None)
+    with pytest.raises(UserInputError, match="no data layer named 'nope'"):
+        Feeder(_layers(), {"nope": lambda: {}})
+    with pytest.raises(UserInputError, match="no blob 'label'"):
+        Feeder(_layers(), lambda: {"data": np.zeros(1), "extra": np.zeros(1)})
+    np.savez(tmp_path / "odd.npz", **{"it/0/a": np.zeros(1), "it/1/b": np.zeros(1)})
+    with pytest.raises(CaffeFormatError, match="it/1"):
+        NpzBatches(tmp_path / "odd.npz")
