@@ -50,7 +50,9 @@ def test_parity_cli_table_json_and_exit_status(tmp_path):
     run = subprocess.run([sys.executable, "-m", "fcn_port.cli", "parity", *cases],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    assert "crop" in run.stdout and "pass" in run.stdout and "not supported" in run.stdout
+    rows = {line.split()[0]: line.split() for line in run.stdout.splitlines()[1:]}
+    assert rows["crop"][1] == "forward" and rows["crop"][-1] == "pass"
+    assert rows["lr_poly"][1] == "solver" and rows["lr_poly"][-1] == "pass"  # Caffe's trajectory
     run = subprocess.run([sys.executable, "-m", "fcn_port.cli", "parity", "--json", cases[0]],
                          capture_output=True, text=True)
     r = json.loads(run.stdout)
