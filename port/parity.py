@@ -99,7 +99,8 @@ def run_case(case, rtol=None, run=run_forward_case, kind="forward", solver_run=N
         if solver_run is None:
             return {"case": case.name, "kind": "solver", "compared": 0, "worst": None,
                     "where": "", "pass": None,
-                    "note": "solver cases need the solver emulator (fcn_port.solvers)"}
+                    "note": "solver cases replay through the solver emulator (fcn_port.solvers), "
+                            "without --model"}
         return solver_run(case, rtol)
     rtol = DEFAULT_RTOL if rtol is None else rtol
     for need in ("net.prototxt", "case.json", "blobs.npz"):

@@ -48,7 +48,7 @@ def _parity(args, model_runner, solver_runner=None, loss_plotter=None):
         if model_runner is None:
             raise UnsupportedError("parity --model needs fcn_port.models (run it as fcn-port)")
         how.update(run=lambda case, rtol: model_runner(case, args.model, rtol),
-                   kind=f"model {args.model}")
+                   kind=f"model {args.model}", solver_run=None)  # --model runs forward cases
     if args.plot and loss_plotter is None:
         raise UnsupportedError("parity --plot needs fcn_port.solvers (run it as fcn-port)")
     results = []
