@@ -73,13 +73,19 @@ def from_solver_prototxt(path, *, weights=None, **net_kw):
     net_param, phase, level, stages = train_net(param, folder)
     net = CaffeNet(net_param, phase, level=level, stages=stages, **net_kw)
     solver = Solver(param, net.param_specs, net_param=net_param, root=folder, phase=phase)
+    load_weights(solver, param, folder, weights)
+    return solver, net
+
+
+def load_weights(solver, param, folder, weights=None):
+    """Step 4: the solver's ``weights`` entries (comma-separated lists, resolved as in 2), then
+    the caller's ``weights``, each copied in by layer name (``CopyTrainedLayersFrom``)."""
     for entry in param.weights:
         for name in entry.split(","):
             if name.strip():
                 solver.load_weights(resolve(name.strip(), folder))
     if weights is not None:
         solver.load_weights(weights)
-    return solver, net
 
 
 def forward_backward(net, feed):

@@ -57,7 +57,7 @@ from fcn_port.port.errors import UserInputError
 from fcn_port.port.net import CaffeNet, filter_layers
 
 from . import distributed
-from .build import read_solver_file, resolve, train_net
+from .build import load_weights, read_solver_file, train_net
 from .data import Feeder, source_layers
 from .errors import SolverError
 from .log import TrainLog
@@ -142,12 +142,7 @@ class Trainer:
         self.net.to(self.device)
         self.solver = Solver(param, self.net.param_specs, net_param=net_param, root=root,
                              phase=phase)
-        for entry in param.weights:
-            for name in (n.strip() for n in entry.split(",")):
-                if name:
-                    self.solver.load_weights(resolve(name, root))
-        if weights is not None:
-            self.solver.load_weights(weights)
+        load_weights(self.solver, param, root, weights)
         self.restored = None
         if snapshot is not None:
             self._echo(f"Restoring previous solver status from {snapshot}")
