@@ -73,6 +73,7 @@ def test_resume_from_a_snapshot_is_bit_exact(folder, kit, fmt):
     assert [int(r.split(",")[0]) for r in rows[1:]] == [0, 1, 2, 3, 4]  # earlier rows kept
 
 
+@pytest.mark.filterwarnings("ignore::fcn_port.solvers.data.DataWarning")  # its 3 test batches cycle on purpose
 def test_test_nets_share_the_weights_and_average_their_outputs(folder, kit):
     kit.make_batches(folder / "val.npz", 3, seed=7)
     with open(folder / "solver.prototxt", "a") as f:
