@@ -5,4 +5,17 @@ when the workplace's ``../shared/oracle/cases`` is present (as in CI) its extra 
 too. The names below stay importable as ``from conftest import ...`` for older test files; new
 ones import them from ``helpers``.
 """
+import pytest
+import torch
+
 from helpers import DATA, ORACLE, SHARED, case_params, oracle_cases  # noqa: F401
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny nets: on a busy 2-core machine torch's intra-op threads only contend (a solver
+    module runs 4x faster on one thread). Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -15,16 +15,10 @@ from fcn_port.models.deploy import bench, train_fast
 from fcn_port.models.deploy.onnx import sample_inputs
 from fcn_port.solvers.bench import official_solver
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets
+
 SMALL = dict(classes=5, widths=(4, 8, 8, 16, 16), fc=32)
 needs_onednn = pytest.mark.skipif(not train_fast.available(), reason="no oneDNN in this torch")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _pair(name):

@@ -89,9 +89,5 @@ def kit():
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets: torch's intra-op threads only contend on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _tiny_nets_on_one_thread(one_thread):
+    """Every solver test runs tiny nets: one thread each (see tests/conftest.py)."""

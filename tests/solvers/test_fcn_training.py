@@ -28,14 +28,6 @@ CASES = {c.name: c for c in oracle_cases("solver")}
 MODELS = {"sgd_fcn32s_official": "voc-fcn32s", "sgd_fcn8s_atonce_hdf5": "voc-fcn8s-atonce"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets: threads only contend on a shared 2-core machine
-    yield
-    torch.set_num_threads(before)
-
-
 def _case_net(case):
     net, _ = read_net(case / "train.prototxt")
     return {lp.name: lp for lp in net.layer}

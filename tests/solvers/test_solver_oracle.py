@@ -15,16 +15,6 @@ CASES = {c.name: c for c in oracle_cases("solver")}
 OFFICIAL = {"sgd_fcn32s_official", "sgd_fcn8s_atonce_hdf5"}  # lr 1e-10: updates of a few 100 ulps
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These nets are tiny: on a busy 2-core machine torch's intra-op threads only contend
-    (the module runs 4x faster on one thread). Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("case", case_params("solver"))
 def test_every_solver_case_follows_caffes_trajectory(case):
     r = run_solver_case(case)
