@@ -38,7 +38,7 @@ def load_checkpoint(path, device="cpu"):
                              "(or an FCN caffemodel)")
     try:
         return load(path, map_location=device)
-    except (CaffeFormatError, NetError) as e:
+    except FcnPortError as e:
         if "\n" not in str(e).strip():
             raise
         raise NetError(str(e).strip().splitlines()[0]) from None  # the CLI prints one line
