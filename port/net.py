@@ -19,6 +19,9 @@ What Caffe's ``Net::Init`` does, and this mirrors:
 Parameters are ``state_dict`` entries ``"<layer>.<i>"`` (Caffe's blob i); each one's ParamSpec
 (lr_mult, decay_mult, name for sharing) is kept for the solver. Layers named in ParamSpec.name
 share one ``nn.Parameter``, as Caffe shares one blob.
+
+:func:`to_proto` is Caffe's ``Net::ToProto`` for any net: the header of every caffemodel Caffe
+writes (exports and training snapshots alike).
 """
 import torch
 from torch import nn
@@ -277,7 +280,7 @@ class CaffeNet(nn.Module):
                     p = layer.blob(i)
                     if not w.fits(name, i, p.shape):
                         raise NetError(f"{where}: cannot copy param {i} of layer '{name}': shape "
-                                           f"{tuple(a.shape)} in the file, {tuple(p.shape)} in the net")
+                                       f"{tuple(a.shape)} in the file, {tuple(p.shape)} in the net")
                     p.copy_(torch.from_numpy(a.astype("float32", copy=False)).reshape(p.shape))
             report["loaded"].append(name)
         if strict and report["missing"]:
