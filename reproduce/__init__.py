@@ -1,4 +1,4 @@
-"""The paper's experiments end to end: data readers, scoring, training scripts.
+"""The paper's experiments end to end (issue 10); more modules come with the readers and eval.
 
-Not built yet: see the project's issue tracker.
+``score``: score.py's confusion matrix, metrics and heat map; ``verbs``: ``fcn-port score``.
 """
