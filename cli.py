@@ -17,6 +17,7 @@ from .port import verbs as port_verbs
 from .port.errors import FcnPortError
 from .models import verbs as models_verbs
 from .solvers import verbs as solvers_verbs
+from .reproduce import verbs as reproduce_verbs
 
 
 def _official_net(name):
@@ -43,6 +44,7 @@ def build_parser():
                          loss_plotter=solvers_verbs.plot_case)
     models_verbs.add_verbs(verbs, train_step=_train_step)
     solvers_verbs.add_verbs(verbs)
+    reproduce_verbs.add_verbs(verbs)
     return parser
 
 
