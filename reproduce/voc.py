@@ -1,0 +1,264 @@
+"""PASCAL VOC and SBD segmentation readers: what the official ``voc_layers`` data layers give.
+
+How the official layers compute it (``voc_layers.VOCSegDataLayer`` and ``SBDDSegDataLayer``,
+Python 2 + pycaffe; facts in ``shared/FCN_FACTS.md`` §5):
+
+* ``setup`` reads the split file into a list of ids (``read().splitlines()``), sets ``idx = 0``,
+  turns ``randomize`` (default True) off when ``'train'`` is not in the split name, and when
+  random calls ``random.seed(seed)`` and sets ``idx = random.randint(0, len - 1)``;
+* ``reshape`` loads the image and label of ``ids[idx]``; ``forward`` copies them into the tops
+  and then moves on: ``idx = random.randint(0, len - 1)`` when random, else ``idx + 1`` wrapping
+  to 0. So forward pass ``d`` (from 0) serves the ``d``-th draw after seeding (the one made in
+  setup is draw 0), sampling with replacement with no epoch shuffle; or id ``d mod len``.
+* image: ``PIL.Image.open``, ``float32``, RGB->BGR, ``-= mean`` (``np.array(mean)``, float64),
+  CHW; top ``data`` is 1 x 3 x H x W, range 0-255. No resize, crop or mirror.
+* label: VOC ``SegmentationClass/<id>.png`` as uint8 palette indices; SBD
+  ``scipy.io.loadmat('cls/<id>.mat')['GTcls'][0]['Segmentation'][0]`` cast to uint8. Top
+  ``label`` is 1 x 1 x H x W (float in the blob), 255 = void.
+* folders: VOC images ``{voc_dir}/JPEGImages/<id>.jpg``, split
+  ``{voc_dir}/ImageSets/Segmentation/<split>.txt`` (seg11valid.txt, 736 ids, is placed there by
+  the user); SBD images ``{sbdd_dir}/img/<id>.jpg``, split ``{sbdd_dir}/<split>.txt`` (train:
+  8,498 ids).
+
+Where we differ:
+
+* **Python 2's ``randint``.** The official runs ran under Python 2.7, whose ``randint(a, b)`` is
+  ``a + int(random() * (b - a + 1))``; Python 3's draws ``getrandbits`` with rejection and gives
+  another sequence from the same seed (the Mersenne Twister state after ``seed(1337)`` and
+  ``random()`` are the same in both). ``rng="py2"`` (the default) reproduces the released
+  models' training order; ``rng="py3"`` what the same layer does under Python 3.
+* **Resumes.** A reader is an *indexed* source (:mod:`fcn_port.solvers.data`): ``reader[d]`` is
+  forward pass ``d`` of an uninterrupted official run, replayed from the seed, so a run resumed
+  from a snapshot reads what the uninterrupted run would have. (Caffe re-runs ``setup`` on
+  resume and so restarts the sequence.) When random, ``len(reader)`` is ``sys.maxsize``: the
+  draws never cycle; sequential readers have one entry per id and the feeder wraps them.
+* ``seed=None`` seeds from the system once per reader (the official ``random.seed(None)``
+  is also unrepeatable), so replays within a run agree.
+* Checked up front, each one clear error naming the file: a missing split file, an empty one,
+  an id that is not a plain file name (it could reach outside the folder), every id's image
+  and label present; a label whose size differs from its image's. Blank lines in a split
+  file are skipped (the official would read an id ``''`` and fail when it is drawn).
+* Images that are not RGB (grayscale, CMYK, ...) are converted to RGB by
+  :func:`fcn_port.models.preprocess.open_rgb` (the official code fails on them); the transform
+  itself is that of ``fcn-port infer`` (:func:`~fcn_port.models.preprocess.preprocess_image`).
+"""
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..models.preprocess import VOC_MEAN, mean_for, preprocess_image, read_label
+from ..port.errors import CaffeFormatError, UserInputError
+
+RNG_KINDS = ("py2", "py3")
+
+
+def check_name(name, path, where, what="id"):
+    """``name`` must be a plain file name (no folder part), or CaffeFormatError naming ``path``."""
+    if (not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name
+            or "\0" in name):
+        raise CaffeFormatError(path, where, f"{what} {name!r} is not a plain file name (a folder "
+                                            "part could reach outside the dataset folder)")
+    return name
+
+
+def read_split(path):
+    """The ids of a split file, one a line (blank lines skipped); errors name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserInputError(f"{path}: no such split file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CaffeFormatError(path, "", f"cannot read the split file ({e})") from None
+    ids = []
+    for k, line in enumerate(text.splitlines(), 1):
+        name = line.strip()
+        if name:
+            ids.append(check_name(name, path, f"line {k}"))
+    if not ids:
+        raise CaffeFormatError(path, "", "the split file lists no ids")
+    return ids
+
+
+class Order:
+    """Which id forward pass ``d`` reads, as the official layers pick them (module doc).
+
+    Random: draw ``d`` (0 = the one made in ``setup``) of ``randint(0, n - 1)`` after seeding;
+    the draws are replayed from the seed when asked out of order, so any ``d`` is exact.
+    Sequential: ``d mod n``."""
+
+    def __init__(self, n, randomize, seed, rng="py2"):
+        if rng not in RNG_KINDS:
+            raise UserInputError(f"rng {rng!r}: expected one of {', '.join(RNG_KINDS)}")
+        self.n, self.random, self.rng = n, bool(randomize), rng
+        self.seed = random.SystemRandom().randrange(2 ** 32) if seed is None else seed
+        self._restart()
+
+    def _restart(self):
+        self._gen, self._made, self._last = random.Random(self.seed), 0, None
+
+    def _draw(self):
+        if self.rng == "py2":  # Python 2.7 randrange, width < 2**53: int(random() * width)
+            return int(self._gen.random() * self.n)
+        return self._gen.randint(0, self.n - 1)
+
+    def __call__(self, d):
+        if d < 0:
+            raise IndexError(f"draw {d}: draws count from 0")
+        if not self.random:
+            return d % self.n
+        if d < self._made - 1:
+            self._restart()
+        while self._made <= d:
+            self._last, self._made = self._draw(), self._made + 1
+        return self._last
+
+
+class SegReader:
+    """One official segmentation data layer: ``reader[d] -> {data: 1x3xHxW, label: 1x1xHxW}``
+    (float32) for forward pass ``d``; :meth:`image` / :meth:`label` read one id by position.
+
+    ``folder``: the layer's ``voc_dir`` / ``sbdd_dir``; ``mean`` in BGR (its dtype as
+    :func:`~fcn_port.models.preprocess.mean_for` gives it for VOC: float64, as the layer's
+    ``np.array(mean)``); ``randomize`` and ``seed`` as the layer's param_str; ``tops``: the two
+    top names; ``check``: look for every id's files now."""
+
+    kind = "segmentation"
+
+    def __init__(self, folder, split, *, mean=VOC_MEAN, randomize=True, seed=None, rng="py2",
+                 tops=("data", "label"), check=True):
+        self.folder = Path(folder)
+        self.split = check_name(split, self.folder, "", "split")
+        if not self.folder.is_dir():
+            raise UserInputError(f"{self.folder}: no such {self.kind} folder")
+        self.mean = mean_for("voc", mean)
+        self.path = str(self.split_file())
+        self.ids = read_split(self.path)
+        self.order = Order(len(self.ids), randomize and "train" in split, seed, rng)
+        self.tops = tuple(tops)
+        if check:
+            self.check_files()
+
+    # the layout, per dataset
+    def split_file(self):
+        raise NotImplementedError
+
+    def image_path(self, name):
+        raise NotImplementedError
+
+    def label_path(self, name):
+        raise NotImplementedError
+
+    def read_label(self, path):
+        """(H, W) uint8 class indices, 255 void."""
+        raise NotImplementedError
+
+    @property
+    def random(self):
+        return self.order.random
+
+    @property
+    def seed(self):
+        return self.order.seed
+
+    def check_files(self):
+        """Every id's image and label must exist: one error naming the first missing file."""
+        missing = [p for name in self.ids for p in (self.image_path(name), self.label_path(name))
+                   if not p.is_file()]
+        if missing:
+            raise UserInputError(f"{missing[0]}: no such file ({len(missing)} files missing for "
+                                 f"the {len(self.ids)} ids of {self.path})")
+
+    def image(self, i):
+        """Image of ``ids[i]``: (1, 3, H, W) float32, BGR minus the mean (``fcn-port infer``'s
+        transform)."""
+        return preprocess_image(self.image_path(self.ids[i]), self.mean).numpy()
+
+    def label(self, i):
+        """Label of ``ids[i]``: (1, 1, H, W) float32 of the uint8 values, 255 void."""
+        lab = self.read_label(self.label_path(self.ids[i]))
+        return lab[None, None].astype(np.float32)
+
+    def __len__(self):
+        return sys.maxsize if self.random else len(self.ids)
+
+    def __getitem__(self, d):
+        if not isinstance(d, (int, np.integer)):
+            raise TypeError(f"draw {d!r}: expected an integer")
+        if not self.random and d >= len(self.ids):
+            raise IndexError(f"draw {d}: {len(self.ids)} ids in {self.path}")
+        i = self.order(int(d))
+        data, label = self.image(i), self.label(i)
+        if data.shape[2:] != label.shape[2:]:
+            name = self.ids[i]
+            raise CaffeFormatError(self.label_path(name), "", f"label is {label.shape[2:]} (H, W), "
+                                   f"its image {self.image_path(name)} {data.shape[2:]}")
+        return {self.tops[0]: data, self.tops[1]: label}
+
+    def __repr__(self):
+        how = f"random, seed {self.seed}, {self.order.rng}" if self.random else "sequential"
+        return (f"{type(self).__name__}({str(self.folder)!r}, {self.split!r}: {len(self.ids)} "
+                f"ids, {how})")
+
+
+class VOCSeg(SegReader):
+    """``voc_layers.VOCSegDataLayer``: PASCAL VOC ``JPEGImages`` and palette PNG labels in
+    ``SegmentationClass``, split ``ImageSets/Segmentation/<split>.txt``."""
+
+    kind = "PASCAL VOC (voc_dir)"
+
+    def split_file(self):
+        return self.folder / "ImageSets" / "Segmentation" / f"{self.split}.txt"
+
+    def image_path(self, name):
+        return self.folder / "JPEGImages" / f"{name}.jpg"
+
+    def label_path(self, name):
+        return self.folder / "SegmentationClass" / f"{name}.png"
+
+    def read_label(self, path):
+        return read_label(path)
+
+
+class SBDSeg(SegReader):
+    """``voc_layers.SBDDSegDataLayer``: SBD ``img/<id>.jpg`` and ``cls/<id>.mat`` labels
+    (``GTcls.Segmentation``), split ``<split>.txt`` in the dataset folder."""
+
+    kind = "SBD (sbdd_dir)"
+
+    def split_file(self):
+        return self.folder / f"{self.split}.txt"
+
+    def image_path(self, name):
+        return self.folder / "img" / f"{name}.jpg"
+
+    def label_path(self, name):
+        return self.folder / "cls" / f"{name}.mat"
+
+    def read_label(self, path):
+        return read_sbd_mat(path)
+
+
+def read_sbd_mat(path, struct="GTcls"):
+    """``loadmat(path)[struct][0]['Segmentation'][0]`` as uint8 (H, W), as the official layer
+    (and convert_sbdd.py, with ``GTinst`` for instances) index it; errors name the file."""
+    import scipy.io
+
+    expected = f"expected SBD's cls/<id>.mat: a struct {struct} with a field Segmentation"
+    try:
+        mat = scipy.io.loadmat(str(path))
+    except FileNotFoundError:
+        raise CaffeFormatError(path, "", f"cannot open (no such file); {expected}") from None
+    except (OSError, ValueError, TypeError, NotImplementedError, scipy.io.matlab.MatReadError) as e:
+        raise CaffeFormatError(path, "", f"not a MATLAB file scipy can read ({e}); "
+                                         f"{expected}") from None
+    try:
+        seg = np.asarray(mat[struct][0]["Segmentation"][0])
+    except (KeyError, IndexError, ValueError, TypeError):
+        raise CaffeFormatError(path, "", f"no {struct}.Segmentation; {expected}") from None
+    if seg.ndim != 2 or not (np.issubdtype(seg.dtype, np.number) or seg.dtype == bool):
+        raise CaffeFormatError(path, f"{struct}.Segmentation", f"a {seg.dtype} array of shape "
+                               f"{seg.shape}; expected an H x W array of class indices")
+    return seg.astype(np.uint8)

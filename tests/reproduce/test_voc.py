@@ -1,0 +1,265 @@
+"""The VOC and SBD readers (reproduce/voc.py) and their binding to the official data layers
+(reproduce/datasets.py), on generated files in the real layouts: JPEGs of drawn shapes,
+palette PNG labels with void borders, SBD ``cls/*.mat`` written with scipy, split files.
+
+Expected arrays are computed here as the official layers compute them (PIL, float32, RGB->BGR,
+minus ``np.array(mean)``, CHW), and the order from a transcription of the layers' setup /
+forward logic run on Python's own ``random`` module. End to end: the official train net of
+``fcn-port net voc-fcn32s --split train`` trains through ``fcn-port train`` from SBD files
+placed where its param_str points (``../data/sbdd/dataset`` relative to the net)."""
+import random
+import re
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image, ImageDraw
+
+from fcn_port.cli import main
+from fcn_port.port.errors import CaffeFormatError, UserInputError
+from fcn_port.port.formats.proto import caffe_pb2
+from fcn_port.reproduce import datasets
+from fcn_port.reproduce.voc import SBDSeg, VOCSeg, read_sbd_mat
+from fcn_port.solvers import data
+
+MEAN = (104.00699, 116.66877, 122.67892)
+SIZES = [(40, 50), (36, 44), (40, 50), (30, 38), (42, 48)]  # (H, W)
+
+
+def _image(h, w, k):
+    im = Image.new("RGB", (w, h), (20 + 30 * k, 90, 200 - 20 * k))
+    d = ImageDraw.Draw(im)
+    d.ellipse((5, 4, w // 2, h // 2 + 5), fill=(230, 40 + 10 * k, 10))
+    d.rectangle((w // 2, h // 3, w - 4, h - 3), fill=(15, 200, 60 + 25 * k))
+    return im
+
+
+def _label(h, w, k):
+    lab = np.zeros((h, w), np.uint8)
+    lab[4:h // 2 + 5, 5:w // 2] = 1 + k
+    lab[h // 3:h - 3, w // 2:w - 4] = 15
+    lab[0, :] = lab[-1, :] = lab[:, 0] = lab[:, -1] = 255  # void border, as VOC's boundaries
+    return lab
+
+
+def make_voc(voc_dir, split="seg11valid", n=5):
+    """A VOC tree: JPEGImages/, SegmentationClass/ (palette PNGs), ImageSets/Segmentation/."""
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (voc_dir / sub).mkdir(parents=True, exist_ok=True)
+    ids = [f"2011_{k:06d}" for k in range(n)]
+    for k, name in enumerate(ids):
+        h, w = SIZES[k % len(SIZES)]
+        _image(h, w, k).save(voc_dir / "JPEGImages" / f"{name}.jpg", quality=90)
+        png = Image.fromarray(_label(h, w, k), mode="P")
+        png.putpalette([(i * 37) % 256 for i in range(768)])
+        png.save(voc_dir / "SegmentationClass" / f"{name}.png")
+    (voc_dir / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    return ids
+
+
+def make_sbd(sbdd_dir, split="train", n=5):
+    """An SBD tree: img/*.jpg, cls/*.mat (struct GTcls with Segmentation), <split>.txt."""
+    (sbdd_dir / "img").mkdir(parents=True, exist_ok=True)
+    (sbdd_dir / "cls").mkdir(exist_ok=True)
+    ids = [f"2008_{k:06d}" for k in range(n)]
+    for k, name in enumerate(ids):
+        h, w = SIZES[k % len(SIZES)]
+        _image(h, w, k).save(sbdd_dir / "img" / f"{name}.jpg", quality=90)
+        seg = _label(h, w, k)
+        seg[seg == 255] = 0                              # SBD's cls labels have no void
+        bounds = np.empty((20, 1), object)               # a cell of per-class edge maps
+        bounds[:, 0] = [np.zeros((h, w), np.uint8) for _ in range(20)]
+        gt = {"Segmentation": seg, "Boundaries": bounds,
+              "CategoriesPresent": np.unique(seg[seg > 0]).astype(np.uint8)}
+        scipy.io.savemat(sbdd_dir / "cls" / f"{name}.mat", {"GTcls": gt})
+    (sbdd_dir / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    return ids
+
+
+def official_image(path, mean=MEAN):
+    x = np.array(Image.open(path), dtype=np.float32)[:, :, ::-1]
+    x -= np.array(mean)
+    return x.transpose((2, 0, 1))[None]
+
+
+def official_order(n, split, seed, steps, randomize=True, py2=True):
+    """The layers' logic: setup picks idx, reshape/forward serve it, forward picks the next."""
+    def randint(a, b):  # Python 2.7's randint: a + int(random() * width); else Python 3's
+        return a + int(random.random() * (b - a + 1)) if py2 else random.randint(a, b)
+
+    state = random.getstate()
+    try:
+        idx, rand = 0, randomize and "train" in split
+        if rand:
+            random.seed(seed)
+            idx = randint(0, n - 1)
+        served = []
+        for _ in range(steps):
+            served.append(idx)
+            if rand:
+                idx = randint(0, n - 1)
+            else:
+                idx = 0 if idx + 1 == n else idx + 1
+        return served
+    finally:
+        random.setstate(state)
+
+
+def test_voc_arrays_are_the_official_layers(tmp_path):
+    ids = make_voc(tmp_path / "VOC2011")
+    r = VOCSeg(tmp_path / "VOC2011", "seg11valid", mean=MEAN, seed=1337)
+    assert not r.random and len(r) == 5 and r.ids == ids
+    for d in range(7):                                   # sequential, wrapping
+        k = d % 5
+        b = r[k]
+        h, w = SIZES[k]
+        want = official_image(tmp_path / "VOC2011" / "JPEGImages" / f"{ids[k]}.jpg")
+        assert b["data"].dtype == np.float32 and b["data"].shape == (1, 3, h, w)
+        np.testing.assert_array_equal(b["data"], want)
+        assert b["label"].dtype == np.float32 and b["label"].shape == (1, 1, h, w)
+        np.testing.assert_array_equal(b["label"][0, 0], _label(h, w, k))
+        assert b["label"].max() == 255
+    with pytest.raises(IndexError):
+        r[5]                                             # the feeder wraps (d % len)
+
+
+def test_sbd_mat_labels_and_bgr_mean(tmp_path):
+    ids = make_sbd(tmp_path / "dataset")
+    r = SBDSeg(tmp_path / "dataset", "train", mean=(100, 110, 120.5), seed=1337)
+    assert r.random and r.seed == 1337
+    k = r.order(0)
+    b = r[0]
+    h, w = SIZES[k]
+    want = _label(h, w, k)
+    want[want == 255] = 0
+    np.testing.assert_array_equal(b["label"][0, 0], want)
+    x = official_image(tmp_path / "dataset" / "img" / f"{ids[k]}.jpg", (100, 110, 120.5))
+    np.testing.assert_array_equal(b["data"], x)
+    rgb = np.array(Image.open(tmp_path / "dataset" / "img" / f"{ids[k]}.jpg"), np.float32)
+    np.testing.assert_array_equal(b["data"][0, 0], rgb[:, :, 2] - 100)  # channel 0 is blue
+    assert read_sbd_mat(tmp_path / "dataset" / "cls" / f"{ids[k]}.mat").dtype == np.uint8
+
+
+@pytest.mark.parametrize("rng", ["py2", "py3"])
+def test_train_order_is_the_official_random_sequence(tmp_path, rng):
+    make_sbd(tmp_path / "dataset", n=5)
+    lines = [f"id{k}" for k in range(23)]
+    (tmp_path / "dataset" / "big_train.txt").write_text("\n".join(lines))
+    r = SBDSeg(tmp_path / "dataset", "big_train", seed=1337, rng=rng, check=False)
+    want = official_order(23, "big_train", 1337, 300, py2=rng == "py2")
+    assert [r.order(d) for d in range(300)] == want
+    assert len(set(want)) < 23 or len(want) > 23         # with replacement
+    # out of order (a resumed run, or rank 1 of 2) replays from the seed: same draws
+    assert [r.order(d) for d in (250, 3, 299, 0, 1)] == [want[d] for d in (250, 3, 299, 0, 1)]
+    other = official_order(23, "big_train", 1337, 50, py2=rng != "py2")
+    assert other != want[:50]                            # the two Pythons really differ
+
+
+def test_sequential_unless_train_in_split_or_randomize_false(tmp_path):
+    make_sbd(tmp_path / "dataset", split="val")
+    r = SBDSeg(tmp_path / "dataset", "val", seed=1337)
+    assert not r.random and [r.order(d) for d in range(12)] == official_order(5, "val", 1337, 12)
+    make_sbd(tmp_path / "dataset", split="train")
+    r = SBDSeg(tmp_path / "dataset", "train", seed=1337, randomize=False)
+    assert [r.order(d) for d in range(7)] == [0, 1, 2, 3, 4, 0, 1]
+
+
+def _layer(module="voc_layers", layer="SBDDSegDataLayer", param_str="", tops=("data", "label")):
+    lp = caffe_pb2.LayerParameter(name="data", type="Python", top=list(tops))
+    lp.python_param.module, lp.python_param.layer = module, layer
+    lp.python_param.param_str = param_str
+    return lp
+
+
+def test_param_str_binding_and_folders(tmp_path):
+    net = tmp_path / "voc-fcn32s"
+    net.mkdir()
+    make_sbd(tmp_path / "data" / "sbdd" / "dataset")
+    make_voc(tmp_path / "data" / "pascal" / "VOC2011")
+    ps = str(dict(sbdd_dir="../data/sbdd/dataset", seed=1337, split="train", mean=MEAN))
+    r = datasets.reader_for(_layer(param_str=ps), root=net)
+    assert isinstance(r, SBDSeg) and r.random and r.seed == 1337
+    assert r.folder.resolve() == (tmp_path / "data" / "sbdd" / "dataset").resolve()
+    assert r.mean.dtype == np.float64 and tuple(r.mean) == MEAN
+    vs = str(dict(voc_dir="../data/pascal/VOC2011", split="seg11valid", mean=MEAN))
+    v = datasets.reader_for(_layer(layer="VOCSegDataLayer", param_str=vs, tops=("im", "gt")),
+                            root="/nowhere", data_root=tmp_path / "data")
+    assert isinstance(v, VOCSeg) and set(v[0]) == {"im", "gt"}
+    assert datasets.reader_for(_layer(module="siftflow_layers", param_str=ps), net) is None
+    assert datasets.reader_for(_layer(param_str=ps.replace("../data/s", "../data/x")), net,
+                               missing_ok=True) is None
+    with pytest.raises(CaffeFormatError, match="leave the data root"):
+        datasets.reader_for(_layer(param_str=ps.replace("../data/sbdd", "sbdd/../../x")), net,
+                            data_root=tmp_path / "data")
+
+
+@pytest.mark.parametrize("param_str, words", [
+    ("__import__('os').system('touch PWNED')", "not a Python literal"),
+    ("{'sbdd_dir': __import__('os').getcwd()}", "not a Python literal"),
+    ("dict(split='train')", "not a Python literal"),
+    ("['train']", "must be a dict"),
+    ("{'split': 'train', 'mean': (1, 2, 3)}", "no 'sbdd_dir'"),
+    ("{'sbdd_dir': 'd', 'mean': (1, 2, 3)}", "no 'split'"),
+    ("{'sbdd_dir': 'd', 'split': 'train', 'mean': (1, 2)}", "three numbers"),
+    ("{'sbdd_dir': 'd', 'split': 'train', 'mean': (1, 2, 3), 'seed': '1'}", "'seed'"),
+    ("{'sbdd_dir': 'd', 'split': '../train', 'mean': (1, 2, 3)}", "plain file name"),
+])
+def test_param_str_is_a_literal_and_checked(tmp_path, monkeypatch, param_str, words):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()
+    with pytest.raises(CaffeFormatError, match="layer 'data'") as e:
+        datasets.reader_for(_layer(param_str=param_str), root=tmp_path)
+    assert words in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_missing_files_are_one_clear_error(tmp_path):
+    make_voc(tmp_path / "VOC")
+    make_sbd(tmp_path / "sbd")
+    with pytest.raises(UserInputError, match=r"Segmentation/seg12\.txt: no such split file"):
+        VOCSeg(tmp_path / "VOC", "seg12")
+    (tmp_path / "sbd" / "cls" / "2008_000003.mat").unlink()
+    with pytest.raises(UserInputError, match=r"cls/2008_000003\.mat: no such file \(1 files "):
+        SBDSeg(tmp_path / "sbd", "train")
+    (tmp_path / "VOC" / "JPEGImages" / "2011_000002.jpg").unlink()
+    r = VOCSeg(tmp_path / "VOC", "seg11valid", check=False)
+    with pytest.raises(CaffeFormatError, match=r"2011_000002\.jpg: cannot open"):
+        r[2]
+    (tmp_path / "sbd" / "cls" / "2008_000003.mat").write_bytes(b"not a mat file")
+    with pytest.raises(CaffeFormatError, match=r"2008_000003\.mat: not a MATLAB file"):
+        read_sbd_mat(tmp_path / "sbd" / "cls" / "2008_000003.mat")
+    scipy.io.savemat(tmp_path / "sbd" / "cls" / "2008_000003.mat", {"GTinst": {"x": 1}})
+    with pytest.raises(CaffeFormatError, match="no GTcls.Segmentation"):
+        read_sbd_mat(tmp_path / "sbd" / "cls" / "2008_000003.mat")
+    (tmp_path / "sbd" / "train.txt").write_text("2008_000000\n../../etc/passwd\n")
+    with pytest.raises(CaffeFormatError, match=r"train\.txt: line 2: id '\.\./\.\./etc/passwd'"):
+        SBDSeg(tmp_path / "sbd", "train")
+    (tmp_path / "sbd" / "train.txt").write_text("\n\n")
+    with pytest.raises(CaffeFormatError, match="lists no ids"):
+        SBDSeg(tmp_path / "sbd", "train")
+
+
+@pytest.fixture
+def clean_registry(monkeypatch):
+    """register() changes process-wide state: undone after the test."""
+    monkeypatch.setattr(data, "_FACTORIES", [])
+    monkeypatch.setattr(datasets, "_REGISTERED", [])
+    monkeypatch.setattr(datasets, "_CONFIG", dict(datasets._CONFIG))
+
+
+def test_official_train_net_trains_from_the_sbd_reader(tmp_path, monkeypatch, one_thread,
+                                                       clean_registry):
+    monkeypatch.chdir(tmp_path)
+    net = tmp_path / "voc-fcn32s"
+    assert main(["net", "voc-fcn32s", "--split", "train", "--solver", "--widths", "4", "8", "16",
+                 "32", "32", "--fc", "64", "-o", str(net)]) == 0
+    folder = re.search(r"sbdd_dir\\?'?: \\?'([^'\\]+)", (net / "train.prototxt").read_text())
+    assert folder and folder.group(1) == "../data/sbdd/dataset"
+    make_sbd(net / folder.group(1), n=4)
+    datasets.register()
+    assert main(["train", "--solver", str(net / "solver.prototxt"), "--max-iter", "2",
+                 "--quiet"]) == 0
+    assert (tmp_path / "snapshot" / "train_iter_2.caffemodel").is_file()
+    assert len(data._FACTORIES) == 1
+    datasets.register()                                  # idempotent
+    assert len(data._FACTORIES) == 1
