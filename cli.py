@@ -32,6 +32,10 @@ def _train_step(model):
     return importlib.import_module("fcn_port.solvers.bench").official_step(model)
 
 
+def _data_sources(data_root):
+    importlib.import_module("fcn_port.reproduce.datasets").register(data_root=data_root)
+
+
 def build_parser():
     from . import __version__
 
@@ -43,7 +47,7 @@ def build_parser():
                          solver_runner=solvers_verbs.solver_case,
                          loss_plotter=solvers_verbs.plot_case)
     models_verbs.add_verbs(verbs, train_step=_train_step)
-    solvers_verbs.add_verbs(verbs)
+    solvers_verbs.add_verbs(verbs, data_sources=_data_sources)
     reproduce_verbs.add_verbs(verbs)
     return parser
 

@@ -192,7 +192,9 @@ class Feeder:
                           if ltype == "Python" else "")
                 raise UserInputError(f"{what}: data layer '{name}' ({ltype}{target}, tops "
                                      f"{', '.join(tops)}) has no source of batches; give one "
-                                     "(fcn-port train --batches B.npz)")
+                                     "(fcn-port train --batches B.npz), or for an official data "
+                                     "layer its data folder (relative to the net, or "
+                                     "--data-root DIR)")
             same = [b for b in self.bound if b.source is source]
             if same:  # layers sharing a source share each draw (one batch per pass)
                 same[0].layer += f"', '{name}"

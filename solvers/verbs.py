@@ -15,7 +15,10 @@ import sys
 import warnings
 
 
-def add_verbs(verbs):
+def add_verbs(verbs, *, data_sources=None):
+    """``data_sources(data_root)``: called before training to serve the official data layers
+    from dataset readers (cli.py passes reproduce's; solvers cannot import it); it adds
+    ``--data-root``."""
     p = verbs.add_parser("train", help="train a net from a solver prototxt (caffe train)",
                          description=(
         "Train as 'caffe train --solver' does, with Caffe's solvers emulated exactly: Caffe's "
@@ -41,7 +44,12 @@ def add_verbs(verbs):
     p.add_argument("--quiet", action="store_true", help="no log lines and no progress bar")
     p.add_argument("--json", action="store_true",
                    help="end with one JSON line: iter, losses, snapshots, log, plot, tests")
-    p.set_defaults(run=_train, argv=None)
+    if data_sources is not None:
+        p.add_argument("--data-root", metavar="DIR", help=(
+            "where the official data layers' folders are (the folder holding e.g. "
+            "pascal/VOC2011 and sbdd/dataset); default: relative to the net prototxt, as the "
+            "official param_str paths are"))
+    p.set_defaults(run=_train, argv=None, data_sources=data_sources)
 
 
 def _check_file(path, what):
@@ -49,6 +57,13 @@ def _check_file(path, what):
 
     if path is not None and not os.path.isfile(path):
         raise UserInputError(f"{what} {path}: no such file")
+
+
+def _check_dir(path, what):
+    from fcn_port.port.errors import UserInputError
+
+    if path is not None and not os.path.isdir(path):
+        raise UserInputError(f"{what} {path}: no such directory")
 
 
 def _train(args):
@@ -74,6 +89,9 @@ def _train(args):
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserInputError("--device cuda: no CUDA device is available")
+    if args.data_sources is not None:
+        _check_dir(getattr(args, "data_root", None), "--data-root")
+        args.data_sources(getattr(args, "data_root", None))
     if args.procs > 1:
         if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
             raise UserInputError("--procs inside torchrun: torchrun already starts the processes")

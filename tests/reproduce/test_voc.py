@@ -263,3 +263,17 @@ def test_official_train_net_trains_from_the_sbd_reader(tmp_path, monkeypatch, on
     assert len(data._FACTORIES) == 1
     datasets.register()                                  # idempotent
     assert len(data._FACTORIES) == 1
+
+
+def test_train_cli_reads_the_official_layers_from_data_root(tmp_path, monkeypatch, one_thread,
+                                                             clean_registry, capsys):
+    monkeypatch.chdir(tmp_path)
+    net = tmp_path / "nets" / "voc-fcn32s"
+    assert main(["net", "voc-fcn32s", "--split", "train", "--solver", "--widths", "4", "8", "16",
+                 "32", "32", "--fc", "64", "-o", str(net)]) == 0
+    make_sbd(tmp_path / "elsewhere" / "sbdd" / "dataset", n=4)   # not where ../data points
+    args = ["train", "--solver", str(net / "solver.prototxt"), "--max-iter", "1", "--quiet"]
+    assert main(args) == 2 and "--data-root" in capsys.readouterr().err  # nothing found: says how
+    assert main(args + ["--data-root", str(tmp_path / "nowhere")]) == 2
+    assert main(args + ["--data-root", str(tmp_path / "elsewhere")]) == 0
+    assert (tmp_path / "snapshot" / "train_iter_1.caffemodel").is_file()
