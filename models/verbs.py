@@ -5,14 +5,13 @@ deployment verbs ``export`` and ``bench`` (:mod:`.deploy`).
 package's verbs); a verb's ``run`` returns the exit status. Every verb that takes a checkpoint
 loads it through :func:`load_checkpoint`.
 """
-import argparse
 import json
 import os
-import re
 import sys
 
 from ..port import DEFAULT_WEIGHTS
-from ..port.errors import CaffeFormatError, NetError, UnsupportedError, UserInputError
+from ..port.verbs import check_device, device_arg
+from ..port.errors import CaffeFormatError, FcnPortError, NetError, UnsupportedError, UserInputError
 from .zoo import OFFICIAL
 
 
@@ -156,12 +155,9 @@ def _add_model_verbs(verbs):
 # infer
 
 def _infer(args):
-    import torch
-
     from .infer import infer_files
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserInputError(f"--device {args.device}: CUDA is not available on this machine")
+    check_device(args.device)
     if not 0.0 <= args.alpha <= 1.0:
         raise UserInputError(f"--alpha must be in [0, 1]; got {args.alpha}")
     model = load_checkpoint(args.checkpoint, args.device)
@@ -172,12 +168,6 @@ def _infer(args):
     infer_files(model, args.images, args.out, hha=args.hha, depth=args.depth,
                 device=args.device, alpha=args.alpha, overlay_format=args.overlay_format,
                 log=None if args.quiet else lambda line: print(line, file=sys.stdout))
-
-
-def _device(text):
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
-        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N; got {text!r}")
-    return text
 
 
 def _add_infer_verb(verbs):
@@ -191,7 +181,7 @@ def _add_infer_verb(verbs):
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by fcn-port convert")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder (created)")
-    p.add_argument("--device", type=_device, default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--device", type=device_arg, default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--alpha", type=float, default=0.5,
                    help="opacity of the labels in the overlay (default 0.5, as vis_seg)")
     p.add_argument("--hha", nargs="+", metavar="FILE", help="HHA PNGs, one per IMAGE (NYUD color-hha)")

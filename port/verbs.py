@@ -12,9 +12,10 @@ HDF5 when the output ends in .h5.
 """
 import argparse
 import json
+import re
 
 from . import DEFAULT_WEIGHTS
-from .errors import UnsupportedError
+from .errors import UnsupportedError, UserInputError
 
 
 def add_verbs(verbs, *, net_by_name=None, model_runner=None, solver_runner=None,
@@ -22,6 +23,24 @@ def add_verbs(verbs, *, net_by_name=None, model_runner=None, solver_runner=None,
     _add_file_verbs(verbs, model_runner, solver_runner, loss_plotter)
     _add_offsets_verb(verbs)
     _add_surgery_verbs(verbs, net_by_name)
+
+
+# --device, for every verb that takes one
+
+def device_arg(text):
+    """argparse type of ``--device``: cpu, cuda or cuda:N."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N; got {text!r}")
+    return text
+
+
+def check_device(device):
+    """A CUDA ``--device`` on a machine without CUDA is one UserInputError line."""
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserInputError(f"--device {device}: CUDA is not available on this machine")
 
 
 # inspect, parity, layers

@@ -9,10 +9,12 @@ batches for the nets' data layers from ``--batches`` (an npz in the oracle case 
 under ``torchrun`` the environment says which process this is. Log lines go to stdout, the
 progress bar to stderr (a terminal only; ``--quiet`` turns both off, leaving errors).
 """
-import argparse
 import os
 import sys
 import warnings
+
+from fcn_port.port.errors import UserInputError
+from fcn_port.port.verbs import check_device, device_arg
 
 
 def add_verbs(verbs, *, data_sources=None):
@@ -37,7 +39,8 @@ def add_verbs(verbs, *, data_sources=None):
         "pass (iter_size passes per iteration; they cycle when the run needs more)"))
     p.add_argument("--test-batches", metavar="B.npz",
                    help="batches for the test nets' data layers (same format)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--device", type=device_arg, default="cpu",
+                   help="cpu (default), cuda or cuda:N")
     p.add_argument("--procs", type=int, default=1, metavar="N",
                    help="data-parallel processes (gloo on CPU, NCCL on CUDA); default 1")
     p.add_argument("--max-iter", type=int, metavar="N", help="override the solver's max_iter")
@@ -53,23 +56,17 @@ def add_verbs(verbs, *, data_sources=None):
 
 
 def _check_file(path, what):
-    from fcn_port.port.errors import UserInputError
-
     if path is not None and not os.path.isfile(path):
         raise UserInputError(f"{what} {path}: no such file")
 
 
 def _check_dir(path, what):
-    from fcn_port.port.errors import UserInputError
-
     if path is not None and not os.path.isdir(path):
         raise UserInputError(f"{what} {path}: no such directory")
 
 
 def _train(args):
     import json
-
-    from fcn_port.port.errors import UserInputError
 
     _check_file(args.solver, "--solver")
     _check_file(args.weights, "--weights")
@@ -83,12 +80,7 @@ def _train(args):
         raise UserInputError(f"--procs must be >= 1, not {args.procs}")
     if args.max_iter is not None and args.max_iter < 0:
         raise UserInputError(f"--max-iter must be >= 0, not {args.max_iter}")
-    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
-        raise UserInputError(f"--device must be cpu or cuda, not {args.device!r}")
-    import torch
-
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserInputError("--device cuda: no CUDA device is available")
+    check_device(args.device)
     if args.data_sources is not None:
         _check_dir(getattr(args, "data_root", None), "--data-root")
         args.data_sources(getattr(args, "data_root", None))

@@ -111,3 +111,15 @@ def test_parity_model_from_checkpoint(tmp_path):
     r = json.loads(run.stdout)
     assert r["pass"] and r["compared"] > 40, r
     assert np.isfinite(r["worst"])
+
+
+def test_a_checkpoint_verb_reports_a_load_error_as_itself(tmp_path, capsys):
+    # a caffemodel of no FCN: load raises ConvertError, which infer passes on as one line
+    image = tmp_path / "a.png"
+    from PIL import Image
+    Image.new("RGB", (8, 6)).save(image)
+    rc = main(["infer", str(ORACLE / "layers/crop/weights.caffemodel"), str(image),
+               "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "no FCN layers" in err
+    assert not (tmp_path / "out").exists()
