@@ -119,10 +119,24 @@ def _get(params, key, types, what, where, default=...):
     return value
 
 
-def reader_for(layer_param, root=None, data_root=None, rng="py2", check=True, missing_ok=False):
+def folder_keys(layer_param):
+    """The param_str keys naming folders for this official data layer (``('voc_dir',)``), or
+    () when it is not one we serve."""
+    py = layer_param.python_param
+    entry = OFFICIAL.get((py.module, py.layer))
+    return () if entry is None else (entry[1],)
+
+
+def reader_for(layer_param, root=None, data_root=None, rng="py2", check=True, missing_ok=False,
+               *, folders=None, split=None, randomize=None):
     """The reader for an official ``Python`` data layer (a LayerParameter), or None when its
     module/layer is not one we serve. ``missing_ok``: None too when its folder cannot be found
-    (param_str unreadable, no folder key, or no such folder): the layer is left to others."""
+    (param_str unreadable, no folder key, or no such folder): the layer is left to others.
+
+    Overrides (``fcn-port eval`` and ``--eval-split``): ``folders`` maps a folder key (see
+    :func:`folder_keys`) to a path used as it is; ``split`` replaces the param_str's split and
+    ``randomize`` its randomize (the official rule still makes a split without 'train'
+    sequential)."""
     py = layer_param.python_param
     entry = OFFICIAL.get((py.module, py.layer))
     if entry is None:
@@ -131,8 +145,11 @@ def reader_for(layer_param, root=None, data_root=None, rng="py2", check=True, mi
     where = (str(root or "."), f"layer '{layer_param.name}' ({py.module}.{py.layer})")
     try:
         params = parse_param_str(py.param_str, where)
-        folder = _get(params, folder_key, str, "a folder path", where)
-        folder = resolve_folder(folder, root, data_root, where)
+        if folders and folder_key in folders:
+            folder = Path(folders[folder_key])
+        else:
+            folder = _get(params, folder_key, str, "a folder path", where)
+            folder = resolve_folder(folder, root, data_root, where)
     except CaffeFormatError:
         if missing_ok:
             return None
@@ -142,13 +159,16 @@ def reader_for(layer_param, root=None, data_root=None, rng="py2", check=True, mi
     if len(layer_param.top) != 2:
         raise CaffeFormatError(*where, f"has {len(layer_param.top)} tops; the official layer "
                                "needs two: data and label")
-    split = check_name(_get(params, "split", str, "a split name", where), *where, "split")
+    if split is None:
+        split = _get(params, "split", str, "a split name", where)
+    split = check_name(split, *where, "split")
     mean = _get(params, "mean", (tuple, list), "three numbers (B, G, R)", where)
     if len(mean) != 3 or not all(isinstance(m, (int, float)) and not isinstance(m, bool)
                                  for m in mean):
         raise CaffeFormatError(*where, f"param_str 'mean' is {mean!r}; expected three numbers "
                                "(B, G, R)")
-    randomize = _get(params, "randomize", (bool,), "True or False", where, True)
+    if randomize is None:
+        randomize = _get(params, "randomize", (bool,), "True or False", where, True)
     seed = _get(params, "seed", (int, type(None)), "an integer or None", where, None)
     return cls(folder, split, mean=tuple(mean), randomize=randomize, seed=seed, rng=rng,
                tops=tuple(layer_param.top), check=check)

@@ -277,3 +277,17 @@ def test_train_cli_reads_the_official_layers_from_data_root(tmp_path, monkeypatc
     assert main(args + ["--data-root", str(tmp_path / "nowhere")]) == 2
     assert main(args + ["--data-root", str(tmp_path / "elsewhere")]) == 0
     assert (tmp_path / "snapshot" / "train_iter_1.caffemodel").is_file()
+
+
+def test_overrides_for_eval(tmp_path):
+    """fcn-port eval / --eval-split: another folder, split and order than the param_str's."""
+    make_voc(tmp_path / "VOC", split="val")
+    ps = str(dict(voc_dir="../data/pascal/VOC2011", seed=1337, split="train", mean=MEAN))
+    layer = _layer(layer="VOCSegDataLayer", param_str=ps)
+    assert datasets.folder_keys(layer) == ("voc_dir",)
+    assert datasets.folder_keys(_layer(module="x")) == ()
+    v = datasets.reader_for(layer, root="/nowhere", folders={"voc_dir": tmp_path / "VOC"},
+                            split="val", randomize=False)
+    assert isinstance(v, VOCSeg) and v.split == "val" and not v.random and len(v) == 5
+    with pytest.raises(CaffeFormatError, match="plain file name"):
+        datasets.reader_for(layer, folders={"voc_dir": tmp_path / "VOC"}, split="../val")
