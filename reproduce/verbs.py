@@ -14,6 +14,9 @@ import sys
 
 
 def add_verbs(verbs):
+    from . import download
+
+    download.add_verbs(verbs)
     p = verbs.add_parser("score", help="score predicted label PNGs against ground truth "
                          "(score.py's metrics)", description=(
         "Score predicted label maps against ground truth as the official score.py does: one "
