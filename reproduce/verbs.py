@@ -14,9 +14,10 @@ import sys
 
 
 def add_verbs(verbs):
-    from . import download
+    from . import download, report
 
     download.add_verbs(verbs)
+    report.add_verbs(verbs)
     p = verbs.add_parser("score", help="score predicted label PNGs against ground truth "
                          "(score.py's metrics)", description=(
         "Score predicted label maps against ground truth as the official score.py does: one "
