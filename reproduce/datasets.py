@@ -10,9 +10,22 @@ its data as a ``Python`` layer, e.g.::
 The official layer runs ``eval(self.param_str)``. Here ``param_str`` is read with
 ``ast.literal_eval`` only: a prototxt from the internet must not run code, so anything but a
 literal dict (a call, a name, an ``__import__``) is an error. The keys are the official
-layer's: the folder (``voc_dir`` / ``sbdd_dir``), ``split`` and ``mean`` are required (the
-official layer fails without them), ``randomize`` (default True) and ``seed`` (default None)
-optional; other keys are ignored, as there.
+layers' (:data:`OFFICIAL`); required, as the official layer fails without them: the folders
+and ``split``, plus ``mean`` for the two ``voc_layers`` and ``tops`` (the kind of each top) for
+NYUD; optional: ``randomize`` (default True) and ``seed`` (default None). Other keys are
+ignored, as there (the SIFT Flow, NYUD and PASCAL-Context layers fix their means in code and
+ignore a ``mean`` key). The number of the layer's tops must be the official layer's: two, three
+for SIFT Flow (data, sem, geo), one per ``tops`` entry for NYUD.
+
+=============================================  =======================  ==========================
+official layer (``module.layer``)              folder keys              reader
+=============================================  =======================  ==========================
+``voc_layers.VOCSegDataLayer``                 voc_dir                  :class:`.voc.VOCSeg`
+``voc_layers.SBDDSegDataLayer``                sbdd_dir                 :class:`.voc.SBDSeg`
+``siftflow_layers.SIFTFlowSegDataLayer``       siftflow_dir             :class:`.siftflow.SIFTFlowSeg`
+``nyud_layers.NYUDSegDataLayer``               nyud_dir                 :class:`.nyud.NYUDSeg`
+``pascalcontext_layers.PASCALContextSegD...``  voc_dir, context_dir     :class:`.context.ContextSeg`
+=============================================  =======================  ==========================
 
 Folders. The official paths are relative to the prototxt's folder (the nets live in
 ``fcn/voc-fcn32s/`` and the data in ``fcn/data/``), so by default a folder is ``root / path``,
@@ -20,7 +33,7 @@ Folders. The official paths are relative to the prototxt's folder (the nets live
 --data-root D``, :func:`set_data_root`) ``D`` plays the part of the official ``data/`` folder:
 a relative path loses its leading ``..`` parts and one leading ``data`` part and the rest is
 taken inside ``D`` (``../data/sbdd/dataset`` -> ``D/sbdd/dataset``, ``../data/pascal/VOC2011``
--> ``D/pascal/VOC2011``); a ``..`` further in is refused, so the folder stays inside ``D``. An
+-> ``D/pascal/VOC2011``, ``../../data/pascal-context`` -> ``D/pascal-context``); a ``..`` further in is refused, so the folder stays inside ``D``. An
 absolute path is used as it is either way. Ids are plain file names (:mod:`.voc`), so no file a
 reader opens leaves its dataset folder.
 
@@ -30,15 +43,35 @@ phase does not matter: like the official layers, the split name decides the orde
 """
 import ast
 from pathlib import Path, PurePath
+from typing import NamedTuple
 
 from ..port.errors import CaffeFormatError, UserInputError
 from ..solvers.data import register_source_factory
+from .context import ContextSeg
+from .nyud import KINDS as NYUD_KINDS
+from .nyud import NYUDSeg
+from .siftflow import SIFTFlowSeg
 from .voc import RNG_KINDS, SBDSeg, VOCSeg, check_name
 
-# (python_param.module, python_param.layer) -> (reader class, the param_str key of its folder)
+
+class Official(NamedTuple):
+    """How one official data layer is served: its reader class; the param_str keys of its
+    folders (the first is the reader's folder, the others its keyword arguments); its number of
+    tops (0: one per entry of param_str ``tops``); whether param_str must give ``mean``."""
+    cls: type
+    folders: tuple
+    tops: int = 2
+    mean: bool = False
+
+
+# (python_param.module, python_param.layer) -> how it is served
 OFFICIAL = {
-    ("voc_layers", "VOCSegDataLayer"): (VOCSeg, "voc_dir"),
-    ("voc_layers", "SBDDSegDataLayer"): (SBDSeg, "sbdd_dir"),
+    ("voc_layers", "VOCSegDataLayer"): Official(VOCSeg, ("voc_dir",), 2, True),
+    ("voc_layers", "SBDDSegDataLayer"): Official(SBDSeg, ("sbdd_dir",), 2, True),
+    ("siftflow_layers", "SIFTFlowSegDataLayer"): Official(SIFTFlowSeg, ("siftflow_dir",), 3),
+    ("nyud_layers", "NYUDSegDataLayer"): Official(NYUDSeg, ("nyud_dir",), 0),
+    ("pascalcontext_layers", "PASCALContextSegDataLayer"):
+        Official(ContextSeg, ("voc_dir", "context_dir"), 2),
 }
 
 _CONFIG = {"data_root": None, "rng": "py2"}
@@ -120,17 +153,17 @@ def _get(params, key, types, what, where, default=...):
 
 
 def folder_keys(layer_param):
-    """The param_str keys naming folders for this official data layer (``('voc_dir',)``), or
-    () when it is not one we serve."""
+    """The param_str keys naming folders for this official data layer (``('voc_dir',)``;
+    PASCAL-Context ``('voc_dir', 'context_dir')``), or () when it is not one we serve."""
     py = layer_param.python_param
     entry = OFFICIAL.get((py.module, py.layer))
-    return () if entry is None else (entry[1],)
+    return () if entry is None else entry.folders
 
 
 def reader_for(layer_param, root=None, data_root=None, rng="py2", check=True, missing_ok=False,
                *, folders=None, split=None, randomize=None):
     """The reader for an official ``Python`` data layer (a LayerParameter), or None when its
-    module/layer is not one we serve. ``missing_ok``: None too when its folder cannot be found
+    module/layer is not one we serve. ``missing_ok``: None too when a folder cannot be found
     (param_str unreadable, no folder key, or no such folder): the layer is left to others.
 
     Overrides (``fcn-port eval`` and ``--eval-split``): ``folders`` maps a folder key (see
@@ -141,37 +174,56 @@ def reader_for(layer_param, root=None, data_root=None, rng="py2", check=True, mi
     entry = OFFICIAL.get((py.module, py.layer))
     if entry is None:
         return None
-    cls, folder_key = entry
     where = (str(root or "."), f"layer '{layer_param.name}' ({py.module}.{py.layer})")
     try:
         params = parse_param_str(py.param_str, where)
-        if folders and folder_key in folders:
-            folder = Path(folders[folder_key])
-        else:
-            folder = _get(params, folder_key, str, "a folder path", where)
-            folder = resolve_folder(folder, root, data_root, where)
+        paths = []
+        for key in entry.folders:
+            if folders and key in folders:
+                paths.append(Path(folders[key]))
+            else:
+                value = _get(params, key, str, "a folder path", where)
+                paths.append(resolve_folder(value, root, data_root, where))
     except CaffeFormatError:
         if missing_ok:
             return None
         raise
-    if missing_ok and not folder.is_dir():
+    if missing_ok and not all(p.is_dir() for p in paths):
         return None
-    if len(layer_param.top) != 2:
+    kw = {key: path for key, path in zip(entry.folders[1:], paths[1:])}
+    n_tops = entry.tops
+    if entry.cls is NYUDSeg:
+        kinds = _get(params, "tops", (list, tuple), f"a list of kinds from {', '.join(NYUD_KINDS)}",
+                     where)
+        bad = [k for k in kinds if k not in NYUD_KINDS]
+        if not kinds or bad:
+            raise CaffeFormatError(*where, f"param_str 'tops' is {kinds!r}; expected a list of "
+                                   f"kinds from {', '.join(NYUD_KINDS)}")
+        kw["kinds"], n_tops = tuple(kinds), len(kinds)
+    if len(layer_param.top) != n_tops:
+        what = {2: "two: data and label", 3: "three: data, semantic and geometric label"}
         raise CaffeFormatError(*where, f"has {len(layer_param.top)} tops; the official layer "
-                               "needs two: data and label")
+                               f"needs {what.get(n_tops, n_tops)}" +
+                               (", one per param_str 'tops' entry" if not entry.tops else ""))
     if split is None:
         split = _get(params, "split", str, "a split name", where)
     split = check_name(split, *where, "split")
+    if entry.mean:
+        kw["mean"] = _mean(params, where)
+    if randomize is None:
+        randomize = _get(params, "randomize", (bool,), "True or False", where, True)
+    seed = _get(params, "seed", (int, type(None)), "an integer or None", where, None)
+    return entry.cls(paths[0], split, randomize=randomize, seed=seed, rng=rng,
+                     tops=tuple(layer_param.top), check=check, **kw)
+
+
+def _mean(params, where):
     mean = _get(params, "mean", (tuple, list), "three numbers (B, G, R)", where)
     if len(mean) != 3 or not all(isinstance(m, (int, float)) and not isinstance(m, bool)
                                  for m in mean):
         raise CaffeFormatError(*where, f"param_str 'mean' is {mean!r}; expected three numbers "
                                "(B, G, R)")
-    if randomize is None:
-        randomize = _get(params, "randomize", (bool,), "True or False", where, True)
-    seed = _get(params, "seed", (int, type(None)), "an integer or None", where, None)
-    return cls(folder, split, mean=tuple(mean), randomize=randomize, seed=seed, rng=rng,
-               tops=tuple(layer_param.top), check=check)
+    return tuple(mean)
 
 
 def source_factory(layer_param, phase, root):

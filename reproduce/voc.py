@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.preprocess import VOC_MEAN, mean_for, preprocess_image, read_label
+from ..models.preprocess import mean_for, preprocess_image, read_label
 from ..port.errors import CaffeFormatError, UserInputError
 
 RNG_KINDS = ("py2", "py3")
@@ -117,33 +117,56 @@ class Order:
 
 
 class SegReader:
-    """One official segmentation data layer: ``reader[d] -> {data: 1x3xHxW, label: 1x1xHxW}``
-    (float32) for forward pass ``d``; :meth:`image` / :meth:`label` read one id by position.
+    """One official segmentation data layer: ``reader[d] -> {top: float32 array}`` for forward
+    pass ``d`` (VOC/SBD: ``data`` 1x3xHxW and ``label`` 1x1xHxW); :meth:`image` / :meth:`label`
+    read one id by position. The subclasses of :mod:`.siftflow`, :mod:`.nyud` and
+    :mod:`.context` serve the other datasets' layers through the same hooks.
 
-    ``folder``: the layer's ``voc_dir`` / ``sbdd_dir``; ``mean`` in BGR (its dtype as
-    :func:`~fcn_port.models.preprocess.mean_for` gives it for VOC: float64, as the layer's
-    ``np.array(mean)``); ``randomize`` and ``seed`` as the layer's param_str; ``tops``: the two
-    top names; ``check``: look for every id's files now."""
+    ``folder``: the layer's main folder (``voc_dir``, ``sbdd_dir``, ...); ``mean`` in BGR (None:
+    the dataset's; its dtype as :func:`~fcn_port.models.preprocess.mean_for` gives it: float64
+    for VOC, as the layer's ``np.array(mean)``, float32 for the others); ``randomize`` and
+    ``seed`` as the layer's param_str; ``tops``: the layer's top names (data first, label
+    last; None: :attr:`default_tops`); ``check``: look for every id's files now.
+
+    Subclass hooks: :meth:`split_file` (or :meth:`read_ids`), :meth:`files` (every file of one
+    id, for the check), :meth:`arrays` (the blobs of one id, in top order) or, for the two-top
+    layers, :meth:`image_path` / :meth:`label_path` / :meth:`read_label`."""
 
     kind = "segmentation"
+    dataset = "voc"
+    default_tops = ("data", "label")
 
-    def __init__(self, folder, split, *, mean=VOC_MEAN, randomize=True, seed=None, rng="py2",
-                 tops=("data", "label"), check=True):
+    def __init__(self, folder, split, *, mean=None, randomize=True, seed=None, rng="py2",
+                 tops=None, check=True):
         self.folder = Path(folder)
         self.split = check_name(split, self.folder, "", "split")
         if not self.folder.is_dir():
             raise UserInputError(f"{self.folder}: no such {self.kind} folder")
-        self.mean = mean_for("voc", mean)
-        self.path = str(self.split_file())
-        self.ids = read_split(self.path)
+        self.mean = mean_for(self.dataset, mean)
+        self.setup()
+        self.ids = self.read_ids()
         self.order = Order(len(self.ids), randomize and "train" in split, seed, rng)
-        self.tops = tuple(tops)
+        self.tops = tuple(self.default_tops if tops is None else tops)
+        if len(self.tops) != self.n_tops():
+            raise UserInputError(f"{type(self).__name__}: tops {list(self.tops)}; the official "
+                                 f"layer has {self.n_tops()} ({', '.join(self.default_tops)})")
         if check:
             self.check_files()
 
     # the layout, per dataset
+    def setup(self):
+        """Anything to read before the split (PASCAL-Context's label lists); nothing here."""
+
     def split_file(self):
         raise NotImplementedError
+
+    def read_ids(self):
+        """The split's ids; sets :attr:`path` (the split file, for messages)."""
+        self.path = str(self.split_file())
+        return read_split(self.path)
+
+    def n_tops(self):
+        return len(self.default_tops)
 
     def image_path(self, name):
         raise NotImplementedError
@@ -155,6 +178,14 @@ class SegReader:
         """(H, W) uint8 class indices, 255 void."""
         raise NotImplementedError
 
+    def files(self, name):
+        """Every file the layer opens for id ``name``."""
+        return [self.image_path(name), self.label_path(name)]
+
+    def arrays(self, i):
+        """The blobs of ``ids[i]`` in top order."""
+        return [self.image(i), self.label(i)]
+
     @property
     def random(self):
         return self.order.random
@@ -164,9 +195,8 @@ class SegReader:
         return self.order.seed
 
     def check_files(self):
-        """Every id's image and label must exist: one error naming the first missing file."""
-        missing = [p for name in self.ids for p in (self.image_path(name), self.label_path(name))
-                   if not p.is_file()]
+        """Every id's files must exist: one error naming the first missing file."""
+        missing = [p for name in self.ids for p in self.files(name) if not Path(p).is_file()]
         if missing:
             raise UserInputError(f"{missing[0]}: no such file ({len(missing)} files missing for "
                                  f"the {len(self.ids)} ids of {self.path})")
@@ -190,12 +220,15 @@ class SegReader:
         if not self.random and d >= len(self.ids):
             raise IndexError(f"draw {d}: {len(self.ids)} ids in {self.path}")
         i = self.order(int(d))
-        data, label = self.image(i), self.label(i)
-        if data.shape[2:] != label.shape[2:]:
-            name = self.ids[i]
-            raise CaffeFormatError(self.label_path(name), "", f"label is {label.shape[2:]} (H, W), "
-                                   f"its image {self.image_path(name)} {data.shape[2:]}")
-        return {self.tops[0]: data, self.tops[1]: label}
+        arrays = self.arrays(i)
+        size = arrays[0].shape[2:]
+        for k in range(1, len(arrays)):
+            if arrays[k].shape[2:] != size:
+                files = self.files(self.ids[i])
+                raise CaffeFormatError(files[min(k, len(files) - 1)], "", f"top "
+                                       f"'{self.tops[k]}' is {arrays[k].shape[2:]} (H, W), top "
+                                       f"'{self.tops[0]}' ({files[0]}) {size}")
+        return dict(zip(self.tops, arrays))
 
     def __repr__(self):
         how = f"random, seed {self.seed}, {self.order.rng}" if self.random else "sequential"
@@ -241,24 +274,56 @@ class SBDSeg(SegReader):
         return read_sbd_mat(path)
 
 
-def read_sbd_mat(path, struct="GTcls"):
-    """``loadmat(path)[struct][0]['Segmentation'][0]`` as uint8 (H, W), as the official layer
-    (and convert_sbdd.py, with ``GTinst`` for instances) index it; errors name the file."""
+def load_mat(path, expected):
+    """``scipy.io.loadmat(path)``; a missing or unreadable file is a CaffeFormatError naming it
+    and ``expected`` (what the file should be)."""
     import scipy.io
 
-    expected = f"expected SBD's cls/<id>.mat: a struct {struct} with a field Segmentation"
     try:
-        mat = scipy.io.loadmat(str(path))
+        return scipy.io.loadmat(str(path))
     except FileNotFoundError:
         raise CaffeFormatError(path, "", f"cannot open (no such file); {expected}") from None
     except (OSError, ValueError, TypeError, NotImplementedError, scipy.io.matlab.MatReadError) as e:
         raise CaffeFormatError(path, "", f"not a MATLAB file scipy can read ({e}); "
                                          f"{expected}") from None
+
+
+def _plane(seg, path, where):
+    seg = np.asarray(seg)
+    if seg.ndim != 2 or not (np.issubdtype(seg.dtype, np.number) or seg.dtype == bool):
+        raise CaffeFormatError(path, where, f"a {seg.dtype} array of shape {seg.shape}; expected "
+                               "an H x W array of class indices")
+    return seg
+
+
+def mat_plane(path, key, expected):
+    """``loadmat(path)[key]``, which must be an H x W numeric array (errors name the file)."""
+    mat = load_mat(path, expected)
+    if key not in mat:
+        raise CaffeFormatError(path, "", f"no variable {key!r}; {expected}")
+    return _plane(mat[key], path, key)
+
+
+def to_uint8(seg, path, where):
+    """``seg.astype(np.uint8)`` as the official layers cast, refusing values that are not whole
+    numbers in 0-255 (the cast would wrap or truncate them silently)."""
+    seg = np.asarray(seg)
+    bad = ~np.isfinite(seg) | (seg < 0) | (seg > 255) | (seg != np.round(seg)) \
+        if seg.dtype.kind == "f" else (seg < 0) | (seg > 255)
+    if np.any(bad):
+        value = seg[bad].flat[0]
+        raise CaffeFormatError(path, where, f"{int(np.count_nonzero(bad))} values outside the "
+                               f"whole numbers 0-255 (e.g. {value}); expected class indices")
+    return seg.astype(np.uint8)
+
+
+def read_sbd_mat(path, struct="GTcls"):
+    """``loadmat(path)[struct][0]['Segmentation'][0]`` as uint8 (H, W), as the official layer
+    (and convert_sbdd.py, with ``GTinst`` for instances) index it; errors name the file."""
+    expected = f"expected SBD's cls/<id>.mat: a struct {struct} with a field Segmentation"
+    mat = load_mat(path, expected)
     try:
         seg = np.asarray(mat[struct][0]["Segmentation"][0])
     except (KeyError, IndexError, ValueError, TypeError):
         raise CaffeFormatError(path, "", f"no {struct}.Segmentation; {expected}") from None
-    if seg.ndim != 2 or not (np.issubdtype(seg.dtype, np.number) or seg.dtype == bool):
-        raise CaffeFormatError(path, f"{struct}.Segmentation", f"a {seg.dtype} array of shape "
-                               f"{seg.shape}; expected an H x W array of class indices")
-    return seg.astype(np.uint8)
+    return _plane(seg, path, f"{struct}.Segmentation").astype(np.uint8)
