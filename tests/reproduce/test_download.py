@@ -1,0 +1,305 @@
+"""fcn-port download against a local HTTP server (127.0.0.1, a thread): full and resumed
+transfers (bytes counted at the server), restarts, the manifest, refused files, safe extraction
+into the official data/ layout, and every error as one line with exit status 2."""
+import dataclasses
+import errno
+import hashlib
+import http.server
+import io
+import json
+import re
+import socket
+import tarfile
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from fcn_port import cli
+from fcn_port.port.formats.caffemodel import write_weights
+from fcn_port.reproduce import archive, catalog, fetch
+from helpers import ORACLE
+
+FCN8S = (ORACLE / "fcn" / "voc-fcn8s" / "weights.caffemodel").read_bytes()
+FCN16S = (ORACLE / "fcn" / "voc-fcn16s" / "weights.caffemodel").read_bytes()
+FCN8S_FILE = "fcn8s-heavy-pascal.caffemodel"
+
+
+class State:
+    def __init__(self):
+        self.files, self.types = {}, {}
+        self.sent, self.requests = 0, []
+        self.status, self.drops, self.drop_after = None, 0, 0
+        self.ignore_range, self.delay = False, 0.0
+
+    def serve(self, path, body, ctype="application/octet-stream"):
+        self.files[path], self.types[path] = body, ctype
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        st = self.server.state
+        rng = self.headers.get("Range")
+        st.requests.append((self.path, rng))
+        body = st.files.get(self.path)
+        if st.status or body is None:
+            self.send_error(st.status or 404)
+            return
+        start = 0
+        if rng and not st.ignore_range:
+            start = int(re.fullmatch(r"bytes=(\d+)-", rng).group(1))
+            if start >= len(body):
+                self.send_error(416)
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Type", st.types[self.path])
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        if st.delay:
+            time.sleep(st.delay)
+        chunk = body[start:]
+        if st.drops:
+            st.drops -= 1
+            chunk = chunk[:st.drop_after]
+        try:
+            self.wfile.write(chunk)
+            self.wfile.flush()
+            st.sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout tests)
+            pass
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    httpd.state = State()
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", httpd.state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def run(*argv):
+    return cli.main(["download", *map(str, argv)])
+
+
+def fails(capsys, *argv, words=()):
+    """Runs the CLI expecting one error line and exit status 2; returns the line."""
+    capsys.readouterr()
+    assert run(*argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fcn-port: error:"), err
+    for w in words:
+        assert w in err[0], (w, err[0])
+    return err[0]
+
+
+def manifest(folder):
+    return json.loads((folder / "downloads.json").read_text())["files"]
+
+
+def nothing_kept(folder, name):
+    return not (folder / name).exists() and not (folder / f"{name}.part").exists()
+
+
+# ----------------------------------------------------------------------------- transfers
+
+def test_full_download_and_manifest(server, tmp_path):
+    base, st = server
+    st.serve("/w.caffemodel", FCN8S)
+    assert run("voc-fcn8s", "-o", tmp_path, "--url", f"{base}/w.caffemodel") == 0
+    assert (tmp_path / FCN8S_FILE).read_bytes() == FCN8S
+    assert not (tmp_path / f"{FCN8S_FILE}.part").exists()
+    rec = manifest(tmp_path)[FCN8S_FILE]
+    assert rec["size"] == len(FCN8S) and rec["sha256"] == hashlib.sha256(FCN8S).hexdigest()
+    assert rec["checked"]["model"] == "voc-fcn8s" and rec["checked"]["classes"] == [21]
+    assert st.sent == len(FCN8S) and st.requests == [("/w.caffemodel", None)]
+
+
+def test_mirror_replaces_scheme_and_host(server, tmp_path, monkeypatch):
+    base, st = server
+    st.serve("/mirror/fcn8s-heavy-pascal.caffemodel", FCN8S)
+    monkeypatch.setenv("FCN_PORT_MIRROR", base + "/mirror/")
+    assert run("voc-fcn8s", "-o", tmp_path) == 0
+    assert st.requests == [("/mirror/fcn8s-heavy-pascal.caffemodel", None)]
+    assert fetch.mirrored("http://a.org/x/y.txt?q=1", "http://h:8/") == "http://h:8/x/y.txt?q=1"
+
+
+def test_resume_after_dropped_connection(server, tmp_path):
+    base, st = server
+    st.serve("/w", FCN8S)
+    st.drops, st.drop_after = 1, 300_000
+    assert run("voc-fcn8s", "-o", tmp_path, "--url", f"{base}/w") == 0
+    assert (tmp_path / FCN8S_FILE).read_bytes() == FCN8S
+    assert st.sent == len(FCN8S)  # the first 300,000 bytes were not fetched twice
+    assert st.requests == [("/w", None), ("/w", "bytes=300000-")]
+
+
+def test_resume_in_a_later_run(server, tmp_path, capsys):
+    base, st = server
+    st.serve("/w", FCN8S)
+    st.drops, st.drop_after = 1, 100_000
+    fails(capsys, "voc-fcn8s", "-o", tmp_path, "--url", f"{base}/w", "--retries", 0,
+          words=("dropped", "resume"))
+    assert not (tmp_path / FCN8S_FILE).exists()
+    assert (tmp_path / f"{FCN8S_FILE}.part").stat().st_size == 100_000
+    assert run("voc-fcn8s", "-o", tmp_path, "--url", f"{base}/w") == 0
+    assert (tmp_path / FCN8S_FILE).read_bytes() == FCN8S and st.sent == len(FCN8S)
+
+
+def test_restart_when_range_is_ignored(server, tmp_path):
+    base, st = server
+    st.serve("/w", FCN8S)
+    st.ignore_range = True
+    (tmp_path / f"{FCN8S_FILE}.part").write_bytes(b"\0" * 5000)  # not the file's first bytes
+    assert run("voc-fcn8s", "-o", tmp_path, "--url", f"{base}/w") == 0
+    assert (tmp_path / FCN8S_FILE).read_bytes() == FCN8S
+    assert st.requests == [("/w", "bytes=5000-")] and st.sent == len(FCN8S)
+
+
+def test_present_file_checked_against_manifest(server, tmp_path, capsys):
+    base, st = server
+    st.serve("/w", FCN8S)
+    url = f"{base}/w"
+    assert run("voc-fcn8s", "-o", tmp_path, "--url", url) == 0
+    capsys.readouterr()
+    assert run("voc-fcn8s", "-o", tmp_path, "--url", url) == 0
+    assert "already present" in capsys.readouterr().out and len(st.requests) == 1
+    changed = bytearray(FCN8S)
+    changed[-1] ^= 0xFF  # same size, one byte differs
+    (tmp_path / FCN8S_FILE).write_bytes(bytes(changed))
+    fails(capsys, "voc-fcn8s", "-o", tmp_path, "--url", url, words=("changed", FCN8S_FILE))
+    assert (tmp_path / FCN8S_FILE).read_bytes() == bytes(changed) and len(st.requests) == 1
+    assert run("voc-fcn8s", "-o", tmp_path, "--url", url, "--force") == 0
+    assert (tmp_path / FCN8S_FILE).read_bytes() == FCN8S
+
+
+# ----------------------------------------------------------------------------- refusals
+
+def test_wrong_model_refused(server, tmp_path, capsys):
+    base, st = server
+    st.serve("/w", FCN16S)
+    fails(capsys, "voc-fcn8s", "-o", tmp_path, "--url", f"{base}/w",
+          words=("voc-fcn16s", "voc-fcn8s"))
+    assert nothing_kept(tmp_path, FCN8S_FILE)
+    assert not (tmp_path / "downloads.json").exists()
+
+
+@pytest.mark.parametrize("ctype", ["text/html; charset=utf-8", "application/octet-stream"])
+def test_html_page_refused(server, tmp_path, capsys, ctype):
+    base, st = server
+    st.serve("/w", b"<!DOCTYPE html><html><body>Moved</body></html>\n", ctype)
+    fails(capsys, "voc-fcn8s", "-o", tmp_path, "--url", f"{base}/w", words=("HTML",))
+    assert nothing_kept(tmp_path, FCN8S_FILE)
+
+
+def test_truncated_caffemodel_refused(server, tmp_path, capsys):
+    base, st = server
+    st.serve("/w", FCN8S[:len(FCN8S) // 2])  # a complete transfer of a broken file
+    fails(capsys, "voc-fcn8s", "-o", tmp_path, "--url", f"{base}/w", words=(FCN8S_FILE,))
+    assert nothing_kept(tmp_path, FCN8S_FILE)
+
+
+def _vgg16(path, fc8=1000):
+    """A tiny VGG16 classifier: the 13 convs, fc6 to fc8, at width 2."""
+    rng, params, c = np.random.default_rng(0), {}, 3
+    for s, n in enumerate((2, 2, 3, 3, 3), 1):
+        for i in range(1, n + 1):
+            params[f"conv{s}_{i}"] = [rng.standard_normal((2, c, 3, 3), np.float32),
+                                      np.zeros(2, np.float32)]
+            c = 2
+    for name, shape in (("fc6", (8, 2 * 7 * 7)), ("fc7", (8, 8)), ("fc8", (fc8, 8))):
+        params[name] = [rng.standard_normal(shape, np.float32), np.zeros(shape[0], np.float32)]
+    write_weights(params, path)
+    return path.read_bytes()
+
+
+def test_vgg16_checked(server, tmp_path, capsys, monkeypatch):
+    base, st = server
+    monkeypatch.setitem(catalog.CATALOG, "vgg16",
+                        dataclasses.replace(catalog.CATALOG["vgg16"], ref=None))
+    st.serve("/vgg", _vgg16(tmp_path / "v.caffemodel"))
+    st.serve("/vgg10", _vgg16(tmp_path / "v10.caffemodel", fc8=10))
+    st.serve("/fcn", FCN8S)
+    out = tmp_path / "out"
+    for path, word in (("/vgg10", "1000"), ("/fcn", "VGG16")):
+        fails(capsys, "vgg16", "-o", out, "--url", base + path, words=(word,))
+        assert nothing_kept(out, "VGG_ILSVRC_16_layers.caffemodel")
+    assert run("vgg16", "-o", out, "--url", f"{base}/vgg") == 0
+    assert manifest(out)["VGG_ILSVRC_16_layers.caffemodel"]["checked"]["widths"] == [2] * 5
+
+
+def test_reference_checksum_refused(server, tmp_path, capsys):
+    base, st = server
+    st.serve("/vgg", _vgg16(tmp_path / "v.caffemodel"))  # a VGG16, but not the published file
+    fails(capsys, "vgg16", "-o", tmp_path / "o", "--url", f"{base}/vgg", words=("md5",))
+    assert nothing_kept(tmp_path / "o", "VGG_ILSVRC_16_layers.caffemodel")
+
+
+def test_cli_errors_one_line(server, tmp_path, capsys, monkeypatch):
+    base, st = server
+    st.serve("/w", FCN8S)
+    url = f"{base}/w"
+    fails(capsys, "voc-fcn8s", "-o", tmp_path, "--url", f"{base}/missing", words=("404",))
+    st.status = 500
+    fails(capsys, "voc-fcn8s", "-o", tmp_path, "--url", url, "--retries", 0, words=("500",))
+    fails(capsys, "voc-fcn8s", "-o", tmp_path, "--url", url, "--retries", 1, words=("500",))
+    assert len(st.requests) == 4  # 404 once, 500 once, then 500 and one retry
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    fails(capsys, "voc-fcn8s", "-o", tmp_path, "--url", f"http://127.0.0.1:{closed}/w",
+          words=("refused",))
+    st.status, st.delay = None, 1.0
+    fails(capsys, "voc-fcn8s", "-o", tmp_path, "--url", url, "--timeout", 0.2, "--retries", 0,
+          words=("timed out",))
+    fails(capsys, "nyud-fcn32s-color-d", words=("caffemodel-url", "surgery color-d"))
+    fails(capsys, "no-such-model", words=("no-such-model", "--list"))
+    fails(capsys, words=("--list",))
+    fails(capsys, "voc-fcn8s", "voc-fcn16s", "--url", url, words=("one NAME",))
+    (tmp_path / "file").write_text("x")
+    fails(capsys, "voc-fcn8s", "-o", tmp_path / "file", words=("not a folder",))
+    monkeypatch.setenv("FCN_PORT_MIRROR", "ftp:/x")
+    fails(capsys, "voc-fcn8s", "-o", tmp_path, words=("FCN_PORT_MIRROR",))
+    assert nothing_kept(tmp_path, FCN8S_FILE)
+
+
+def test_disk_full_is_one_line_and_resumable(server, tmp_path, capsys, monkeypatch):
+    base, st = server
+    st.serve("/w", FCN8S)
+
+    class Full(io.FileIO):
+        def write(self, b):
+            if self.tell() + len(b) > 200_000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(b)
+
+    monkeypatch.setattr(fetch, "open", lambda p, mode: Full(p, mode.replace("b", "")),
+                        raising=False)
+    fails(capsys, "voc-fcn8s", "-o", tmp_path, "--url", f"{base}/w", words=("disk full",))
+    assert not (tmp_path / FCN8S_FILE).exists()
+    monkeypatch.undo()
+    assert run("voc-fcn8s", "-o", tmp_path, "--url", f"{base}/w") == 0
+    assert (tmp_path / FCN8S_FILE).read_bytes() == FCN8S
+
+
+def test_list(capsys):
+    assert run("--list") == 0
+    out = capsys.readouterr().out
+    for name in ("voc-fcn8s", "siftflow-fcn8s", "vgg16", "voc2011", "sbd", "seg11valid"):
+        assert re.search(rf"^{re.escape(name)}\s", out, re.M), name
+    assert re.search(r"^nyud-fcn32s-color-d\s.*none published", out, re.M)
+    assert run("--list", "--json") == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["voc-fcn8s"]["url"] == \
+        "http://dl.caffe.berkeleyvision.org/fcn8s-heavy-pascal.caffemodel"  # caffemodel-url
+    assert rows["nyud-fcn32s-color-d"]["url"] is None
