@@ -41,6 +41,11 @@ Where we differ:
 * Images that are not RGB (grayscale, CMYK, ...) are converted to RGB by
   :func:`fcn_port.models.preprocess.open_rgb` (the official code fails on them); the transform
   itself is that of ``fcn-port infer`` (:func:`~fcn_port.models.preprocess.preprocess_image`).
+
+:class:`SegReader` is the base of every dataset reader: the SIFT Flow (:mod:`.siftflow`), NYUDv2
+(:mod:`.nyud`) and PASCAL-Context (:mod:`.context`) layers share this setup / order logic and
+differ only in files, tops and label decoding. :func:`load_mat` / :func:`mat_plane` /
+:func:`to_uint8` are their shared ``.mat`` helpers.
 """
 import random
 import sys
