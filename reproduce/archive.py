@@ -11,6 +11,7 @@ link pointing outside the archive's folder, no device or FIFO; one bad member re
 archive. Only the wanted inner folder is unpacked, into a private temporary folder beside the
 target, and moved into place at the end: the target appears whole or not at all.
 """
+import contextlib
 import os
 import posixpath
 import shutil
@@ -66,9 +67,10 @@ def extract_tree(path, inner, target, *, desc="extracting"):
 
     root = inner.split("/")
     parent = os.path.dirname(os.path.abspath(target))
+    made = _missing(parent)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".extract-", dir=parent)
-    written = 0
+    written, done = 0, False
     try:
         with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:*") as tar, \
                 tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, desc=desc,
@@ -92,6 +94,7 @@ def extract_tree(path, inner, target, *, desc="extracting"):
             raise DownloadError(f"{path}: no folder {inner}/ in the archive: not the expected "
                                 f"archive; nothing extracted")
         os.replace(src, target)
+        done = True
     except tarfile.TarError as e:
         raise DownloadError(f"{path}: broken archive ({e}); nothing extracted") from None
     except OSError as e:
@@ -101,7 +104,19 @@ def extract_tree(path, inner, target, *, desc="extracting"):
         raise DownloadError(f"{path}: cannot extract to {target} ({e.strerror or e})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made if not done else ():  # the folders made for the target, if empty
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
     return written
+
+
+def _missing(folder):
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    out = []
+    while not os.path.exists(folder):
+        out.append(folder)
+        folder = os.path.dirname(folder)
+    return out
 
 
 def first_member(path):

@@ -108,10 +108,9 @@ def manifest(folder):
 
 
 def nothing_kept(folder, name):
-    return not (folder / name).exists() and not (folder / f"{name}.part").exists()
+    return not any((folder / n).exists() for n in (name, f"{name}.part"))
 
 
-# ----------------------------------------------------------------------------- transfers
 
 def test_full_download_and_manifest(server, tmp_path):
     base, st = server
@@ -170,8 +169,7 @@ def test_present_file_checked_against_manifest(server, tmp_path, capsys):
     base, st = server
     st.serve("/w", FCN8S)
     url = f"{base}/w"
-    assert run("voc-fcn8s", "-o", tmp_path, "--url", url) == 0
-    capsys.readouterr()
+    assert run("voc-fcn8s", "-o", tmp_path, "--url", url) == 0 and capsys.readouterr()
     assert run("voc-fcn8s", "-o", tmp_path, "--url", url) == 0
     assert "already present" in capsys.readouterr().out and len(st.requests) == 1
     changed = bytearray(FCN8S)
@@ -183,15 +181,17 @@ def test_present_file_checked_against_manifest(server, tmp_path, capsys):
     assert (tmp_path / FCN8S_FILE).read_bytes() == FCN8S
 
 
-# ----------------------------------------------------------------------------- refusals
 
-def test_wrong_model_refused(server, tmp_path, capsys):
+def test_wrong_model_or_broken_file_refused(server, tmp_path, capsys):
     base, st = server
     st.serve("/w", FCN16S)
     fails(capsys, "voc-fcn8s", "-o", tmp_path, "--url", f"{base}/w",
           words=("voc-fcn16s", "voc-fcn8s"))
     assert nothing_kept(tmp_path, FCN8S_FILE)
     assert not (tmp_path / "downloads.json").exists()
+    st.serve("/w", FCN8S[:len(FCN8S) // 2])  # a complete transfer of a broken file
+    fails(capsys, "voc-fcn8s", "-o", tmp_path, "--url", f"{base}/w", words=(FCN8S_FILE,))
+    assert nothing_kept(tmp_path, FCN8S_FILE)
 
 
 @pytest.mark.parametrize("ctype", ["text/html; charset=utf-8", "application/octet-stream"])
@@ -199,13 +199,6 @@ def test_html_page_refused(server, tmp_path, capsys, ctype):
     base, st = server
     st.serve("/w", b"<!DOCTYPE html><html><body>Moved</body></html>\n", ctype)
     fails(capsys, "voc-fcn8s", "-o", tmp_path, "--url", f"{base}/w", words=("HTML",))
-    assert nothing_kept(tmp_path, FCN8S_FILE)
-
-
-def test_truncated_caffemodel_refused(server, tmp_path, capsys):
-    base, st = server
-    st.serve("/w", FCN8S[:len(FCN8S) // 2])  # a complete transfer of a broken file
-    fails(capsys, "voc-fcn8s", "-o", tmp_path, "--url", f"{base}/w", words=(FCN8S_FILE,))
     assert nothing_kept(tmp_path, FCN8S_FILE)
 
 
@@ -256,9 +249,8 @@ def test_cli_errors_one_line(server, tmp_path, capsys, monkeypatch):
     assert len(st.requests) == 4  # 404 once, 500 once, then 500 and one retry
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
-    fails(capsys, "voc-fcn8s", "-o", tmp_path, "--url", f"http://127.0.0.1:{closed}/w",
-          words=("refused",))
+        fails(capsys, "voc-fcn8s", "-o", tmp_path, "--url",
+              f"http://127.0.0.1:{s.getsockname()[1]}/w", words=("refused",))
     st.status, st.delay = None, 1.0
     fails(capsys, "voc-fcn8s", "-o", tmp_path, "--url", url, "--timeout", 0.2, "--retries", 0,
           words=("timed out",))
@@ -266,7 +258,7 @@ def test_cli_errors_one_line(server, tmp_path, capsys, monkeypatch):
     fails(capsys, "no-such-model", words=("no-such-model", "--list"))
     fails(capsys, words=("--list",))
     fails(capsys, "voc-fcn8s", "voc-fcn16s", "--url", url, words=("one NAME",))
-    (tmp_path / "file").write_text("x")
+    (tmp_path / "file").touch()
     fails(capsys, "voc-fcn8s", "-o", tmp_path / "file", words=("not a folder",))
     monkeypatch.setenv("FCN_PORT_MIRROR", "ftp:/x")
     fails(capsys, "voc-fcn8s", "-o", tmp_path, words=("FCN_PORT_MIRROR",))
@@ -303,3 +295,105 @@ def test_list(capsys):
     assert rows["voc-fcn8s"]["url"] == \
         "http://dl.caffe.berkeleyvision.org/fcn8s-heavy-pascal.caffemodel"  # caffemodel-url
     assert rows["nyud-fcn32s-color-d"]["url"] is None
+
+
+
+def _tar(path, members, mode="w"):
+    """A tar of (name, bytes) files, (name, None) folders, (name, ('sym'|'hard', target))."""
+    with tarfile.open(path, mode) as tar:
+        for name, body in members:
+            info = tarfile.TarInfo(name)
+            if body is None:
+                info.type = tarfile.DIRTYPE
+            elif isinstance(body, tuple):
+                info.type = tarfile.SYMTYPE if body[0] == "sym" else tarfile.LNKTYPE
+                info.linkname = body[1]
+            else:
+                info.size = len(body)
+            tar.addfile(info, io.BytesIO(body) if isinstance(body, bytes) else None)
+    return path.read_bytes()
+
+
+VOC = "TrainVal/VOCdevkit/VOC2011/"
+IDS = "".join(f"2011_{i:06d}\n" for i in range(736)).encode()
+
+
+def _serve_data(st, tmp_path, voc_extra=()):
+    path = lambda name: re.sub(r"^https?://[^/]+", "", catalog.CATALOG[name].url)  # noqa: E731
+    st.serve(path("voc2011"), _tar(tmp_path / "voc.tar", [
+        (VOC, None), (VOC + "ImageSets/Segmentation/val.txt", b"2007_000033\n"),
+        (VOC + "JPEGImages/2007_000033.jpg", b"jpeg"), ("TrainVal/VOCdevkit/x.txt", b"x"),
+        *voc_extra]))
+    st.serve(path("sbd"), _tar(tmp_path / "sbd.tgz", [
+        ("benchmark_RELEASE/dataset/train.txt", b"2008_000002\n"),
+        ("benchmark_RELEASE/dataset/cls/2008_000002.mat", b"mat"),
+        ("benchmark_RELEASE/benchmark_code_RELEASE/demo.m", b"m")], "w:gz"))
+    st.serve(path("seg11valid"), IDS, "text/plain")
+
+
+@pytest.fixture
+def no_refs(monkeypatch):
+    for name in ("voc2011", "sbd"):  # generated archives cannot match the published ones
+        monkeypatch.setitem(catalog.CATALOG, name,
+                            dataclasses.replace(catalog.CATALOG[name], ref=None))
+
+
+def test_extract_into_official_layout(server, tmp_path, capsys, monkeypatch, no_refs):
+    base, st = server
+    _serve_data(st, tmp_path)
+    monkeypatch.setenv("FCN_PORT_MIRROR", base)
+    out = tmp_path / "data"
+    assert run("seg11valid", "sbd", "voc2011", "-o", out, "--extract") == 0  # any order
+    voc = out / "pascal" / "VOC2011"
+    assert (voc / "ImageSets/Segmentation/val.txt").read_bytes() == b"2007_000033\n"
+    assert (voc / "JPEGImages/2007_000033.jpg").read_bytes() == b"jpeg"
+    assert (voc / "ImageSets/Segmentation/seg11valid.txt").read_bytes() == IDS
+    assert (out / "sbdd/dataset/cls/2008_000002.mat").read_bytes() == b"mat"
+    assert not (out / "sbdd/benchmark_code_RELEASE").exists()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "VOCtrainval_25-May-2011.tar", "benchmark.tgz", "downloads.json", "pascal", "sbdd",
+        "seg11valid.txt"]  # no temporary folders left
+    rec = manifest(out)
+    assert rec["benchmark.tgz"]["extracted"] == "sbdd/dataset"
+    assert rec["seg11valid.txt"]["checked"] == {"ids": 736}
+    capsys.readouterr()
+    n = len(st.requests)
+    assert run("voc2011", "sbd", "seg11valid", "-o", out, "--extract") == 0
+    assert len(st.requests) == n and capsys.readouterr().out.count("already") == 6
+
+
+@pytest.mark.parametrize("evil", [
+    ("../evil", b"x"), ("/tmp/fcn-port-evil-abs", b"x"), (VOC + "a/../../../../evil", b"x"),
+    (VOC + "link", ("sym", "../../../../../evil")), (VOC + "abs", ("sym", "/etc/passwd")),
+    (VOC + "hard", ("hard", "../evil")), (VOC + "hard2", ("hard", "TrainVal/VOCdevkit/x.txt"))])
+def test_unsafe_archive_refused(tmp_path, evil):
+    tar = tmp_path / "a.tar"
+    _tar(tar, [(VOC + "ok.txt", b"ok"), evil])
+    target = tmp_path / "out" / "VOC2011"
+    with pytest.raises(archive.UnsafeArchiveError):
+        archive.extract_tree(tar, VOC.rstrip("/"), target)
+    assert not (tmp_path / "out").exists()  # not even the folders made for the target
+    assert not (tmp_path / "evil").exists()
+
+
+def test_unsafe_archive_cli(server, tmp_path, capsys, monkeypatch, no_refs):
+    base, st = server
+    _serve_data(st, tmp_path, voc_extra=[("../evil", b"x")])
+    monkeypatch.setenv("FCN_PORT_MIRROR", base)
+    out = tmp_path / "data"
+    fails(capsys, "voc2011", "-o", out, "--extract", words=("../evil", "nothing extracted"))
+    assert not (out / "pascal").exists() and not (tmp_path / "evil").exists()
+    fails(capsys, "seg11valid", "-o", out, "--extract", words=("voc2011",))
+    assert not (out / "pascal").exists()
+
+
+def test_wrong_archive_refused(server, tmp_path, capsys, monkeypatch, no_refs):
+    base, st = server
+    _serve_data(st, tmp_path)
+    st.files["/Research/Projects/CS/vision/grouping/semantic_contours/benchmark.tgz"] = \
+        st.files["/pascal/VOC/voc2011/VOCtrainval_25-May-2011.tar"]
+    monkeypatch.setenv("FCN_PORT_MIRROR", base)
+    fails(capsys, "sbd", "-o", tmp_path / "d", words=("benchmark_RELEASE",))
+    assert nothing_kept(tmp_path / "d", "benchmark.tgz")
+    st.serve("/ids", IDS[:-12])  # 735 ids
+    fails(capsys, "seg11valid", "-o", tmp_path / "d", "--url", f"{base}/ids", words=("735",))
