@@ -100,25 +100,27 @@ def map_labels(label_map, ids):
 
 
 class ContextSeg(SegReader):
-    """``pascalcontext_layers.PASCALContextSegDataLayer``: VOC 2010 images under
-    ``{voc_dir}/VOC2010`` and ``{context_dir}/trainval/<id>.mat`` labels mapped to the 59
-    classes (0 background)."""
+    """``pascalcontext_layers.PASCALContextSegDataLayer``: ``{context_dir}/trainval/<id>.mat``
+    labels mapped to the 59 classes (0 background) and VOC 2010 images under
+    ``{voc_dir}/VOC2010``. The reader's folder is ``context_dir`` (the dataset's own files);
+    ``voc_dir`` is the folder holding ``VOC2010``, as the layer's param_str key."""
 
-    kind = "PASCAL VOC (voc_dir, holding VOC2010)"
+    kind = "PASCAL-Context (context_dir)"
     dataset = "pascalcontext"
 
-    def __init__(self, folder, split, *, context_dir, **kw):
-        self.context_dir = Path(context_dir)
-        self.voc2010 = Path(folder) / "VOC2010"
+    def __init__(self, folder, split, *, voc_dir, **kw):
+        self.voc_dir = Path(voc_dir)
+        self.voc2010 = self.voc_dir / "VOC2010"
         super().__init__(folder, split, **kw)
+
+    @property
+    def context_dir(self):
+        return self.folder
 
     def setup(self):
         if not self.voc2010.is_dir():
             raise UserInputError(f"{self.voc2010}: no such folder (the layer reads VOC 2010 from "
                                  "voc_dir/VOC2010)")
-        if not self.context_dir.is_dir():
-            raise UserInputError(f"{self.context_dir}: no such PASCAL-Context (context_dir) "
-                                 "folder")
         self.label_ids = task_label_ids(self.context_dir)
 
     def split_file(self):

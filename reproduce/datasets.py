@@ -24,7 +24,7 @@ official layer (``module.layer``)              folder keys              reader
 ``voc_layers.SBDDSegDataLayer``                sbdd_dir                 :class:`.voc.SBDSeg`
 ``siftflow_layers.SIFTFlowSegDataLayer``       siftflow_dir             :class:`.siftflow.SIFTFlowSeg`
 ``nyud_layers.NYUDSegDataLayer``               nyud_dir                 :class:`.nyud.NYUDSeg`
-``pascalcontext_layers.PASCALContextSegD...``  voc_dir, context_dir     :class:`.context.ContextSeg`
+``pascalcontext_layers.PASCALContextSegD...``  context_dir, voc_dir     :class:`.context.ContextSeg`
 =============================================  =======================  ==========================
 
 Folders. The official paths are relative to the prototxt's folder (the nets live in
@@ -71,7 +71,7 @@ OFFICIAL = {
     ("siftflow_layers", "SIFTFlowSegDataLayer"): Official(SIFTFlowSeg, ("siftflow_dir",), 3),
     ("nyud_layers", "NYUDSegDataLayer"): Official(NYUDSeg, ("nyud_dir",), 0),
     ("pascalcontext_layers", "PASCALContextSegDataLayer"):
-        Official(ContextSeg, ("voc_dir", "context_dir"), 2),
+        Official(ContextSeg, ("context_dir", "voc_dir"), 2),
 }
 
 _CONFIG = {"data_root": None, "rng": "py2"}
@@ -153,8 +153,9 @@ def _get(params, key, types, what, where, default=...):
 
 
 def folder_keys(layer_param):
-    """The param_str keys naming folders for this official data layer (``('voc_dir',)``;
-    PASCAL-Context ``('voc_dir', 'context_dir')``), or () when it is not one we serve."""
+    """The param_str keys naming folders for this official data layer, the dataset's own
+    first (``('voc_dir',)``; PASCAL-Context ``('context_dir', 'voc_dir')``, ``voc_dir`` holding
+    VOC2010), or () when it is not one we serve."""
     py = layer_param.python_param
     entry = OFFICIAL.get((py.module, py.layer))
     return () if entry is None else entry.folders

@@ -79,7 +79,7 @@ def _layer(param_str, tops=("data", "label")):
 
 def test_arrays_and_the_59_class_mapping_are_the_official_layers(tmp_path):
     ids = make_context(tmp_path)
-    r = ContextSeg(tmp_path / "pascal", "val", context_dir=tmp_path / "pascal-context")
+    r = ContextSeg(tmp_path / "pascal-context", "val", voc_dir=tmp_path / "pascal")
     assert not r.random and len(r) == 4 and r.mean.dtype == np.float32
     # by hand: task k+1 <- full id; aeroplane 2, table 10, cat 5, bedclothes 4, cloth 6,
     # potted plant 8, sky 9
@@ -103,7 +103,7 @@ def test_train_order_and_binding(tmp_path):
     ps = ("{'context_dir': '../../data/pascal-context', 'seed': 1337, 'split': 'train', "
           "'voc_dir': '../../data/pascal'}")
     layer = _layer(ps)
-    assert datasets.folder_keys(layer) == ("voc_dir", "context_dir")
+    assert datasets.folder_keys(layer) == ("context_dir", "voc_dir")
     r = datasets.reader_for(layer, root=net)
     assert isinstance(r, ContextSeg) and r.random and r.ids == ids
     assert r.voc2010.resolve() == (tmp_path / "data/pascal/VOC2010").resolve()
@@ -127,16 +127,18 @@ def test_errors_name_the_file(tmp_path):
     make_context(tmp_path)
     voc, ctx = tmp_path / "pascal", tmp_path / "pascal-context"
     with pytest.raises(UserInputError, match="VOC2010: no such folder"):
-        ContextSeg(ctx, "val", context_dir=ctx)
+        ContextSeg(ctx, "val", voc_dir=ctx)
+    with pytest.raises(UserInputError, match=r"nowhere: no such PASCAL-Context \(context_dir\)"):
+        ContextSeg(tmp_path / "nowhere", "val", voc_dir=voc)
     (ctx / "trainval" / "2008_000002.mat").unlink()
     with pytest.raises(UserInputError, match=r"trainval/2008_000002\.mat: no such file"):
-        ContextSeg(voc, "val", context_dir=ctx)
+        ContextSeg(ctx, "val", voc_dir=voc)
     make_context(tmp_path, task=TASK[:3] + TASK[4:])              # no 'bedcloth'
     with pytest.raises(CaffeFormatError, match=r"59_labels\.txt.*'bedcloth'"):
-        ContextSeg(voc, "val", context_dir=ctx)
+        ContextSeg(ctx, "val", voc_dir=voc)
     make_context(tmp_path, task=TASK + ["moon"])
     with pytest.raises(CaffeFormatError, match=r"labels\.txt.*'moon'"):
-        ContextSeg(voc, "val", context_dir=ctx)
+        ContextSeg(ctx, "val", voc_dir=voc)
     (ctx / "labels.txt").write_text("1: accordion\n3: aeroplane\n")
     with pytest.raises(CaffeFormatError, match="line 2") as e:
         read_label_list(ctx / "labels.txt")
@@ -147,7 +149,7 @@ def test_errors_name_the_file(tmp_path):
     make_context(tmp_path)
     (ctx / "59_labels.txt").unlink()
     with pytest.raises(UserInputError, match=r"59_labels\.txt: no such label list"):
-        ContextSeg(voc, "val", context_dir=ctx)
+        ContextSeg(ctx, "val", voc_dir=voc)
 
 
 @pytest.fixture
