@@ -17,15 +17,14 @@ ignored, as there (the SIFT Flow, NYUD and PASCAL-Context layers fix their means
 ignore a ``mean`` key). The number of the layer's tops must be the official layer's: two, three
 for SIFT Flow (data, sem, geo), one per ``tops`` entry for NYUD.
 
-=============================================  =======================  ==========================
-official layer (``module.layer``)              folder keys              reader
-=============================================  =======================  ==========================
-``voc_layers.VOCSegDataLayer``                 voc_dir                  :class:`.voc.VOCSeg`
-``voc_layers.SBDDSegDataLayer``                sbdd_dir                 :class:`.voc.SBDSeg`
-``siftflow_layers.SIFTFlowSegDataLayer``       siftflow_dir             :class:`.siftflow.SIFTFlowSeg`
-``nyud_layers.NYUDSegDataLayer``               nyud_dir                 :class:`.nyud.NYUDSeg`
-``pascalcontext_layers.PASCALContextSegD...``  context_dir, voc_dir     :class:`.context.ContextSeg`
-=============================================  =======================  ==========================
+The layers served (module.layer: folder keys -> reader):
+
+* ``voc_layers.VOCSegDataLayer``: voc_dir -> :class:`.voc.VOCSeg`
+* ``voc_layers.SBDDSegDataLayer``: sbdd_dir -> :class:`.voc.SBDSeg`
+* ``siftflow_layers.SIFTFlowSegDataLayer``: siftflow_dir -> :class:`.siftflow.SIFTFlowSeg`
+* ``nyud_layers.NYUDSegDataLayer``: nyud_dir -> :class:`.nyud.NYUDSeg`
+* ``pascalcontext_layers.PASCALContextSegDataLayer``: context_dir, voc_dir ->
+  :class:`.context.ContextSeg`
 
 Folders. The official paths are relative to the prototxt's folder (the nets live in
 ``fcn/voc-fcn32s/`` and the data in ``fcn/data/``), so by default a folder is ``root / path``,
@@ -33,8 +32,9 @@ Folders. The official paths are relative to the prototxt's folder (the nets live
 --data-root D``, :func:`set_data_root`) ``D`` plays the part of the official ``data/`` folder:
 a relative path loses its leading ``..`` parts and one leading ``data`` part and the rest is
 taken inside ``D`` (``../data/sbdd/dataset`` -> ``D/sbdd/dataset``, ``../data/pascal/VOC2011``
--> ``D/pascal/VOC2011``, ``../../data/pascal-context`` -> ``D/pascal-context``); a ``..`` further in is refused, so the folder stays inside ``D``. An
-absolute path is used as it is either way. Ids are plain file names (:mod:`.voc`), so no file a
+-> ``D/pascal/VOC2011``, ``../../data/pascal-context`` -> ``D/pascal-context``); a ``..``
+further in is refused, so the folder stays inside ``D``. An absolute path is used as it is
+either way. Ids are plain file names (:mod:`.voc`), so no file a
 reader opens leaves its dataset folder.
 
 :func:`source_factory` is the ``factory(layer_param, phase, root)`` of
