@@ -1,4 +1,5 @@
-"""reproduce/'s verbs: ``score`` (PNG label maps in, score.py's metrics out).
+"""reproduce/'s verbs: ``score`` (PNG label maps in, score.py's metrics out) and ``eval`` (a
+checkpoint run over its dataset's test split, score.py's seg_tests; see :mod:`.evaluate`).
 
 ``fcn-port score --pred DIR --gt DIR`` is what the official ``score.py`` computes in
 ``compute_hist`` and prints in ``seg_tests``, but from label PNGs already on disk rather than
@@ -39,6 +40,7 @@ def add_verbs(verbs):
     p.add_argument("--png", metavar="CONF.png",
                    help="also draw the confusion matrix, rows normalized, into this PNG")
     p.set_defaults(run=_score)
+    _add_eval(verbs)
 
 
 def _read_names(path, n):
@@ -88,4 +90,134 @@ def _score(args):
         print(score.format_table(result, names))
         if args.png:
             print(f"wrote {args.png}")
+    return 0
+
+
+# --------------------------------------------------------------------------- eval
+
+def _add_eval(verbs):
+    from fcn_port.port.verbs import device_arg
+
+    p = verbs.add_parser("eval", help="score a checkpoint on its dataset's test split "
+                         "(score.py's seg_tests)", description=(
+        "Run a trained FCN over its dataset's test split as the official score.py does: the "
+        "model's official val/test data layer (VOC seg11valid, SIFT Flow and NYUD test, "
+        "PASCAL-Context val) read sequentially from --root, one image at a time, argmax over "
+        "the classes, one confusion matrix per score head (SIFT Flow: score_sem vs sem, "
+        "score_geo vs geo) and the mean per-image loss; prints overall and mean accuracy, "
+        "mean IU and fw IU in percent, and per-class IU and accuracy."))
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="a checkpoint from fcn-port convert / train, or an FCN caffemodel")
+    p.add_argument("--dataset", required=True, choices=("voc", "pascalcontext", "siftflow",
+                                                         "nyud"),
+                   help="must be the model's dataset")
+    p.add_argument("--root", required=True, metavar="DIR", help=(
+        "the dataset folder the data layer reads (VOC: the VOC2011 folder with JPEGImages, "
+        "SegmentationClass, ImageSets/Segmentation/seg11valid.txt)"))
+    p.add_argument("--voc-root", metavar="DIR",
+                   help="PASCAL-Context: the PASCAL VOC folder its layer also reads (voc_dir)")
+    p.add_argument("--split", metavar="NAME",
+                   help="another split than the official test split (e.g. seg11valid, val)")
+    p.add_argument("--limit", type=int, metavar="N", help="score only the first N images")
+    p.add_argument("--save-pred", metavar="DIR", help=(
+        "write each prediction as a VOC-paletted label PNG <id>.png (a second head: "
+        "<id>_<head>.png), which fcn-port score --pred DIR re-scores"))
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the "
+                   "tables (fractions, not percent; NaN as null)")
+    p.add_argument("--png", metavar="CONF.png", help="draw the confusion matrix (rows "
+                   "normalized) into this PNG; a second head's into CONF_<head>.png")
+    p.add_argument("--grid", metavar="GRID.png", help=(
+        "draw sample predictions: one row per image (image | ground truth | prediction), "
+        "titled with its id and mean IU"))
+    p.add_argument("--grid-images", type=int, default=4, metavar="K",
+                   help="images in --grid, the first K scored (default 4)")
+    p.add_argument("--device", type=device_arg, default="cpu", help="cpu (default), cuda, cuda:N")
+    p.set_defaults(run=_eval)
+
+
+def _check_out(path, flag, folder=False):
+    from fcn_port.port.errors import UserInputError
+
+    if path is None:
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if folder and os.path.exists(path) and not os.path.isdir(path):
+        raise UserInputError(f"{flag} {path}: exists and is not a folder")
+    if not folder and os.path.isdir(path):
+        raise UserInputError(f"{flag} {path}: is a folder; expected a .png file name")
+    if not os.path.isdir(parent):
+        raise UserInputError(f"{flag} {path}: its folder {parent} does not exist")
+
+
+def _suffixed(path, name):
+    stem, ext = os.path.splitext(path)
+    return f"{stem}_{name}{ext or '.png'}" if name else path
+
+
+def _eval(args):
+    import json
+
+    import numpy as np
+
+    from fcn_port.port.errors import UserInputError
+    from fcn_port.port.verbs import check_device
+
+    from . import evaluate, score
+    from .segtests import head_name
+
+    if args.limit is not None and args.limit < 1:
+        raise UserInputError(f"--limit must be >= 1, not {args.limit}")
+    if args.grid_images < 1:
+        raise UserInputError(f"--grid-images must be >= 1, not {args.grid_images}")
+    _check_out(args.save_pred, "--save-pred", folder=True)
+    _check_out(args.png, "--png")
+    _check_out(args.grid, "--grid")
+    check_device(args.device)
+    ev = evaluate.Evaluation(args.checkpoint, args.dataset, args.root, split=args.split,
+                             voc_root=args.voc_root, device=args.device)
+    samples, first = [], ev.heads[0]
+
+    def on_image(k, batch, preds):
+        ident = ev.ids[k]
+        if args.save_pred:
+            from fcn_port.models.vis import save_label_png
+
+            for blob, path in evaluate.pred_paths(args.save_pred, ident, ev.heads).items():
+                save_label_png(preds[blob], path)
+        if args.grid and len(samples) < args.grid_images:
+            gt = np.asarray(batch[first.label])[0, 0].astype(np.int64)
+            pred = preds[first.score]
+            samples.append((ident, ev.image_rgb(batch), gt, pred,
+                            evaluate.image_iu(gt, pred, ev.classes[first.score])))
+
+    if args.save_pred:
+        os.makedirs(args.save_pred, exist_ok=True)
+    test = ev.run(args.limit, on_image if (args.save_pred or args.grid) else None)
+    results = test.results()
+    if args.png:
+        for i, (h, r) in enumerate(zip(ev.heads, results)):
+            score.confusion_png(np.asarray(r["confusion"]), _suffixed(args.png, head_name(h, i)),
+                                [c["class"] for c in r["per_class"]],
+                                title=f"{ev.meta['model']} {h.score} on {ev.split}")
+    if args.grid:
+        from .grid import draw_grid
+
+        draw_grid(args.grid, samples, title=f"{ev.meta['model']} on {args.dataset} {ev.split}")
+    images = results[0]["images"] if results else 0
+    if args.json:
+        heads = [{k: v for k, v in r.items() if k != "confusion"} for r in results]
+        print(json.dumps({"checkpoint": args.checkpoint, "model": ev.meta["model"],
+                          "dataset": args.dataset, "split": ev.split, "images": images,
+                          "heads": heads}))
+        return 0
+    print(f"{ev.meta['model']} ({args.checkpoint}) on {args.dataset} {ev.split}")
+    for h, r in zip(ev.heads, results):
+        print(f"\n{h.score} vs {h.label}:")
+        print(score.format_table(test.conf[h.score].metrics(),
+                                 [c["class"] for c in r["per_class"]]))
+    for path in (args.png, args.grid):
+        if path:
+            print(f"wrote {path}")
+    if args.save_pred:
+        print(f"wrote {images * len(ev.heads)} prediction PNGs to {args.save_pred}")
     return 0

@@ -1,0 +1,55 @@
+"""``fcn-port eval --grid``: sample predictions beside their images and ground truth.
+
+Not in the official code (its ``vis.py`` blends one prediction over one image, which
+:func:`fcn_port.models.vis.overlay` reproduces); a figure for a reproduction report, like the
+paper's qualitative figures: one row per image, columns image | ground truth | prediction,
+labels in the VOC palette (void 255 in its cream colour), each row titled with the image id and
+that image's own mean IU (score.py's formula on the image's matrix alone). Drawn with
+matplotlib's Agg backend, written whole or not at all, ``COL_INCHES * DPI`` pixels per panel
+column and row, so the size is known in advance: ``(3 * COL_INCHES * DPI, rows * COL_INCHES *
+DPI)``.
+"""
+from ..models.vis import color_seg
+
+COL_INCHES = 3.0
+DPI = 100
+
+
+def grid_size(rows):
+    """The (width, height) in pixels of a grid of ``rows`` images."""
+    return int(round(3 * COL_INCHES * DPI)), int(round(rows * COL_INCHES * DPI))
+
+
+def draw_grid(path, samples, *, title=None):
+    """``samples``: ``[(id, rgb (H, W, 3) uint8, gt (H, W), pred (H, W), mean IU)]``.
+    Returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from ..port.fileio import atomic_output
+
+    n = max(1, len(samples))
+    fig, axes = plt.subplots(n, 3, figsize=(3 * COL_INCHES, n * COL_INCHES), dpi=DPI,
+                             squeeze=False)
+    try:
+        for row, (ident, rgb, gt, pred, iu) in zip(axes, samples):
+            panels = (rgb, color_seg(gt), color_seg(pred))
+            iu_text = "-" if iu != iu else f"{100 * iu:.1f}%"
+            names = (f"{ident}", "ground truth", f"prediction (mean IU {iu_text})")
+            for ax, im, name in zip(row, panels, names):
+                ax.imshow(im, interpolation="nearest")
+                ax.set_title(name, fontsize=8)
+                ax.set_axis_off()
+        for row in axes[len(samples):]:
+            for ax in row:
+                ax.set_axis_off()
+        if title:
+            fig.suptitle(title, fontsize=9)
+        fig.tight_layout()
+        with atomic_output(path) as f:
+            fig.savefig(f, format="png", dpi=DPI)
+    finally:
+        plt.close(fig)
+    return path
