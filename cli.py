@@ -36,6 +36,11 @@ def _data_sources(data_root):
     importlib.import_module("fcn_port.reproduce.datasets").register(data_root=data_root)
 
 
+def _seg_tests(param, train_net, root, *, split=None, device="cpu"):
+    return importlib.import_module("fcn_port.reproduce.segtests").solver_evaluator(
+        param, train_net, root, split=split, device=device)
+
+
 def build_parser():
     from . import __version__
 
@@ -47,7 +52,7 @@ def build_parser():
                          solver_runner=solvers_verbs.solver_case,
                          loss_plotter=solvers_verbs.plot_case)
     models_verbs.add_verbs(verbs, train_step=_train_step)
-    solvers_verbs.add_verbs(verbs, data_sources=_data_sources)
+    solvers_verbs.add_verbs(verbs, data_sources=_data_sources, seg_tests=_seg_tests)
     reproduce_verbs.add_verbs(verbs)
     return parser
 

@@ -113,11 +113,12 @@ class Trainer:
     with bottoms; ``weights``: a caffemodel to start from; ``snapshot``: a ``.solverstate[.h5]``
     to resume; ``max_iter`` overrides the solver's. ``echo(line)`` prints log lines (rank 0);
     ``progress``: a tqdm bar on stderr when it is a terminal. ``group``: this process's
-    :class:`~.distributed.Group`."""
+    :class:`~.distributed.Group`. ``hooks``: objects with ``after_iter(trainer)`` (after each
+    iteration) and ``at_end(trainer)`` (once, unless training failed), e.g. :mod:`.evalhook`."""
 
     def __init__(self, solver_path, *, sources=None, test_sources=None, python_layers=None,
                  weights=None, snapshot=None, max_iter=None, device="cpu", group=None,
-                 echo=print, progress=True):
+                 echo=print, progress=True, hooks=()):
         if weights is not None and snapshot is not None:
             raise UserInputError("give --snapshot to resume training or --weights to finetune, "
                                  "not both (as caffe train)")
@@ -159,7 +160,7 @@ class Trainer:
         self.outputs = sorted(self.net.outputs)
         self.weights_of = loss_weights(self.net)
         self.losses, self.early_exit, self.failed, self.snapshots = [], False, False, []
-        self._last_snap, self._bar = None, None
+        self._last_snap, self._bar, self.hooks = None, None, list(hooks)
 
     # ---- output -----------------------------------------------------------------------------
 
@@ -295,6 +296,8 @@ class Trainer:
             self._bar.set_postfix_str(f"loss {_g(s.smoothed_loss)}", refresh=False)
         if (p.snapshot and s.iter % p.snapshot == 0) or snap:
             self.snapshot()
+        for hook in self.hooks:  # after the snapshot: the weights it scores are the snapshot's
+            hook.after_iter(self)
         if stop:
             self.early_exit = True
             return False
@@ -341,6 +344,8 @@ class Trainer:
                     self.echo("Optimization stopped early.")
                 else:
                     self._finish(signals, start)
+                for hook in self.hooks:
+                    hook.at_end(self)
         finally:
             self._close_bar()
             plot = log.close(title=f"{self.net.name or 'train net'}: loss per iteration")

@@ -17,10 +17,12 @@ from fcn_port.port.errors import UserInputError
 from fcn_port.port.verbs import check_device, device_arg
 
 
-def add_verbs(verbs, *, data_sources=None):
+def add_verbs(verbs, *, data_sources=None, seg_tests=None):
     """``data_sources(data_root)``: called before training to serve the official data layers
     from dataset readers (cli.py passes reproduce's; solvers cannot import it); it adds
-    ``--data-root``."""
+    ``--data-root``. ``seg_tests(solver_param, train_net, root, split=, device=)``: an
+    evaluator of the solver's test net (``evaluate()`` -> one dict per head, see
+    :mod:`.evalhook`); it adds ``--eval-every`` and ``--eval-split``."""
     p = verbs.add_parser("train", help="train a net from a solver prototxt (caffe train)",
                          description=(
         "Train as 'caffe train --solver' does, with Caffe's solvers emulated exactly: Caffe's "
@@ -52,7 +54,15 @@ def add_verbs(verbs, *, data_sources=None):
             "where the official data layers' folders are (the folder holding e.g. "
             "pascal/VOC2011 and sbdd/dataset); default: relative to the net prototxt, as the "
             "official param_str paths are"))
-    p.set_defaults(run=_train, argv=None, data_sources=data_sources)
+    if seg_tests is not None:
+        p.add_argument("--eval-every", type=int, metavar="N", help=(
+            "score the current weights every N iterations and at the end as the official "
+            "solve.py + score.py seg_tests do: the solver's test net over its data layer's whole "
+            "split, read in order; a log line per head (loss, overall and mean accuracy, mean "
+            "IU, fwavacc) and <snapshot_prefix>_eval.csv, _eval.json, _eval.png"))
+        p.add_argument("--eval-split", metavar="NAME",
+                       help="with --eval-every: score this split instead of the test net's own")
+    p.set_defaults(run=_train, argv=None, data_sources=data_sources, seg_tests=seg_tests)
 
 
 def _check_file(path, what):
@@ -81,6 +91,11 @@ def _train(args):
     if args.max_iter is not None and args.max_iter < 0:
         raise UserInputError(f"--max-iter must be >= 0, not {args.max_iter}")
     check_device(args.device)
+    every, eval_split = getattr(args, "eval_every", None), getattr(args, "eval_split", None)
+    if every is not None and every < 1:
+        raise UserInputError(f"--eval-every must be >= 1, not {every}")
+    if eval_split is not None and every is None:
+        raise UserInputError("--eval-split needs --eval-every")
     if args.data_sources is not None:
         _check_dir(getattr(args, "data_root", None), "--data-root")
         args.data_sources(getattr(args, "data_root", None))
@@ -113,14 +128,32 @@ def _train(args):
                 max_iter=args.max_iter, group=group,
                 echo=(lambda line: None) if quiet else (lambda line: print(line, flush=True)),
                 progress=not quiet)
+            if every is not None and group.root:
+                trainer.hooks.append(_eval_hook(args, trainer, every, eval_split))
             result = trainer.solve()
+            if trainer.hooks:
+                result["eval"] = {k: str(getattr(trainer.hooks[0], f"{k}_path"))
+                                  for k in ("csv", "json", "png")}
         if args.json and group.root:
             print(json.dumps(result))
         elif group.root and not quiet and result["plot"]:
             print(f"wrote {result['log']} and {result['plot']}")
+            if result.get("eval"):
+                print("wrote " + ", ".join(result["eval"].values()))
     finally:
         group.close()
     return 0
+
+
+def _eval_hook(args, trainer, every, split):
+    """``--eval-every``: the evaluator (built and checked now, before training) in a hook."""
+    from .evalhook import SegTestHook
+
+    root = os.path.dirname(os.path.abspath(args.solver))
+    evaluator = args.seg_tests(trainer.param, trainer.net, root, split=split,
+                               device=trainer.device)
+    return SegTestHook(every, evaluator, trainer.param.snapshot_prefix,
+                       start_iter=trainer.solver.iter, echo=trainer.echo)
 
 
 def _warn_line(message, category, filename, lineno, file=None, line=None):

@@ -1,0 +1,123 @@
+"""``fcn-port train --eval-every`` (solvers/evalhook.py, the Trainer's hooks, reproduce's
+segtests hook passed down by cli.py) on the official voc-fcn32s train/val nets at reduced
+width, trained from generated SBD files and scored on generated VOC files: evaluations at the
+right iterations in the CSV and JSON, each equal to a separate ``fcn-port eval`` of the snapshot
+written at that iteration (solve.py's ``step(N)`` then ``seg_tests``: the weights scored are
+the snapshot's), and the errors that must come before training starts."""
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fcn_port import models
+from fcn_port.cli import main
+from fcn_port.models.deploy.export import export
+from fcn_port.reproduce import datasets
+from fcn_port.solvers import data
+from fcn_port.solvers.evalhook import METRICS
+
+WIDTHS = ["--widths", "2", "4", "4", "8", "8", "--fc", "8"]
+
+
+def _test_voc():
+    path = Path(__file__).resolve().parents[1] / "reproduce" / "test_voc.py"
+    spec = importlib.util.spec_from_file_location("_fcn_port_test_voc_generators", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+VOC = _test_voc()
+
+
+@pytest.fixture
+def clean_registry(monkeypatch):
+    """The CLI registers the dataset readers process-wide: undone after the test."""
+    monkeypatch.setattr(data, "_FACTORIES", [])
+    monkeypatch.setattr(datasets, "_REGISTERED", [])
+    monkeypatch.setattr(datasets, "_CONFIG", dict(datasets._CONFIG))
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch, clean_registry):
+    monkeypatch.chdir(tmp_path)
+    net = tmp_path / "voc-fcn32s"
+    for split in (["--split", "train", "--solver"], ["--split", "val"]):
+        assert main(["net", "voc-fcn32s", *split, *WIDTHS, "-o", str(net)]) == 0
+    solver = net / "solver.prototxt"
+    solver.write_text(solver.read_text().replace("snapshot: 4000", "snapshot: 2"))
+    VOC.make_sbd(tmp_path / "data" / "sbdd" / "dataset", n=4)
+    ids = VOC.make_voc(tmp_path / "data" / "pascal" / "VOC2011", n=3)
+    torch.manual_seed(0)           # random weights: Caffe's zero init would score all ties
+    model = models.build("voc-fcn32s", widths=(2, 4, 4, 8, 8), fc=8)
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            p.normal_(0, 0.1 if "upscore" in key else 0.3)
+    export(model, tmp_path / "w.caffemodel")
+    args = ["train", "--solver", str(solver), "--weights", str(tmp_path / "w.caffemodel"),
+            "--data-root", str(tmp_path / "data")]
+    return tmp_path, args, ids
+
+
+def test_eval_every_matches_eval_of_the_snapshots(setup, capsys):
+    tmp_path, args, ids = setup
+    assert main(args + ["--max-iter", "5", "--eval-every", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("score vs label (3 images): loss ") == 3 and "mean IU" in out
+    snap = tmp_path / "snapshot"
+    with open(snap / "train_eval.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["iter"]) for r in rows] == [2, 4, 5]      # every 2, and the end
+    assert {r["score"] for r in rows} == {"score"} and {r["label"] for r in rows} == {"label"}
+    evals = json.loads((snap / "train_eval.json").read_text())["evaluations"]
+    assert [e["iter"] for e in evals] == [2, 4, 5]
+    assert (snap / "train_eval.png").stat().st_size > 0
+    for row, e in zip(rows, evals):
+        (head,) = e["heads"]
+        assert head["images"] == 3 and len(head["per_class"]) == 21
+        for k in METRICS + ("loss",):
+            assert float(row[k]) == pytest.approx(head[k], rel=1e-12)
+        assert main(["eval", str(snap / f"train_iter_{e['iter']}.caffemodel"), "--dataset",
+                     "voc", "--root", str(tmp_path / "data" / "pascal" / "VOC2011"),
+                     "--json"]) == 0
+        (alone,) = json.loads(capsys.readouterr().out)["heads"]
+        for k in METRICS:
+            assert alone[k] == head[k], (e["iter"], k)
+        assert alone["loss"] == pytest.approx(head["loss"], rel=1e-6)
+        assert alone["per_class"] == head["per_class"]
+    assert evals[0]["heads"][0]["loss"] != evals[-1]["heads"][0]["loss"]  # the weights moved
+
+
+def test_eval_split_and_json(setup, capsys):
+    tmp_path, args, ids = setup
+    voc = tmp_path / "data" / "pascal" / "VOC2011" / "ImageSets" / "Segmentation"
+    (voc / "two.txt").write_text("\n".join(ids[:2]) + "\n")
+    assert main(args + ["--max-iter", "2", "--eval-every", "2", "--eval-split", "two",
+                        "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["eval"]["csv"].endswith("train_eval.csv")
+    evals = json.loads(Path(result["eval"]["json"]).read_text())["evaluations"]
+    assert [(e["iter"], e["heads"][0]["images"]) for e in evals] == [(2, 2)]
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--eval-every", "0"], "--eval-every"),
+    (["--eval-split", "seg11valid"], "--eval-every"),
+    (["--eval-every", "1", "--eval-split", "nope"], "nope.txt"),
+    (["--eval-every", "1", "NO-TEST-NET"], "test net"),
+])
+def test_eval_errors_come_before_training(setup, capsys, extra, words):
+    tmp_path, args, _ = setup
+    if "NO-TEST-NET" in extra:
+        extra = extra[:-1]
+        solver = Path(args[2])
+        text = solver.read_text()
+        solver.write_text("\n".join(line for line in text.splitlines()
+                                    if not line.startswith(("test_net", "test_iter"))) + "\n")
+    assert main(args + ["--max-iter", "1"] + extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fcn-port: error:") and words in err and err.count("\n") == 1
+    assert not (tmp_path / "snapshot").exists()                # nothing trained or written
