@@ -74,8 +74,7 @@ def _entries():
         Entry("vgg16", "http://www.robots.ox.ac.uk/~vgg/software/very_deep/caffe/"
               "VGG_ILSVRC_16_layers.caffemodel", "caffemodel",
               "VGG16 ILSVRC-2014 classifier (V1 format), the base every VGG FCN starts from",
-              model="vgg16", approx="528 MB",
-              ref=("md5", "441315b0ff6932dbfde97731be7ca852", "a neuraltalk2 set-up script")),
+              model="vgg16", approx="528 MB"),
         Entry("vgg16-deploy", "https://gist.githubusercontent.com/ksimonyan/"
               "211839e770f7b538e2d8/raw/0067c9b32f60362c74f4c445a080beed06b07eb3/"
               "VGG_ILSVRC_16_layers_deploy.prototxt", "prototxt",
@@ -91,8 +90,7 @@ def _entries():
               "semantic_contours/benchmark.tgz", "tar",
               "Semantic Boundaries Dataset (the VOC nets' training data, SBD train)",
               approx="1.4 GB",
-              ref=("sha256", "6a5a2918d5c73ce032fdeba876574d150d9d04113ab87540a1304cbcc715be53",
-                   "torchvision"),
+              ref=("md5", "82b4d87ceb2ed10f6038a1cba92111cb", "torchvision and other loaders"),
               extract=("benchmark_RELEASE/dataset", "sbdd/dataset")),
         Entry("seg11valid", "https://raw.githubusercontent.com/shelhamer/fcn.berkeleyvision.org/"
               "master/data/pascal/seg11valid.txt", "text",

@@ -230,9 +230,11 @@ def test_vgg16_checked(server, tmp_path, capsys, monkeypatch):
     assert manifest(out)["VGG_ILSVRC_16_layers.caffemodel"]["checked"]["widths"] == [2] * 5
 
 
-def test_reference_checksum_refused(server, tmp_path, capsys):
+def test_reference_checksum_refused(server, tmp_path, capsys, monkeypatch):
     base, st = server
-    st.serve("/vgg", _vgg16(tmp_path / "v.caffemodel"))  # a VGG16, but not the published file
+    monkeypatch.setitem(catalog.CATALOG, "vgg16", dataclasses.replace(
+        catalog.CATALOG["vgg16"], ref=("md5", "0" * 32, "a test")))
+    st.serve("/vgg", _vgg16(tmp_path / "v.caffemodel"))  # a VGG16, but not the recorded file
     fails(capsys, "vgg16", "-o", tmp_path / "o", "--url", f"{base}/vgg", words=("md5",))
     assert nothing_kept(tmp_path / "o", "VGG_ILSVRC_16_layers.caffemodel")
 
