@@ -18,7 +18,7 @@ import os
 
 import torch
 
-from fcn_port.port.errors import NetError
+from fcn_port.port.errors import CaffeFormatError, FcnPortError, NetError
 from fcn_port.port.fileio.hashing import in_background, sha256
 
 from .fcn import FCN
@@ -134,6 +134,7 @@ def convert(path, out=None, *, model=None, prototxt=None):
     path = os.fspath(path)
     weights = read_weights(path)
     digest = in_background(sha256, path)  # the source's sha256, while the rest goes on
+    finite = in_background(weights.nonfinite)  # NaN/Inf scan, also off the main thread
     out = out or os.path.splitext(path[:-3] if path.endswith(".h5") else path)[0] + ".pt"
     cfg = detect(weights.params, model)
     if cfg is None:
@@ -141,11 +142,23 @@ def convert(path, out=None, *, model=None, prototxt=None):
             raise ConvertError(f"{path}: no FCN layers (score_fr, score_fr_sem, ...) in these "
                                f"weights; give --prototxt to convert any Caffe net for the "
                                f"interpreter, or --model NAME")
+        _refuse_nonfinite(path, finite())
         return _convert_caffenet(weights, path, out, prototxt, digest)
     sd = match(cfg, weights)
+    _refuse_nonfinite(path, finite())
     meta = {"kind": "fcn", **cfg.meta(), **_meta_common(path, digest())}
     save({"format": FORMAT, "meta": meta, "state_dict": sd}, out)
     return out, meta
+
+
+def _refuse_nonfinite(path, bad):
+    """NaN or Inf in weights: a net that can only output NaN; Caffe would load it silently,
+    fcn-port refuses to write it, naming the blobs."""
+    if bad:
+        listed = ", ".join(f"layer '{n}' blob {i}: {k} values" for n, i, k in bad[:5])
+        more = f" and {len(bad) - 5} more blobs" if len(bad) > 5 else ""
+        raise CaffeFormatError(path, "", f"NaN/Inf weights ({listed}{more}); expected finite "
+                               "values (a diverged training snapshot?)")
 
 
 def _convert_caffenet(weights, path, out, prototxt, digest):
@@ -153,9 +166,12 @@ def _convert_caffenet(weights, path, out, prototxt, digest):
     from fcn_port.port.formats.text import read_net, to_text
 
     net_param, _ = read_net(prototxt)
-    with torch.device("meta"):
-        net = CaffeNet(net_param, "TEST")
-        net.load_caffemodel(weights, strict=True)  # names, counts and shapes; copies nothing
+    try:
+        with torch.device("meta"):
+            net = CaffeNet(net_param, "TEST")
+            net.load_caffemodel(weights, strict=True)  # names, counts and shapes; copies nothing
+    except NetError as e:
+        raise NetError(f"{prototxt}: {e}") from None
     sd = {f"{k}.{i}": torch.from_numpy(a) for k, blobs in weights.params.items()
           for i, a in enumerate(blobs)}
     meta = {"kind": "caffenet", "model": net_param.name or os.path.basename(prototxt),
@@ -182,13 +198,34 @@ def load(path, map_location="cpu", *, model=None):
         meta, sd = _read_checkpoint(path, map_location)
         if model is not None and meta.get("model") != model:
             raise ConvertError(f"{path}: holds {meta.get('model')!r}, not {model!r}")
-        if meta.get("kind") == "caffenet":
-            net = _load_caffenet(meta, sd)
-        else:
-            net = _on_meta(FCNConfig.from_meta(meta))
-            net.load_state_dict(sd, strict=True, assign=True)
+        net = _from_checkpoint(path, meta, sd)
     net.meta = meta
     return net.eval()
+
+
+def _from_checkpoint(path, meta, sd):
+    """The module of a checkpoint's (meta, state dict); a meta or state dict that does not make
+    one (edited, or from another program) is one CaffeFormatError naming the file."""
+    from fcn_port.port.formats.torchfile import nonfinite
+
+    bad = nonfinite(sd)
+    if bad:
+        listed = ", ".join(f"'{k}': {n}" for k, n in bad[:5])
+        raise CaffeFormatError(path, "state_dict", f"NaN/Inf values in {len(bad)} tensors "
+                               f"({listed}); expected finite weights")
+    try:
+        if meta.get("kind") == "caffenet":
+            return _load_caffenet(meta, sd, path)
+        net = _on_meta(FCNConfig.from_meta(meta))
+        net.load_state_dict(sd, strict=True, assign=True)
+        return net
+    except FcnPortError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise CaffeFormatError(path, "", f"its metadata and tensors do not make a model "
+                               f"({type(e).__name__}: {first}); expected a checkpoint from "
+                               "fcn-port convert") from None
 
 
 def _from_caffemodel(path, model):
@@ -207,31 +244,28 @@ def _from_caffemodel(path, model):
 
 
 def _is_caffemodel(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read(2) != b"PK"  # torch checkpoints are zip files; HDF5 or protobuf not
-    except OSError as e:
-        raise ConvertError(f"{path}: cannot read ({e.strerror})") from None
+    """Whether ``path`` is read as a caffemodel: anything but a PyTorch zip or pickle (a
+    folder, a missing file: the caffemodel reader names it)."""
+    from fcn_port.port.formats.sniff import sniff
+
+    return sniff(path) not in ("zip", "pickle")
 
 
 def _read_checkpoint(path, map_location):
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (OSError, RuntimeError, EOFError) as e:
-        raise ConvertError(f"{path}: not an fcn-port checkpoint ({e})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ConvertError(f"{path}: not an fcn-port checkpoint (no '{FORMAT}' format tag); "
-                           f"make one with: fcn-port convert X.caffemodel")
-    return ckpt["meta"], ckpt["state_dict"]
+    """(meta, state dict), loaded with ``weights_only=True`` only: a pickle that would run
+    code is refused in one line (:mod:`fcn_port.port.formats.torchfile`)."""
+    from fcn_port.port.formats.torchfile import read_checkpoint
+
+    return read_checkpoint(path, map_location)
 
 
-def _load_caffenet(meta, sd):
+def _load_caffenet(meta, sd, path="checkpoint"):
     from fcn_port.port.formats.caffemodel import Weights
     from fcn_port.port.net import CaffeNet
     from fcn_port.port.formats.proto import caffe_pb2
     from fcn_port.port.formats.text import parse_text
 
-    net_param, _ = parse_text(meta["prototxt"], caffe_pb2.NetParameter, "checkpoint")
+    net_param, _ = parse_text(meta["prototxt"], caffe_pb2.NetParameter, f"{path} (meta prototxt)")
     params = {}
     for key, t in sd.items():
         layer, i = key.rsplit(".", 1)

@@ -27,20 +27,11 @@ import torch
 from torch import nn
 
 from .errors import NetError
+from .formats.netcheck import kept as kept_by_rules
 from .formats.proto import caffe_pb2
 from .layers import LayerError, lookup
 
 PHASES = {"TRAIN": caffe_pb2.TRAIN, "TEST": caffe_pb2.TEST}
-
-
-def _meets(rule, phase, level, stages):
-    if rule.HasField("phase") and rule.phase != PHASES[phase]:
-        return False
-    if rule.HasField("min_level") and level < rule.min_level:
-        return False
-    if rule.HasField("max_level") and level > rule.max_level:
-        return False
-    return all(s in stages for s in rule.stage) and not any(s in stages for s in rule.not_stage)
 
 
 def filter_layers(net, phase, level=0, stages=()):
@@ -50,13 +41,23 @@ def filter_layers(net, phase, level=0, stages=()):
         if lp.include and lp.exclude:
             raise NetError(f"layer '{lp.name}' ({lp.type}): has both include and exclude rules; "
                            "Caffe accepts only one kind")
-        if lp.include:
-            keep = any(_meets(r, phase, level, stages) for r in lp.include)
-        else:
-            keep = not any(_meets(r, phase, level, stages) for r in lp.exclude)
-        if keep:
+        if kept_by_rules(lp, phase, level, stages):
             kept.append(lp)
+    _check_tops(kept)
     return kept
+
+
+def _check_tops(layers):
+    """Caffe's ``AppendTop``: a top name already taken is an error unless the layer is in
+    place (top i is bottom i)."""
+    made = {}
+    for lp in layers:
+        for k, t in enumerate(lp.top):
+            if t in made and not (k < len(lp.bottom) and lp.bottom[k] == t):
+                raise NetError(f"layer '{lp.name}' ({lp.type}): top '{t}' is already made by "
+                               f"layer '{made[t]}' and this layer is not in place (Caffe: "
+                               "produced by multiple sources)")
+            made.setdefault(t, lp.name)
 
 
 def loss_weights(lp):

@@ -48,15 +48,23 @@ def check_device(device):
 
 
 def _inspect(args):
+    """Print each file's report; its warnings (a net's unknown types, bottoms no earlier layer
+    makes, duplicate tops; NaN/Inf weights) go to stderr as ``fcn-port: warning:`` lines."""
+    import sys
+
     from .formats.report import format_report, inspect_file
+    from .layers import types
 
     files = args.files or [str(DEFAULT_WEIGHTS)]
+    known = set(types())
     for i, path in enumerate(files):
-        report = inspect_file(path, stats=not args.no_stats)
+        report = inspect_file(path, stats=not args.no_stats, known_types=known)
         if args.json:
             print(json.dumps(report))
         else:
             print(("\n" if i else "") + format_report(report))
+        for line in report.get("warnings", ()):
+            print(f"fcn-port: warning: {path}: {line}", file=sys.stderr)
 
 
 def _parity(args, model_runner, solver_runner=None, loss_plotter=None):

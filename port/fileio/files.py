@@ -38,6 +38,8 @@ def map_file(path, expected):
 
 
 def _cannot_open(path, error, expected):
+    if isinstance(error, IsADirectoryError) or os.path.isdir(path):
+        return CaffeFormatError(path, "", f"is a folder, not a file; expected {expected}")
     return CaffeFormatError(path, "", f"cannot open ({error.strerror}); expected {expected}")
 
 

@@ -22,6 +22,7 @@ from .blobproto import blob_pieces, parse_blob
 from ..errors import CaffeFormatError, UnsupportedError, UserInputError
 from .proto import caffe_pb2
 from .protoutil import parse_strict
+from .sniff import hint
 from .records import Weights, layer_messages  # noqa: F401  (Weights: public here too)
 from .wire import LEN, WireError, fields, length_delimited, split_at
 
@@ -79,6 +80,15 @@ def scan_net(buf, path, strict=True):
     return net, layers
 
 
+def with_hint(error, path, wanted):
+    """``error`` with what the file seems to be instead (a prototxt, a checkpoint, ...), if known."""
+    extra = hint(path, wanted)
+    if not extra:
+        return error
+    detail = f"{error.where}: {error.what}" if error.where else error.what
+    return CaffeFormatError(error.path, "", f"{extra} (read as a binary {wanted}: {detail})")
+
+
 def _checked_fields(buf, start, stop, path, what):
     try:
         yield from fields(buf, start, stop)
@@ -103,7 +113,10 @@ def read_weights(path, *, upgrade=True, strict=True):
 
         return read_hdf5_weights(path)
     buf = fileio.map_file(path, EXPECTED)
-    net, layers = scan_net(buf, path, strict)
+    try:
+        net, layers = scan_net(buf, path, strict)
+    except CaffeFormatError as e:
+        raise with_hint(e, path, "caffemodel") from None
     version = net_version(net)
     v2 = iter(net.layer)
     v1 = iter(net.layers)

@@ -36,6 +36,22 @@ class Weights:
         return (f"Weights({self.path!r}, {self.format}, {self.version}, {len(self.params)} layers "
                 f"with params, {self.num_params:,} values)")
 
+    def nonfinite(self, chunk=1 << 22):
+        """[(layer, blob index, count)] of the blobs holding NaN or Inf, summed in chunks (no
+        temporary larger than ``chunk`` values; numpy releases the GIL, so a thread can do it)."""
+        import numpy as np
+
+        bad = []
+        for name, blobs in self.params.items():
+            for i, a in enumerate(blobs):
+                flat, n = a.reshape(-1), 0
+                for at in range(0, flat.size, chunk):
+                    part = flat[at:at + chunk]
+                    n += part.size - int(np.count_nonzero(np.isfinite(part)))
+                if n:
+                    bad.append((name, i, n))
+        return bad
+
     def fits(self, name, i, shape):
         """Whether blob ``i`` of layer ``name`` loads into a param of ``shape``: the same shape,
         or a legacy num/channels/height/width blob whose leading 1s pad ``shape`` to 4-D (the

@@ -12,14 +12,20 @@ from google.protobuf import text_format
 
 from .. import fileio
 from ..errors import CaffeFormatError
+from .sniff import sniff
 
 BIG = 64 << 20  # files above this get a progress bar while their values are summarised
 
 
 def detect(path):
-    """'hdf5', 'text' or 'binary', from the file's first bytes."""
+    """'hdf5', 'text', 'torch' (a PyTorch zip or pickle) or 'binary', from the first bytes."""
+    if os.path.isdir(path):
+        raise CaffeFormatError(path, "", "is a folder, not a file; expected a Caffe file "
+                               "(prototxt, caffemodel, solverstate) or an fcn-port checkpoint")
     if not os.path.isfile(path):
         raise CaffeFormatError(path, "", "no such file")
+    if sniff(path) in ("zip", "pickle"):
+        return "torch"
     with open(path, "rb") as f:
         head = f.read(4096)
     if head.startswith(fileio.HDF5_MAGIC):
@@ -85,6 +91,10 @@ def _weights_report(path, stats):
         report["diffs"] = sorted(w.diffs)
     if stats:
         report["stats"] = _stats(w.params, os.path.getsize(path))
+        bad = [f"layer '{n}' holds {s['nonfinite']} NaN/Inf values"
+               for n, s in report["stats"].items() if s["nonfinite"]]
+        if bad:
+            report["warnings"] = bad
     return report
 
 
@@ -98,7 +108,7 @@ def _state_report(path):
             "total_params": int(sum(a.size for a in s.history))}
 
 
-def _text_report(path):
+def _text_report(path, known_types=None):
     from . import text
     from .caffemodel import net_version
     from .upgrade import upgrade_net
@@ -112,18 +122,30 @@ def _text_report(path):
             raise (solver_error if "solver" in os.path.basename(path) else net_error) from None
         return {"kind": "solver", "format": "prototxt", "upgrades": notes,
                 "settings": text_format.MessageToString(solver, as_one_line=True)}
+    from .netcheck import check_net
+
     version = net_version(net)
     notes += upgrade_net(net, path=path)
-    return {"kind": "net", "format": "prototxt", "version": version, "upgrades": notes,
-            "net": net.name, "layers": _layers(net, {}), "total_params": None}
+    report = {"kind": "net", "format": "prototxt", "version": version, "upgrades": notes,
+              "net": net.name, "layers": _layers(net, {}), "total_params": None}
+    problems = check_net(net, known_types)
+    if problems:
+        report["warnings"] = problems
+    return report
 
 
-def inspect_file(path, *, stats=False):
-    """Describe ``path`` as a dict; raise CaffeFormatError for anything unreadable."""
+def inspect_file(path, *, stats=False, known_types=None):
+    """Describe ``path`` as a dict; raise CaffeFormatError for anything unreadable. A net's
+    problems (unknown types when ``known_types`` is given, bottoms no earlier layer makes,
+    duplicate tops) are listed under ``warnings``, as are NaN/Inf values in weights."""
     path = os.fspath(path)
     kind = detect(path)
-    if kind == "text":
-        report = _text_report(path)
+    if kind == "torch":
+        from .torchfile import describe
+
+        report = describe(path)
+    elif kind == "text":
+        report = _text_report(path, known_types)
     elif kind == "hdf5":
         import h5py
 
@@ -156,6 +178,8 @@ def format_report(r):
         lines.append(f"upgraded: {note}")
     if r.get("note"):
         lines.append(f"note: {r['note']}")
+    for key, value in (r.get("meta") or {}).items():
+        lines.append(f"{key}: {value}")
     if r["kind"] == "solver":
         lines.append(f"settings: {r['settings']}")
     if r["kind"] == "solverstate":

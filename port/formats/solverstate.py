@@ -8,7 +8,7 @@ and Adam append a second set), ``current_step = 4`` (the step of the ``step`` an
 """
 from .. import fileio
 from .blobproto import blob_pieces
-from .caffemodel import _checked_fields, _strip
+from .caffemodel import _checked_fields, _strip, with_hint
 from ..errors import CaffeFormatError
 from .proto import caffe_pb2
 from .protoutil import parse_strict
@@ -25,13 +25,17 @@ def read_solverstate(path, *, strict=True):
 
         return read_hdf5_solverstate(path)
     buf = fileio.map_file(path, EXPECTED)
-    for _ in _checked_fields(buf, 0, len(buf), path, "SolverState"):
-        pass  # validate the outer framing first: errors then point at the right byte
     try:
-        head, blobs = _strip(buf, 0, len(buf), 3, None)
-    except WireError as e:
-        raise CaffeFormatError(path, f"byte {e.offset}", f"{e.what} (reading a history blob)") from None
-    msg = parse_strict(caffe_pb2.SolverState, head, path, strict=strict)
+        for _ in _checked_fields(buf, 0, len(buf), path, "SolverState"):
+            pass  # validate the outer framing first: errors then point at the right byte
+        try:
+            head, blobs = _strip(buf, 0, len(buf), 3, None)
+        except WireError as e:
+            raise CaffeFormatError(path, f"byte {e.offset}",
+                                   f"{e.what} (reading a history blob)") from None
+        msg = parse_strict(caffe_pb2.SolverState, head, path, strict=strict)
+    except CaffeFormatError as e:
+        raise with_hint(e, path, "solverstate") from None
     return SolverState(msg.iter, msg.current_step, msg.learned_net, [b.data for b in blobs],
                        path=str(path), format="binary")
 

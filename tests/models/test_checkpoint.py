@@ -9,6 +9,7 @@ import torch
 
 from fcn_port import models
 from fcn_port.models.checkpoint import ConvertError
+from fcn_port.port.errors import CaffeFormatError
 from fcn_port.port.formats.caffemodel import read_weights
 from helpers import ORACLE, blob_error, oracle_cases
 
@@ -77,7 +78,7 @@ def test_interpreter_checkpoint_for_other_nets(tmp_path):
 def test_load_rejects_other_files(tmp_path):
     bad = tmp_path / "x.pt"
     torch.save({"a": 1}, bad)
-    with pytest.raises(ConvertError, match="not an fcn-port checkpoint"):
+    with pytest.raises(CaffeFormatError, match="not an fcn-port checkpoint"):
         models.load(bad)
-    with pytest.raises(ConvertError, match="cannot read"):
+    with pytest.raises(CaffeFormatError, match="cannot open"):
         models.load(tmp_path / "missing.pt")

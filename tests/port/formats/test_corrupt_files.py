@@ -152,5 +152,5 @@ def test_missing_file_or_directory_is_a_format_error(tmp_path):
 
     with pytest.raises(CaffeFormatError, match=r"missing.caffemodel: cannot open \(No such file"):
         read_weights(tmp_path / "missing.caffemodel")
-    with pytest.raises(CaffeFormatError, match=r"cannot open \(Is a directory\)"):
+    with pytest.raises(CaffeFormatError, match=r"is a folder, not a file"):
         read_weights(tmp_path)

@@ -1,0 +1,130 @@
+"""PyTorch checkpoint files (``torch.save`` zips), read safely: weights only, never code.
+
+Not a Caffe format (Caffe's ``Net::CopyTrainedLayersFrom`` reads only caffemodels), but the files
+fcn-port writes (``fcn-port convert``) and the ones users hand to it by mistake. A ``torch.save``
+file is a zip holding a pickle; unpickling can call any importable function (``os.system``), so
+every read here goes through ``torch.load(weights_only=True)``, whose restricted unpickler admits
+tensors, containers and plain values only. Where fcn-port differs from plain torch: a refused
+global, a truncated archive or a non-checkpoint is one :class:`CaffeFormatError` naming the file
+and what was expected, never a traceback, and the refusal never suggests ``weights_only=False``.
+
+:func:`describe` is what ``fcn-port inspect`` prints for such a file: fcn-port's own
+checkpoints (``{"format": "fcn-port/1", "meta", "state_dict"}``) by their metadata, other
+state dicts by their tensors.
+"""
+import pickle
+import re
+
+from ..errors import CaffeFormatError
+from .sniff import sniff
+
+FORMAT = "fcn-port/1"
+EXPECTED = "a checkpoint from fcn-port convert"
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def load(path, map_location="cpu", expected=EXPECTED):
+    """``torch.load(path, weights_only=True)``; anything that is not loadable weights raises
+    CaffeFormatError (a pickle that would run code names the function it calls)."""
+    import torch
+
+    kind = sniff(path)
+    if kind in ("missing", "folder", "empty"):
+        words = {"missing": "cannot open (no such file)", "folder": "is a folder, not a file",
+                 "empty": "the file is empty"}[kind]
+        raise CaffeFormatError(path, "", f"{words}; expected {expected}")
+    if kind not in ("zip", "pickle"):
+        raise CaffeFormatError(path, "", f"not a PyTorch checkpoint (this looks like "
+                               f"{_kind_words(kind)}); expected {expected}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = _GLOBAL.search(str(e))
+        if found:
+            raise CaffeFormatError(path, "", f"refused: its pickle calls {found.group(1)} (code, "
+                                   "not weights); fcn-port loads checkpoints with "
+                                   f"weights_only=True and never runs code from a file; expected "
+                                   f"{expected}") from None
+        raise CaffeFormatError(path, "", f"not a loadable PyTorch checkpoint "
+                               f"({_first_line(e)}); expected {expected}") from None
+    except (RecursionError, MemoryError):
+        raise CaffeFormatError(path, "", "the pickle nests too deeply or claims too much memory; "
+                               f"expected {expected}") from None
+    except Exception as e:  # noqa: BLE001  (torch raises RuntimeError, ValueError, KeyError, ...)
+        raise CaffeFormatError(path, "", f"corrupt or truncated PyTorch checkpoint "
+                               f"({type(e).__name__}: {_first_line(e)}); expected {expected}") from None
+
+
+def _kind_words(kind):
+    from .sniff import WORDS
+
+    return WORDS.get(kind, kind)
+
+
+def _first_line(error):
+    text = str(error).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:200]
+
+
+def read_checkpoint(path, map_location="cpu"):
+    """(meta, state_dict) of an fcn-port checkpoint, checked for shape: a dict with the format
+    tag, a dict ``meta`` and a ``state_dict`` of tensors keyed ``<layer>.<blob>``."""
+    import torch
+
+    ckpt = load(path, map_location)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        what = "a dict without" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}, not a dict with"
+        raise CaffeFormatError(path, "", f"a PyTorch file but not an fcn-port checkpoint ({what} "
+                               f"the '{FORMAT}' format tag); make one with: fcn-port convert "
+                               "X.caffemodel")
+    meta, sd = ckpt.get("meta"), ckpt.get("state_dict")
+    if not isinstance(meta, dict):
+        raise CaffeFormatError(path, "meta", "expected a dict of metadata (model, classes, ...)")
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                           for k, v in sd.items()):
+        raise CaffeFormatError(path, "state_dict", "expected a dict of tensors keyed "
+                               "'<layer>.<blob>'")
+    return meta, sd
+
+
+def nonfinite(state_dict):
+    """[(key, count)] of the tensors holding NaN or Inf values."""
+    import torch
+
+    bad = []
+    for key, t in state_dict.items():
+        if t.is_floating_point():
+            n = int(t.numel() - torch.isfinite(t).sum())
+            if n:
+                bad.append((key, n))
+    return bad
+
+
+def describe(path):
+    """``fcn-port inspect``'s dict for a PyTorch file (see the module docstring)."""
+    import torch
+
+    obj = load(path, "cpu", expected="a PyTorch checkpoint")
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        meta, sd = read_checkpoint(path)
+        kind, info = "fcn-port checkpoint", {k: v for k, v in meta.items() if k != "prototxt"}
+    else:
+        sd = obj if isinstance(obj, dict) else {}
+        kind, info = "PyTorch file (not an fcn-port checkpoint)", {"holds": type(obj).__name__}
+    tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    layers, order = {}, []
+    for key, t in tensors.items():
+        layer = key.rsplit(".", 1)[0]
+        if layer not in layers:
+            order.append(layer)
+        layers.setdefault(layer, []).append(list(t.shape))
+    rows = [{"index": i, "name": n, "type": "", "bottoms": [], "tops": [], "params": layers[n],
+             "count": int(sum(tensors[k].numel() for k in tensors if k.rsplit(".", 1)[0] == n))}
+            for i, n in enumerate(order)]
+    report = {"kind": kind, "format": "PyTorch zip", "meta": info, "layers": rows,
+              "total_params": int(sum(t.numel() for t in tensors.values()))}
+    bad = nonfinite(tensors)
+    if bad:
+        report["warnings"] = [f"tensor '{k}' holds {n} NaN/Inf values" for k, n in bad]
+    return report
