@@ -6,7 +6,8 @@ minus ``np.array(mean)``, CHW), numpy ``argmax`` over the channels, ``bincount(n
 over the pixels whose ground truth is in [0, n), and the loss of SoftmaxWithLoss with
 ``normalize: false`` written out in numpy (sum of -log max(softmax at the label, FLT_MIN) in
 float32, void skipped).
-The two-head path (SIFT Flow) runs on a hand-made reader object."""
+The two-head path (SIFT Flow) runs on a hand-made reader object and on a generated SIFT Flow
+tree (test_siftflow's generator and transcribed layer)."""
 import importlib.util
 import json
 from pathlib import Path
@@ -27,15 +28,16 @@ from fcn_port.reproduce.segtests import SegTest, heads_of
 WIDTHS = ["--widths", "2", "4", "4", "8", "8", "--fc", "8"]
 
 
-def _test_voc():
-    path = Path(__file__).resolve().parent / "test_voc.py"   # the generators of the VOC tests
-    spec = importlib.util.spec_from_file_location("_fcn_port_test_voc_generators", path)
+def _test_module(name):
+    """A sibling test module (its data generators); test modules are not importable by name."""
+    path = Path(__file__).resolve().parent / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_fcn_port_{name}_generators", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-VOC = _test_voc()
+VOC = _test_module("test_voc")
 
 
 def random_fcn(name, seed=0, **kw):
@@ -235,3 +237,32 @@ def test_two_heads_are_scored_separately(tmp_path, monkeypatch, capsys):
 def test_segtest_needs_a_head():
     with pytest.raises(UserInputError, match="SoftmaxWithLoss"):
         SegTest([])
+
+
+def test_siftflow_tree_two_heads_end_to_end(tmp_path, capsys):
+    """The SIFT Flow reader on a generated tree: score_sem vs sem and score_geo vs geo, each
+    against compute_hist transcribed on the official layer's arrays (transcribed in
+    test_siftflow)."""
+    sift = _test_module("test_siftflow")
+    names = sift.make_siftflow(tmp_path / "sift-flow", split="test", n=3)
+    export(random_fcn("siftflow-fcn32s", seed=4), tmp_path / "sift.caffemodel")
+    net = models.load(tmp_path / "sift.caffemodel")
+    want = {"score_sem": np.zeros(33 * 33), "score_geo": np.zeros(9)}
+    for name in names:
+        x, sem, geo = sift.official_arrays(tmp_path / "sift-flow", name)
+        with torch.no_grad():
+            outs = net(torch.from_numpy(np.ascontiguousarray(x)))
+        for (score, n), gt, out in zip((("score_sem", 33), ("score_geo", 3)), (sem, geo), outs):
+            a, b = np.asarray(gt).flatten().astype(int), out[0].numpy().argmax(0).flatten()
+            k = (a >= 0) & (a < n)
+            want[score] += np.bincount(n * a[k] + b[k], minlength=n * n)
+    assert main(["eval", str(tmp_path / "sift.caffemodel"), "--dataset", "siftflow", "--root",
+                 str(tmp_path / "sift-flow"), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["split"] == "test" and got["images"] == 3
+    for head in got["heads"]:
+        n = head["classes"]
+        hist = want[head["score"]].reshape(n, n)
+        diag = np.diag(hist)
+        assert head["overall_acc"] == pytest.approx(diag.sum() / hist.sum(), abs=1e-15)
+        assert head["fwavacc"] is not None and head["loss"] > 0
