@@ -52,7 +52,7 @@ class SegTestHook:
         self.csv_path = Path(f"{prefix}_eval.csv")
         self.json_path = Path(f"{prefix}_eval.json")
         self.png_path = Path(f"{prefix}_eval.png")
-        self.evaluations, self._last, self._file = [], None, None
+        self.evaluations, self._last, self._file, self._drawn = [], None, None, False
         if start_iter and self.json_path.exists():
             try:
                 old = json.loads(self.json_path.read_text())
@@ -110,18 +110,21 @@ class SegTestHook:
             self.evaluate(it)
 
     def at_end(self, trainer):
-        """Called once when training ends (not after a failure): score the final weights
-        unless that iteration was scored; then close the CSV and draw the PNG."""
+        """Called once when training ends (not after a failure; the trainer calls :meth:`close`
+        in any case): score the final weights unless that iteration was scored; then close the
+        CSV and draw the PNG."""
         it = trainer.solver.iter
         if it != self._last and (it > 0 or not self.evaluations):
             self.evaluate(it)
         return self.close()
 
     def close(self):
+        """Close the CSV and draw the PNG (once; None when nothing was scored)."""
         if self._file is not None and not self._file.closed:
             self._file.close()
-        if not self.evaluations:
+        if not self.evaluations or self._drawn:
             return None
+        self._drawn = True
         return plot_evaluations(self.png_path, self.evaluations)
 
 

@@ -348,6 +348,8 @@ class Trainer:
                     hook.at_end(self)
         finally:
             self._close_bar()
+            for hook in self.hooks:  # after a failure too: what was scored until then
+                hook.close()
             plot = log.close(title=f"{self.net.name or 'train net'}: loss per iteration")
         return {"iter": s.iter, "losses": list(self.losses), "snapshots": list(self.snapshots),
                 "log": str(log.csv_path) if log.csv_path else None,

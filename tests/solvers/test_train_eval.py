@@ -121,3 +121,34 @@ def test_eval_errors_come_before_training(setup, capsys, extra, words):
     err = capsys.readouterr().err
     assert err.startswith("fcn-port: error:") and words in err and err.count("\n") == 1
     assert not (tmp_path / "snapshot").exists()                # nothing trained or written
+
+
+def test_hook_schedule_and_files_without_a_net(tmp_path):
+    """SegTestHook alone: scores at multiples of N and at an end that is not one, the PNG drawn
+    once, rows as the evaluator gave them."""
+    from types import SimpleNamespace
+
+    from fcn_port.solvers.evalhook import SegTestHook
+
+    calls = []
+
+    class Fake:
+        def evaluate(self):
+            calls.append(len(calls))
+            return [{"score": "score", "label": "label", "images": 1, "loss": 1.5 * len(calls),
+                     "overall_acc": 0.5, "mean_acc": 0.25, "mean_iu": None, "fwavacc": 0.1}]
+
+    lines = []
+    hook = SegTestHook(3, Fake(), tmp_path / "s" / "run", echo=lines.append)
+    trainer = SimpleNamespace(solver=SimpleNamespace(iter=0))
+    for it in range(1, 8):
+        trainer.solver.iter = it
+        hook.after_iter(trainer)
+    assert hook.at_end(trainer) == tmp_path / "s" / "run_eval.png"
+    assert hook.close() is None                                  # drawn once
+    assert [e["iter"] for e in hook.evaluations] == [3, 6, 7] and len(calls) == 3
+    with open(tmp_path / "s" / "run_eval.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["iter"], r["loss"], r["mean_iu"]) for r in rows] == [
+        ("3", "1.5", ""), ("6", "3.0", ""), ("7", "4.5", "")]
+    assert "Iteration 6 score vs label" in lines[1] and "mean IU -" in lines[1]
