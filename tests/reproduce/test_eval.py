@@ -181,7 +181,8 @@ class TwoHeadReader:
 
     def __init__(self, n=3):
         rng = np.random.default_rng(5)
-        self.ids, self.split, self.tops = [f"img{k}" for k in range(n)], "test", ("data", "sem", "geo")
+        self.ids, self.split = [f"img{k}" for k in range(n)], "test"
+        self.tops = ("data", "sem", "geo")
         self.items = []
         for k in range(n):
             h, w = 30 + 2 * k, 34
@@ -212,7 +213,8 @@ def test_two_heads_are_scored_separately(tmp_path, monkeypatch, capsys):
     for item in reader.items:
         with torch.no_grad():
             outs = net(torch.from_numpy(item["data"]))
-        for (score, label, n), out in zip((("score_sem", "sem", 33), ("score_geo", "geo", 3)), outs):
+        heads = (("score_sem", "sem", 33), ("score_geo", "geo", 3))
+        for (score, label, n), out in zip(heads, outs):
             a = item[label].flatten().astype(int)
             b = out[0].numpy().argmax(0).flatten()
             k = (a >= 0) & (a < n)
