@@ -136,7 +136,12 @@ def convert(path, out=None, *, model=None, prototxt=None):
     digest = in_background(sha256, path)  # the source's sha256, while the rest goes on
     finite = in_background(weights.nonfinite)  # NaN/Inf scan, also off the main thread
     out = out or os.path.splitext(path[:-3] if path.endswith(".h5") else path)[0] + ".pt"
-    cfg = detect(weights.params, model)
+    try:
+        cfg = detect(weights.params, model)
+    except ConvertError as e:  # FCN-like names, other layers: with a prototxt, any net
+        if prototxt is None or model is not None:
+            raise ConvertError(f"{path}: {e}") from None
+        cfg = None
     if cfg is None:
         if prototxt is None:
             raise ConvertError(f"{path}: no FCN layers (score_fr, score_fr_sem, ...) in these "
@@ -165,7 +170,14 @@ def _convert_caffenet(weights, path, out, prototxt, digest):
     from fcn_port.port.net import CaffeNet
     from fcn_port.port.formats.text import read_net, to_text
 
+    from fcn_port.port.formats.netcheck import check_net
+    from fcn_port.port.layers import types
+
     net_param, _ = read_net(prototxt)
+    problems = check_net(net_param, set(types()))
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise NetError(f"{prototxt}: {problems[0]}{more}; expected a net Caffe can build")
     try:
         with torch.device("meta"):
             net = CaffeNet(net_param, "TEST")
@@ -217,6 +229,14 @@ def _from_checkpoint(path, meta, sd):
         if meta.get("kind") == "caffenet":
             return _load_caffenet(meta, sd, path)
         net = _on_meta(FCNConfig.from_meta(meta))
+        want, have = _shapes(net), {k: tuple(v.shape) for k, v in sd.items()}
+        wrong = [f"{k}: {have.get(k, 'missing')} in the file, {s} in the model" for k, s in
+                 want.items() if have.get(k) != s] + [f"unexpected {k}" for k in have if k not in want]
+        if wrong:
+            raise CaffeFormatError(path, "state_dict", f"does not fit its metadata "
+                                   f"({meta.get('model')}, classes {meta.get('classes')}): "
+                                   + "; ".join(wrong[:4]) + (" ..." if len(wrong) > 4 else "")
+                                   + "; expected a checkpoint from fcn-port convert")
         net.load_state_dict(sd, strict=True, assign=True)
         return net
     except FcnPortError:
@@ -234,7 +254,10 @@ def _from_caffemodel(path, model):
     from fcn_port.port.formats.caffemodel import read_weights
 
     weights = read_weights(path)
-    cfg = detect(weights.params, model)
+    try:
+        cfg = detect(weights.params, model)
+    except ConvertError as e:
+        raise ConvertError(f"{path}: {e}") from None
     if cfg is None:
         raise ConvertError(f"{path}: no FCN layers (score_fr, score_fr_sem, ...); load "
                            f"other nets with fcn_port.port.net.from_prototxt")

@@ -17,6 +17,8 @@ What Caffe does, and this mirrors:
 """
 import os
 
+from fcn_port.port.errors import NetError
+from fcn_port.port.formats.netcheck import phase_problems
 from fcn_port.port.net import CaffeNet
 from fcn_port.port.formats.proto import caffe_pb2
 from fcn_port.port.formats.text import read_net, read_solver
@@ -32,6 +34,16 @@ NET_FIELDS = ("net", "net_param", "train_net", "train_net_param")
 def read_solver_file(path):
     """The SolverParameter of a solver prototxt as Caffe reads it; returns (param, notes)."""
     param, notes = read_solver(path)
+    given = [f for f in NET_FIELDS if param.HasField(f)]
+    if len(given) != 1:
+        raise SolverError(f"{path}: a solver must name exactly one train net with one of "
+                          f"{', '.join(NET_FIELDS)}; it sets {given or 'none'}")
+    if given[0] in ("net", "train_net"):
+        folder = os.path.dirname(os.path.abspath(path))
+        name = getattr(param, given[0])
+        if not os.path.isfile(resolve(name, folder)):
+            raise SolverError(f"{path}: {given[0]} '{name}' is not a file (looked for it in the "
+                              f"current folder and in {folder}); expected the train net prototxt")
     notes += upgrade_snapshot_prefix(param, os.fspath(path))
     return param, notes
 
@@ -55,13 +67,20 @@ def train_net(param, folder=None):
     if field in ("net_param", "train_net_param"):
         net_param = caffe_pb2.NetParameter()
         net_param.CopyFrom(getattr(param, field))
+        source = f"the solver's {field}"
     else:
-        net_param, _ = read_net(resolve(getattr(param, field), folder))
+        source = resolve(getattr(param, field), folder)
+        net_param, _ = read_net(source)
     state = caffe_pb2.NetState(phase=caffe_pb2.TRAIN)
     state.MergeFrom(net_param.state)
     state.MergeFrom(param.train_state)
     net_param.state.CopyFrom(state)
-    return net_param, PHASE_NAMES[state.phase], state.level, tuple(state.stage)
+    phase = PHASE_NAMES[state.phase]
+    problems = phase_problems(net_param, phase, state.level, tuple(state.stage))
+    if problems:  # Caffe's Net::Init stops on these; say so before any data is bound
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise NetError(f"{source}: {problems[0]}{more}; expected a net Caffe can build")
+    return net_param, phase, state.level, tuple(state.stage)
 
 
 def from_solver_prototxt(path, *, weights=None, **net_kw):

@@ -21,7 +21,7 @@ from .. import fileio
 from .blobproto import blob_pieces, parse_blob
 from ..errors import CaffeFormatError, UnsupportedError, UserInputError
 from .proto import caffe_pb2
-from .protoutil import parse_strict
+from .protoutil import parse_strict, printable
 from .sniff import hint
 from .records import Weights, layer_messages  # noqa: F401  (Weights: public here too)
 from .wire import LEN, WireError, fields, length_delimited, split_at
@@ -52,7 +52,7 @@ def _layer_name(buf, start, stop, number):
     try:
         for n, wt, _, a, b, _ in fields(buf, start, stop):
             if n == _NAME_FIELD[number] and wt == LEN:
-                return bytes(buf[a:b]).decode("utf-8", "replace")
+                return printable(bytes(buf[a:b]).decode("utf-8", "replace"))
     except WireError:
         pass
     return "?"
@@ -80,11 +80,14 @@ def scan_net(buf, path, strict=True):
     return net, layers
 
 
-def with_hint(error, path, wanted):
-    """``error`` with what the file seems to be instead (a prototxt, a checkpoint, ...), if known."""
+def with_hint(error, path, wanted, expected=EXPECTED):
+    """``error`` with what the file seems to be instead (a prototxt, a checkpoint, ...), if
+    known, else with what was expected."""
     extra = hint(path, wanted)
     if not extra:
-        return error
+        if "expected" in error.what:
+            return error
+        return CaffeFormatError(error.path, error.where, f"{error.what}; expected {expected}")
     detail = f"{error.where}: {error.what}" if error.where else error.what
     return CaffeFormatError(error.path, "", f"{extra} (read as a binary {wanted}: {detail})")
 

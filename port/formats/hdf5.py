@@ -13,13 +13,32 @@ Caffe loads weights by layer name; the file keeps no layer order (HDF5 lists gro
 alphabetically), no types and no settings, so an HDF5 file read alone gives a header net with
 names only.
 """
+import contextlib
+import os
+
 import h5py
 import numpy as np
 
 from .. import fileio
 from ..errors import CaffeFormatError
 from .proto import caffe_pb2
+from .protoutil import printable
 from .records import SolverState, Weights, layer_messages
+
+
+@contextlib.contextmanager
+def _guard(path, expected):
+    """libhdf5 reports a damaged file from wherever it notices (opening a group, reading a
+    dataset) as OSError, RuntimeError, KeyError, ValueError or TypeError: all become one
+    CaffeFormatError naming the file."""
+    try:
+        yield
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError) as e:
+        if isinstance(e, CaffeFormatError):
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200].strip("'\"")
+        raise CaffeFormatError(path, "", f"corrupt HDF5 file ({first}); expected "
+                               f"{expected}") from None
 
 
 def _open(path, expected):
@@ -33,12 +52,17 @@ def _indexed(group, path, where):
     """The datasets ``0, 1, ...`` of ``group`` as arrays, checking the names are exactly that."""
     names = list(group.keys())
     if sorted(names, key=lambda n: (len(n), n)) != [str(i) for i in range(len(names))]:
-        raise CaffeFormatError(path, where, f"expected datasets named 0..{len(names) - 1}, found {names}")
-    out = []
+        raise CaffeFormatError(path, printable(where), f"expected datasets named "
+                               f"0..{len(names) - 1}, found {printable(names, 200)}")
+    out, room = [], 16 * os.path.getsize(path) + (1 << 20)
     for i in range(len(names)):
         ds = group[str(i)]
         if not isinstance(ds, h5py.Dataset) or ds.dtype.kind != "f":
-            raise CaffeFormatError(path, f"{where}/{i}", "expected a float dataset")
+            raise CaffeFormatError(path, printable(f"{where}/{i}"), "expected a float dataset")
+        if ds.size * ds.dtype.itemsize > room:  # Caffe writes plain datasets: no huge claims
+            raise CaffeFormatError(path, f"{where}/{i}", f"dataset of shape {ds.shape} claims "
+                                   f"{ds.size * ds.dtype.itemsize:,} bytes in a file of "
+                                   f"{os.path.getsize(path):,}; expected a blob the file holds")
         try:
             out.append(ds[()] if ds.shape else np.asarray(ds[()]).reshape(()))
         except OSError as e:
@@ -48,14 +72,16 @@ def _indexed(group, path, where):
 
 def read_hdf5_weights(path):
     """Read a ``.caffemodel.h5`` into :class:`~.caffemodel.Weights`."""
-    with _open(path, "an HDF5 caffemodel with a /data group") as f:
+    expected = "an HDF5 caffemodel with a /data group"
+    with _guard(path, expected), _open(path, expected) as f:
         data = f.get("data")
         if not isinstance(data, h5py.Group):
             raise CaffeFormatError(path, "/data", "no /data group: not a Caffe HDF5 caffemodel")
         params, diffs, names = {}, {}, list(data.keys())
         for name in names:
             if not isinstance(data[name], h5py.Group):
-                raise CaffeFormatError(path, f"/data/{name}", "expected a group of param datasets")
+                raise CaffeFormatError(path, printable(f"/data/{name}"),
+                                       "expected a group of param datasets")
             blobs = _indexed(data[name], path, f"/data/{name}")
             if blobs:
                 params[name] = blobs
@@ -88,7 +114,7 @@ def _int_dataset(f, name, path):
 
 
 def read_hdf5_solverstate(path):
-    with _open(path, "an HDF5 solverstate") as f:
+    with _guard(path, "an HDF5 solverstate"), _open(path, "an HDF5 solverstate") as f:
         history = f.get("history")
         if not isinstance(history, h5py.Group):
             raise CaffeFormatError(path, "/history", "no /history group: not a Caffe HDF5 solverstate")

@@ -44,8 +44,9 @@ def _near(name, choices):
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _phase_problems(net, phase):
-    layers = [(i, lp) for i, lp in enumerate(net.layer) if kept(lp, phase)]
+def phase_problems(net, phase, level=0, stages=()):
+    """The problems of the net Caffe builds for this state, in file order."""
+    layers = [(i, lp) for i, lp in enumerate(net.layer) if kept(lp, phase, level, stages)]
     made = {t: (-1, "the net's inputs") for t in net.input}
     later = {}
     for i, lp in layers:
@@ -87,7 +88,7 @@ def check_net(net, known_types=None):
                                 f"{_near(lp.type, known)}")
     if net.layers:
         return problems  # V1 layers: the caller checks the upgraded net
-    by_phase = {phase: _phase_problems(net, phase) for phase in PHASES}
+    by_phase = {phase: phase_problems(net, phase) for phase in PHASES}
     for p in dict.fromkeys(by_phase["TRAIN"] + by_phase["TEST"]):
         only = [ph for ph, found in by_phase.items() if p in found]
         problems.append(p if len(only) == 2 else f"{p} (in {only[0]})")

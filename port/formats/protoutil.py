@@ -24,6 +24,7 @@ def unknown_fields(msg, where=""):
             sub = field.name
             if field.is_repeated:
                 label = getattr(item, "name", "") if field.name in ("layer", "layers") else ""
+                label = printable(label)
                 sub += f"[{i}]" + (f" '{label}'" if label else "")
             found += unknown_fields(item, f"{where}.{sub}" if where else sub)
     return found
@@ -37,12 +38,38 @@ def describe_unknown(found, limit=5):
     return "; ".join(parts) + more
 
 
+def printable(text, limit=80):
+    """``text`` fit for a one-line message: control characters escaped, long names cut."""
+    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    return out if len(out) <= limit else out[:limit] + "..."
+
+
+def non_utf8_strings(msg, where=""):
+    """``where`` of each ``string`` field whose bytes are not UTF-8 (protobuf keeps them as
+    bytes; Caffe's C++ would take them, but no name or type made of them can match anything)."""
+    found = []
+    for field, value in msg.ListFields():
+        items = value if field.is_repeated else [value]
+        label = f"{where}.{field.name}" if where else field.name
+        if field.type == FieldDescriptor.TYPE_STRING:
+            found += [label for v in items if isinstance(v, bytes)]
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            for i, item in enumerate(items):
+                found += non_utf8_strings(item, f"{label}[{i}]" if field.is_repeated else label)
+    return found
+
+
 def parse_strict(cls, data, path, where="", strict=True):
     """``cls.FromString(data)``; malformed bytes or (when strict) unknown fields raise CaffeFormatError."""
     try:
         msg = cls.FromString(bytes(data))
     except (_message.DecodeError, RuntimeError, ValueError) as e:
-        raise CaffeFormatError(path, where, f"not a valid {cls.DESCRIPTOR.name}: {e}") from None
+        raise CaffeFormatError(path, where, f"not a valid {cls.DESCRIPTOR.name}: "
+                                            f"{printable(e, 300)}") from None
+    bad = non_utf8_strings(msg)
+    if bad:
+        raise CaffeFormatError(path, where, f"string fields that are not UTF-8 text: "
+                               f"{', '.join(bad[:5])}; expected names and types as text")
     if strict:
         found = unknown_fields(msg)
         if found:

@@ -24,18 +24,11 @@ def detect(path):
                                "(prototxt, caffemodel, solverstate) or an fcn-port checkpoint")
     if not os.path.isfile(path):
         raise CaffeFormatError(path, "", "no such file")
-    if sniff(path) in ("zip", "pickle"):
-        return "torch"
-    with open(path, "rb") as f:
-        head = f.read(4096)
-    if head.startswith(fileio.HDF5_MAGIC):
-        return "hdf5"
-    try:
-        head.decode("utf-8")
-        return "binary" if b"\0" in head else "text"
-    except UnicodeDecodeError as e:
-        # a multi-byte character cut at 4096 is still text
-        return "text" if e.start > len(head) - 4 and b"\0" not in head else "binary"
+    kind = sniff(path)
+    if kind == "empty":
+        raise CaffeFormatError(path, "", "the file is empty; expected a Caffe file (prototxt, "
+                               "caffemodel, solverstate) or an fcn-port checkpoint")
+    return {"zip": "torch", "pickle": "torch", "hdf5": "hdf5", "text": "text"}.get(kind, "binary")
 
 
 def _layers(net, params):
@@ -152,8 +145,9 @@ def inspect_file(path, *, stats=False, known_types=None):
         try:
             with h5py.File(path, "r") as f:
                 is_state = "history" in f
-        except OSError as e:
-            raise CaffeFormatError(path, "", f"unreadable HDF5 file ({e})") from None
+        except (OSError, RuntimeError, KeyError, ValueError) as e:
+            raise CaffeFormatError(path, "", f"unreadable HDF5 file ({e}); expected an HDF5 "
+                                   "caffemodel or solverstate") from None
         report = _state_report(path) if is_state else _weights_report(path, stats)
     elif path.endswith(".solverstate"):
         report = _state_report(path)

@@ -60,7 +60,7 @@ def looks_like_text(head):
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError as e:
-        if e.start <= len(head) - 4:
+        if len(head) < 4096 or e.start <= len(head) - 4:  # only a full head can cut a character
             return False
         text = head[:e.start].decode("utf-8")
     return not any(ord(c) < 32 and c not in "\t\n\r\f" for c in text)

@@ -35,7 +35,7 @@ def read_solverstate(path, *, strict=True):
                                    f"{e.what} (reading a history blob)") from None
         msg = parse_strict(caffe_pb2.SolverState, head, path, strict=strict)
     except CaffeFormatError as e:
-        raise with_hint(e, path, "solverstate") from None
+        raise with_hint(e, path, "solverstate", EXPECTED) from None
     return SolverState(msg.iter, msg.current_step, msg.learned_net, [b.data for b in blobs],
                        path=str(path), format="binary")
 
