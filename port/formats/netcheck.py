@@ -66,8 +66,8 @@ def phase_problems(net, phase, level=0, stages=()):
                 problems.append(f"{where}: bottom '{b}' is its own top and no earlier layer "
                                 "makes it (a cycle)")
             else:
-                problems.append(f"{where}: bottom '{b}' is not a top of any earlier layer"
-                                f"{_near(b, made)}")
+                near = _near(b, made) if len(problems) < 20 else ""  # difflib is O(names)
+                problems.append(f"{where}: bottom '{b}' is not a top of any earlier layer{near}")
         for k, t in enumerate(lp.top):
             in_place = k < len(lp.bottom) and lp.bottom[k] == t
             if t in made and not in_place:
