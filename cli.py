@@ -11,6 +11,7 @@ Heavy modules (torch) are imported by the verbs that need them, so ``--help`` st
 """
 import argparse
 import importlib
+import os
 import sys
 
 from .port import verbs as port_verbs
@@ -64,13 +65,27 @@ def main(argv=None):
     try:
         return args.run(args) or 0
     except FcnPortError as e:
-        print(f"fcn-port: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(f"error: {e}", 2)
     except KeyboardInterrupt:
-        print("fcn-port: interrupted", file=sys.stderr)
-        return 130
+        return _fail("interrupted", 130)
     except BrokenPipeError:
         return 0
+    except MemoryError:
+        return _fail(f"error: out of memory running '{args.verb}'", 2)
+    except OSError as e:  # the system refused (disk full, permission, ...): name the file
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(f"error: {where}{e.strerror or e}", 2)
+    except Exception as e:  # a bug in fcn-port: one line; the traceback on request
+        if os.environ.get("FCN_PORT_DEBUG"):
+            raise
+        return _fail(f"internal error: {type(e).__name__}: {e} (a bug in fcn-port; rerun with "
+                     "FCN_PORT_DEBUG=1 for the traceback and please report it)", 1)
+
+
+def _fail(line, status):
+    """Print ``fcn-port: <line>`` as exactly one line (newlines in a message folded)."""
+    print("fcn-port: " + " ".join(str(line).split("\n")), file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -20,3 +20,33 @@ def test_cli_prints_one_line_and_no_traceback(tmp_path):
     assert run.returncode == 2
     assert run.stderr.startswith("fcn-port: error: ") and str(path) in run.stderr
     assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+def _run_raising(monkeypatch, capsys, exc):
+    from fcn_port import cli
+
+    parser = cli.build_parser()
+
+    def boom(args):
+        raise exc
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser.parse_args(["models"])  # any verb; its run is replaced below
+    for action in parser._subparsers._group_actions:
+        action.choices["models"].set_defaults(run=boom)
+    status = cli.main(["models"])
+    return status, capsys.readouterr().err
+
+
+def test_unexpected_errors_are_one_line(monkeypatch, capsys):
+    status, err = _run_raising(monkeypatch, capsys, RuntimeError("first\nsecond"))
+    assert status == 1 and err.count("\n") == 1 and "RuntimeError: first second" in err
+    assert "FCN_PORT_DEBUG=1" in err and "Traceback" not in err
+    status, err = _run_raising(monkeypatch, capsys, OSError(28, "No space left on device",
+                                                            "/out/x.pt"))
+    assert status == 2 and err == "fcn-port: error: /out/x.pt: No space left on device\n"
+    status, err = _run_raising(monkeypatch, capsys, MemoryError())
+    assert status == 2 and "out of memory" in err and err.count("\n") == 1
+    monkeypatch.setenv("FCN_PORT_DEBUG", "1")
+    import pytest
+    with pytest.raises(RuntimeError):
+        _run_raising(monkeypatch, capsys, RuntimeError("shown with its traceback"))
