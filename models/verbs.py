@@ -8,11 +8,17 @@ loads it through :func:`load_checkpoint`.
 import json
 import os
 import sys
+from pathlib import Path
 
 from ..port import DEFAULT_WEIGHTS
 from ..port.verbs import check_device, device_arg
 from ..port.errors import CaffeFormatError, FcnPortError, NetError, UnsupportedError, UserInputError
 from .zoo import OFFICIAL
+
+# the bundled demo: a reduced-width voc-fcn8s fcn-port trained on generated data
+# (models/data/README.md; the recipe is reproduce/demo/), and a held-out image of that data
+DEMO_WEIGHTS = Path(__file__).resolve().parent / "data" / "voc-fcn8s-demo.caffemodel"
+DEMO_IMAGE = DEMO_WEIGHTS.with_name("demo.jpg")
 
 
 def add_verbs(verbs, train_step=None):
@@ -52,9 +58,9 @@ def load_checkpoint(path, device="cpu"):
 def _convert(args):
     from .checkpoint import convert
 
-    if args.caffemodel is None:  # the bundled small voc-fcn8s, converted into the current dir
-        args.caffemodel = str(DEFAULT_WEIGHTS)
-        args.output = args.output or DEFAULT_WEIGHTS.with_suffix(".pt").name
+    if args.caffemodel is None:  # the bundled demo voc-fcn8s, converted into the current dir
+        args.caffemodel = str(DEMO_WEIGHTS)
+        args.output = args.output or DEMO_WEIGHTS.with_suffix(".pt").name
     out, meta = convert(args.caffemodel, args.output, model=args.model, prototxt=args.prototxt)
     if args.json:
         print(json.dumps({**meta, "output": out}))
@@ -122,7 +128,10 @@ def _add_model_verbs(verbs):
         "the state dict (keys '<caffe layer>.<blob>') and metadata (model, classes, mean, "
         "source sha256, fcn-port version). The FCN family, class count and widths are "
         "detected from the layer names and shapes. Nothing is written if they do not fit."))
-    p.add_argument("caffemodel", nargs="?", help="default: the bundled small voc-fcn8s")
+    p.add_argument("caffemodel", nargs="?", help=(
+        "default: the bundled demo voc-fcn8s (reduced width, trained by fcn-port on generated "
+        "shapes; not the official weights: fcn-port download voc-fcn8s), written to "
+        "voc-fcn8s-demo.pt"))
     p.add_argument("-o", "--output", help="output file (default: the input with .pt)")
     p.add_argument("--model", choices=list(OFFICIAL), metavar="NAME",
                    help="force the family (e.g. nyud-fcn32s-hha, which has the same layers "
@@ -161,6 +170,7 @@ def _infer(args):
     if not 0.0 <= args.alpha <= 1.0:
         raise UserInputError(f"--alpha must be in [0, 1]; got {args.alpha}")
     model = load_checkpoint(args.checkpoint, args.device)
+    args.images = args.images or [str(DEMO_IMAGE)]  # the bundled demo model's held-out image
     if len(args.images) > 1:  # later passes reuse the first one's pages (~25% faster on CPU)
         from .deploy.bench import keep_freed_memory
 
@@ -179,8 +189,10 @@ def _add_infer_verb(verbs):
         "nets IMAGE is the colour PNG (the HHA PNG for nyud-fcn32s-hha) and --hha / --depth give "
         "the paired files in the same order. All inputs are checked before anything is written."))
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by fcn-port convert")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("images", nargs="*", metavar="IMAGE",
+                   help="default: the bundled demo image (models/data/demo.jpg)")
+    p.add_argument("-o", "--out", default=".", metavar="DIR",
+                   help="output folder (created; default: the current folder)")
     p.add_argument("--device", type=device_arg, default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--alpha", type=float, default=0.5,
                    help="opacity of the labels in the overlay (default 0.5, as vis_seg)")

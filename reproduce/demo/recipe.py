@@ -147,7 +147,8 @@ def pick_demo(voc_dir):
 
 
 def install(out, snapshot, demo_id, report, into):
-    """Copy the model, the demo image, its label PNG and the report into ``into``."""
+    """Copy the model, the demo image, its label PNG, the report and the held-out picture
+    into ``into``."""
     into = Path(into)
     into.mkdir(parents=True, exist_ok=True)
     voc = Path(out) / "data" / "pascal" / "VOC2011"
@@ -155,6 +156,8 @@ def install(out, snapshot, demo_id, report, into):
     shutil.copyfile(voc / "JPEGImages" / f"{demo_id}.jpg", into / "demo.jpg")
     shutil.copyfile(voc / "SegmentationClass" / f"{demo_id}.png", into / "demo_gt.png")
     (into / "demo.json").write_text(json.dumps(report, indent=1) + "\n")
+    if (Path(out) / "heldout.png").is_file():
+        shutil.copyfile(Path(out) / "heldout.png", into / "heldout.png")
 
 
 def main(argv=None):
@@ -184,7 +187,7 @@ def main(argv=None):
               "train_images": args.train, "val_images": args.val,
               "iterations": int(snapshot.stem.rsplit("_", 1)[1]), "train_seconds": round(seconds),
               "train_cpu_seconds": round(cpu),
-              "snapshot": str(snapshot), "demo_id": demo_id,
+              "snapshot": str(snapshot.relative_to(out)), "demo_id": demo_id,
               "heldout": {k: metrics[k] for k in ("overall_acc", "mean_acc", "mean_iu",
                                                   "fwavacc")},
               "heldout_iu": {VOC_CLASSES[c]: round(float(v), 4)

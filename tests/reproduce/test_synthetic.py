@@ -207,4 +207,4 @@ def test_recipe_steps_at_tiny_size(tmp_path, monkeypatch, one_thread, clean_regi
     demo = recipe.pick_demo(voc)
     recipe.install(out, snapshot, demo, {"demo_id": demo}, tmp_path / "inst")
     assert sorted(p.name for p in (tmp_path / "inst").iterdir()) == \
-        ["demo.jpg", "demo.json", "demo_gt.png", "voc-fcn8s-demo.caffemodel"]
+        ["demo.jpg", "demo.json", "demo_gt.png", "heldout.png", "voc-fcn8s-demo.caffemodel"]
