@@ -17,7 +17,8 @@ but its loop). The scoring itself is the ``evaluate()`` of an evaluator the call
 CLI passes reproduce/'s :func:`~fcn_port.reproduce.segtests.solver_evaluator` down: solvers/
 does not import reproduce/); it returns one dict per head. Each evaluation is logged as one
 line per head in score.py's words, and written to ``<snapshot_prefix>_eval.csv`` (a row per
-iteration and head, flushed as it goes), ``_eval.json`` (every evaluation, per-class IU and
+iteration and head, flushed as it goes; its header and kept rows are written whole first,
+:func:`~.log.open_csv_log`, so a crash can only cut its last row), ``_eval.json`` (every evaluation, per-class IU and
 accuracy and the confusion matrix included; rewritten whole after each) and ``_eval.png`` (the
 four metrics over the iterations, one panel per head) at the end.
 
@@ -64,16 +65,15 @@ class SegTestHook:
     # ---- files --------------------------------------------------------------------------
 
     def _open(self):
-        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.csv_path, "w", newline="")
+        from .log import open_csv_log
+
+        rows = [_row(e["iter"], h) for e in self.evaluations for h in e["heads"]]
+        self._file = open_csv_log(self.csv_path, FIELDS, rows)
         self._writer = csv.DictWriter(self._file, FIELDS)
-        self._writer.writeheader()
-        for e in self.evaluations:
-            self._rows(e)
 
     def _rows(self, evaluation):
         for h in evaluation["heads"]:
-            self._writer.writerow({"iter": evaluation["iter"], **{k: h.get(k) for k in FIELDS[1:]}})
+            self._writer.writerow(_row(evaluation["iter"], h))
         self._file.flush()
 
     def _write_json(self):
@@ -126,6 +126,10 @@ class SegTestHook:
             return None
         self._drawn = True
         return plot_evaluations(self.png_path, self.evaluations)
+
+
+def _row(it, head):
+    return {"iter": it, **{k: head.get(k) for k in FIELDS[1:]}}
 
 
 def _pct(x):

@@ -9,6 +9,10 @@ whose forward passes gave ``loss``, i.e. Caffe's ``iter_`` before ``ApplyUpdate`
 rate that update used), flushed as it goes, and at the end ``<snapshot_prefix>_loss.png``.
 A resumed run keeps the rows before its start iteration and continues the file.
 
+The CSV is the one output appended to as training goes (every other file is written whole
+under a temporary name and renamed): its header and kept rows are written whole that way
+first (:func:`open_csv_log`), so a crash can only cut its last row, which a resumed run drops.
+
 PNGs are drawn with matplotlib's Agg backend (no display needed).
 """
 import csv
@@ -34,13 +38,8 @@ class TrainLog:
                         continue
                     if row["iter"] < start_iter:
                         self.rows.append(row)
-        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.csv_path, "w", newline="")
+        self._file = open_csv_log(self.csv_path, FIELDS, self.rows)
         self._writer = csv.DictWriter(self._file, FIELDS)
-        self._writer.writeheader()
-        for row in self.rows:
-            self._writer.writerow(row)
-        self._file.flush()
 
     def add(self, it, loss, smoothed, lr):
         row = {"iter": it, "loss": loss, "smoothed_loss": smoothed, "lr": lr}
@@ -59,6 +58,27 @@ class TrainLog:
                   ("smoothed loss (average_loss)", its, [r["smoothed_loss"] for r in self.rows])]
         plot_curves(self.png_path, curves, title=title or "training loss")
         return self.png_path
+
+
+def open_csv_log(path, fields, rows=()):
+    """The CSV ``path`` with its header and ``rows`` written whole (atomically: a crash leaves
+    the old file or the new one, never a file cut inside its header), then open for appending.
+    The one kind of output fcn-port appends to as it goes; a crash can cut only the last row
+    (readers skip a row that does not parse)."""
+    import io
+
+    from fcn_port.port.fileio import atomic_output
+
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fields)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as f:
+        f.write(text.getvalue().encode("utf-8"))
+    return open(path, "a", newline="", encoding="utf-8")
 
 
 def plot_curves(path, curves, *, title="", ylabel="loss", logy=None):

@@ -26,12 +26,21 @@ the state to ``.solverstate`` / ``.solverstate.h5``; ``learned_net`` is the weig
 exactly as formed from ``snapshot_prefix``. Names are relative to the current directory, as in
 Caffe. ``Restore`` picks HDF5 by the ``.h5`` ending and reloads ``learned_net`` (by layer name)
 before the history.
+
+Where fcn-port differs: Caffe writes both files in place (``WriteProtoToBinaryFile``,
+``H5Fcreate``), so a crash mid-write leaves a truncated file under the final name, possibly the
+newest. Here each file goes to a hidden temporary name and is renamed when complete, fsync'ed
+(``durable_writes``) so that the caffemodel is on disk before the solverstate naming it: a
+crash at any point leaves the newest complete ``.solverstate`` naming a complete caffemodel
+(:func:`.snapshots.newest_snapshot` finds it; the killed write's ``.part`` file is all that is
+left, and the trainer removes it, :func:`.snapshots.prepare_snapshots`).
 """
 import os
 
 import numpy as np
 import torch
 
+from fcn_port.port.fileio import durable_writes
 from fcn_port.port.formats.proto import caffe_pb2
 from fcn_port.port.formats.solverstate import SolverState, read_solverstate, write_solverstate
 
@@ -243,20 +252,7 @@ class Solver:
         return f"{lp.layer}.{lp.index}"
 
     def _find_learned_net(self, state, root):
-        name = state.learned_net
-        tried = [name]
-        if os.path.exists(name):
-            return name
-        if root is not None and not os.path.isabs(name):
-            tried.append(os.path.join(root, name))
-            if os.path.exists(tried[-1]):
-                return tried[-1]
-        if state.path:
-            tried.append(os.path.join(os.path.dirname(state.path), os.path.basename(name)))
-            if os.path.exists(tried[-1]):
-                return tried[-1]
-        raise SolverError(f"{state.path or 'solver state'}: learned_net '{name}' not found "
-                          f"(tried {', '.join(tried)})")
+        return _learned_net_path(state, root)
 
     def load_weights(self, weights):
         """``Net::CopyTrainedLayersFrom`` into this solver's params: a caffemodel path (binary
@@ -313,10 +309,29 @@ class Solver:
         for layer, i, p, _ in self.param_specs:  # shared params: under every layer, as Caffe
             params.setdefault(layer, []).append(p.detach().to("cpu", torch.float32).numpy())
         header = to_proto(net_param, self.phase)
-        if hdf5:
-            write_hdf5_weights(params, model, net=header)
-        else:
-            write_weights(params, model, net=header)
         state = base + (".solverstate.h5" if hdf5 else ".solverstate")
-        write_solverstate(self.state(model), state, hdf5=hdf5)
+        with durable_writes():  # the weights on disk before the state that names them
+            if hdf5:
+                write_hdf5_weights(params, model, net=header)
+            else:
+                write_weights(params, model, net=header)
+            write_solverstate(self.state(model), state, hdf5=hdf5)
         return model, state
+
+
+def _learned_net_path(state, root):
+    """Where ``state.learned_net`` is (see :meth:`Solver.restore`); SolverError if nowhere."""
+    name = state.learned_net
+    tried = [name]
+    if os.path.exists(name):
+        return name
+    if root is not None and not os.path.isabs(name):
+        tried.append(os.path.join(root, name))
+        if os.path.exists(tried[-1]):
+            return tried[-1]
+    if state.path:
+        tried.append(os.path.join(os.path.dirname(state.path), os.path.basename(name)))
+        if os.path.exists(tried[-1]):
+            return tried[-1]
+    raise SolverError(f"{state.path or 'solver state'}: learned_net '{name}' not found "
+                      f"(tried {', '.join(tried)})")

@@ -37,7 +37,10 @@ Where fcn-port differs
 * The ``Iteration N, loss = X`` line omits Caffe master's ``(x iter/s, ys/N iters)``: the
   progress bar (tqdm, stderr, only on a terminal) shows the speed. Numbers print as C++
   streams do (6 significant digits).
-* Snapshot folders are created when missing (Caffe fails to write into a missing folder).
+* Snapshot folders are created when missing and checked writable before training (Caffe
+  fails at the first snapshot); snapshots are written atomically in order (weights, then the
+  state naming them), so a kill leaves the newest complete state resumable; the ``.part``
+  files a killed run left beside them are removed at the next start.
 * Every iteration goes to ``<snapshot_prefix>_log.csv``, and a loss curve to
   ``<snapshot_prefix>_loss.png`` at the end (:mod:`.log`).
 * Test nets are built only when the run will test (:mod:`.testnet`).
@@ -61,6 +64,7 @@ from .build import load_weights, read_solver_file, train_net
 from .data import Feeder, source_layers
 from .errors import SolverError
 from .log import TrainLog
+from .snapshots import prepare_snapshots
 from .solver import Solver
 from .testnet import build_test_nets, declared, loss_weights, tests_due
 
@@ -145,6 +149,9 @@ class Trainer:
                              phase=phase)
         load_weights(self.solver, param, root, weights)
         self.restored = None
+        if self.group.root:  # the folder made and writable now, a killed run's .part removed
+            for part in prepare_snapshots(param.snapshot_prefix, solver_path):
+                self._echo(f"Removed {part} (a snapshot cut short by an earlier run)")
         if snapshot is not None:
             self._echo(f"Restoring previous solver status from {snapshot}")
             self.restored = self.solver.restore(snapshot)
@@ -221,10 +228,6 @@ class Trainer:
     def snapshot(self):
         if not self.group.root or self._last_snap == self.solver.iter or self.failed:
             return
-        prefix = self.param.snapshot_prefix
-        folder = os.path.dirname(prefix)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
         hdf5 = self.param.snapshot_format == self.param.HDF5
         model, state = self.solver.snapshot()
         kind = "HDF5 file" if hdf5 else "binary proto file"

@@ -5,6 +5,8 @@ and :mod:`.crc32`), and hashing (:mod:`.hashing`).
 Named ``fileio``, not ``io``: a package named like a standard-library module shadows it for a
 script run from inside ``port/`` (the reason ``inspect.py`` became ``formats/report.py``).
 """
-from .files import HDF5_MAGIC, FileSpan, atomic_output, file_span, is_hdf5, map_file
+from .files import (HDF5_MAGIC, FileSpan, atomic_output, durable_writes, file_span, is_hdf5,
+                    map_file)
 
-__all__ = ["HDF5_MAGIC", "FileSpan", "atomic_output", "file_span", "is_hdf5", "map_file"]
+__all__ = ["HDF5_MAGIC", "FileSpan", "atomic_output", "durable_writes", "file_span", "is_hdf5",
+           "map_file"]

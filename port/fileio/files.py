@@ -6,14 +6,22 @@ for byte, a span of a file on disk: the writer can then take those bytes from th
 (:mod:`.torchsave` does) instead of faulting the caller's map into the process. The maps are
 copy-on-write: memory counts as the file's only while none of its pages has been written to,
 which :func:`file_span` checks in the kernel's page table (``/proc/self/pagemap``).
+
+Every file fcn-port writes goes through :func:`atomic_output` (a hidden temporary name in the
+same folder, renamed into place when complete), so a crash, a kill or a full disk never leaves a
+partial file under a final name; :func:`durable_writes` adds fsyncs where order matters across
+a power cut (training snapshots: the caffemodel is on disk before the solverstate naming it).
 """
 import contextlib
+import contextvars
 import dataclasses
+import fnmatch
 import mmap
 import os
 import shutil
 import tempfile
 import threading
+import time
 import weakref
 
 import numpy as np
@@ -53,17 +61,47 @@ def is_hdf5(path, expected="a caffemodel (binary or HDF5)"):
         raise _cannot_open(path, e, expected) from None
 
 
+_DURABLE = contextvars.ContextVar("fcn_port_durable_writes", default=False)
+HOLD_ENV = "FCN_PORT_TEST_HOLD_WRITE"
+
+
 @contextlib.contextmanager
-def atomic_output(path, mode="wb", *, same_name=False):
+def durable_writes():
+    """Inside this block every :func:`atomic_output` is durable (``durable=True``): for
+    writers deep in port/formats that the caller cannot reach, e.g. a training snapshot."""
+    token = _DURABLE.set(True)
+    try:
+        yield
+    finally:
+        _DURABLE.reset(token)
+
+
+@contextlib.contextmanager
+def atomic_output(path, mode="wb", *, same_name=False, durable=None):
     """Yield a temporary path beside ``path`` (``mode=None``) or an open file on it; move it into
-    place only if the block finishes. A failure leaves no partial file and the old one intact.
+    place only if the block finishes. A failure (or a kill) leaves no partial file under
+    ``path`` and the old one intact: the temporary name is hidden, ``.<name>.<random>.part``.
 
     With ``same_name`` the temporary file has ``path``'s own name, in a private folder beside it
     (for writers that record their file's name inside it, as ``torch.save`` does).
+
+    The rename replaces whatever ``path`` is, a symlink included, and never writes through it.
+    ``durable`` (default: inside :func:`durable_writes`) also survives a power cut: the file
+    is fsync'ed before the rename and its folder after, so once this returns the new file is on
+    disk, and a file written after it is never there without it.
+
+    Test hook: when the environment variable ``FCN_PORT_TEST_HOLD_WRITE`` is a shell pattern
+    matching ``path``'s file name, the write pauses for good, announcing ``fcn-port: test hold:
+    <temporary path>`` on stderr: after the first write call (the temporary file partly
+    written) for a file object, before the rename for ``mode=None``. It changes no byte; it is
+    how tests kill a process in the middle of a write (tests/solvers/test_kill_resume.py).
     """
     path = os.fspath(path)
     name = os.path.basename(path)
     folder = os.path.dirname(os.path.abspath(path))
+    durable = _DURABLE.get() if durable is None else durable
+    hold = os.environ.get(HOLD_ENV)
+    hold = bool(hold) and fnmatch.fnmatchcase(name, hold)
     if same_name:
         private = tempfile.mkdtemp(prefix=f".{name}.", suffix=".part", dir=folder)
         tmp = os.path.join(private, name)
@@ -75,13 +113,22 @@ def atomic_output(path, mode="wb", *, same_name=False):
         if mode is None:
             os.close(fd)
             yield tmp
+            if hold:
+                _hold(tmp)
+            if durable:
+                _fsync_path(tmp)
         else:
             with os.fdopen(fd, mode) as f:
-                yield f
+                yield _Held(f, tmp) if hold else f
+                if durable:
+                    f.flush()
+                    os.fsync(f.fileno())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file its usual mode
         os.replace(tmp, path)
+        if durable:
+            _fsync_path(folder, directory=True)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -89,6 +136,40 @@ def atomic_output(path, mode="wb", *, same_name=False):
     finally:
         if private is not None:
             shutil.rmtree(private, ignore_errors=True)
+
+
+def _fsync_path(path, directory=False):
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot fsync a folder; the file itself was synced
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
+
+def _hold(tmp):
+    """The test hook's pause (see :func:`atomic_output`): say where, then wait to be killed."""
+    os.write(2, f"fcn-port: test hold: {tmp}\n".encode("utf-8", "replace"))
+    while True:
+        time.sleep(3600)
+
+
+class _Held:
+    """A file whose first write goes through (flushed to the temporary file), then holds."""
+
+    def __init__(self, f, tmp):
+        self._f, self._tmp = f, tmp
+
+    def write(self, data):
+        n = self._f.write(data)
+        self._f.flush()
+        _hold(self._tmp)
+        return n
+
+    def __getattr__(self, attr):
+        return getattr(self._f, attr)
 
 
 # --------------------------------------------------------------------------- mapped files

@@ -1,0 +1,91 @@
+"""Snapshot files around a training run: where they go, which one to resume, what a killed run
+left behind (``solver.cpp``: ``Solver::Snapshot``, ``SnapshotFilename``; ``caffe train``).
+
+How Caffe does it: ``SnapshotFilename`` is ``snapshot_prefix + "_iter_" + iter + extension``,
+relative to the current directory (any path; an existing folder as prefix gets the solver
+file's stem, ``upgrade_snapshot_prefix``); Caffe checks nothing before training, so an
+unwritable folder fails at the first snapshot, and writes each file in place, so a crash can
+leave a truncated file under its final name. Resuming is by hand: ``caffe train --snapshot``.
+
+Where fcn-port differs (and agrees): the same names and the same freedom of path, but
+:func:`prepare_snapshots` checks the folder before training starts and removes the temporary
+``.part`` files of a killed run; snapshots are written atomically in order (see
+:meth:`.solver.Solver.snapshot`), so :func:`newest_snapshot` can pick the newest state that is
+complete and names complete weights.
+"""
+import contextlib
+import os
+import re
+
+from fcn_port.port.formats.solverstate import read_solverstate
+
+from .errors import SolverError
+from .solver import _learned_net_path
+
+
+def newest_snapshot(prefix):
+    """The newest ``<prefix>_iter_<N>.solverstate[.h5]`` that can be resumed: it reads whole
+    and the weights file it names is found and reads whole (checked in that order, newest
+    first; a snapshot cut short by a crash is skipped). None when there is none."""
+    from fcn_port.port.errors import FcnPortError
+    from fcn_port.port.formats.caffemodel import read_weights
+
+    pattern = re.compile(re.escape(os.path.basename(prefix)) + r"_iter_(\d+)\.solverstate(\.h5)?$")
+    folder = os.path.dirname(prefix) or "."
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return None
+    found = sorted(((int(m.group(1)), n) for n in names if (m := pattern.match(n))), reverse=True)
+    for _, name in found:
+        path = os.path.join(os.path.dirname(prefix), name)
+        try:
+            state = read_solverstate(path)
+            if state.learned_net:
+                read_weights(_learned_net_path(state, None))
+            return path
+        except (FcnPortError, OSError):
+            continue
+    return None
+
+
+def prepare_snapshots(prefix, where="the solver"):
+    """Before training (fcn-port's rule; Caffe checks nothing and fails at the first snapshot,
+    maybe days in): ``snapshot_prefix`` may name any path, as in Caffe, but its folder is
+    created now and must be writable, its last part must be a file name, and the temporary
+    files a killed run left there (:func:`partial_snapshots`) are removed. Returns those."""
+    prefix = os.fspath(prefix)
+    folder, base = os.path.dirname(prefix), os.path.basename(prefix)
+    if not base or base in (".", "..") or any(ord(c) < 32 for c in prefix):
+        raise SolverError(f"{where}: snapshot_prefix {prefix!r} does not end in a file name "
+                          "(snapshots are <snapshot_prefix>_iter_N.caffemodel); expected e.g. "
+                          "'snapshot/train'")
+    try:
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise SolverError(f"{where}: snapshot_prefix '{prefix}': cannot make the folder "
+                          f"'{folder}' ({e.strerror or e}); expected a writable place") from None
+    if not os.access(folder or ".", os.W_OK | os.X_OK):
+        raise SolverError(f"{where}: snapshot_prefix '{prefix}': the folder "
+                          f"'{os.path.abspath(folder or '.')}' is not writable; expected a "
+                          "place to write snapshots and the log")
+    stale = partial_snapshots(prefix)
+    for path in stale:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    return stale
+
+
+def partial_snapshots(prefix):
+    """Temporary files of snapshots that a killed run left (``.<name>_iter_<N>.*.part``,
+    :func:`~fcn_port.port.fileio.atomic_output`'s names), for the trainer to remove."""
+    base = os.path.basename(os.fspath(prefix))
+    folder = os.path.dirname(os.fspath(prefix)) or "."
+    pattern = re.compile(r"\." + re.escape(base) + r"_iter_\d+\.(caffemodel|solverstate)"
+                         r"(\.h5)?\.[^/]*\.part$")
+    try:
+        return sorted(os.path.join(os.path.dirname(os.fspath(prefix)), n)
+                      for n in os.listdir(folder) if pattern.match(n))
+    except OSError:
+        return []

@@ -1,0 +1,131 @@
+"""SIGKILL in the middle of a snapshot write, then resume: the newest complete snapshot is found,
+no final name holds a partial file, and the continuation is bit-identical to a run that was never
+killed (same weights, same history, the same bytes in the caffemodel and solverstate files).
+
+The kill is made deterministic by fileio's test hook (``FCN_PORT_TEST_HOLD_WRITE``): the write
+of the named file pauses after its first write call (binary) or before its rename (HDF5), says
+so on stderr, and waits to be killed."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from fcn_port.cli import main
+from fcn_port.port.fileio.files import HOLD_ENV
+from fcn_port.port.formats.caffemodel import read_weights
+from fcn_port.port.formats.solverstate import read_solverstate
+from fcn_port.solvers.snapshots import newest_snapshot
+
+EXTRA = {"BINARYPROTO": "snapshot: 2\n", "HDF5": "snapshot: 2\nsnapshot_format: HDF5\n"}
+EXT = {"BINARYPROTO": "", "HDF5": ".h5"}
+
+
+def _train(folder, *extra):
+    return ["train", "--solver", str(folder / "solver.prototxt"), "--batches",
+            str(folder / "b.npz"), "--quiet", *extra]
+
+
+def _run_killed(folder, hold, timeout=120):
+    """``fcn-port train`` to iteration 6 in a child, killed with SIGKILL once the write of the
+    file matching ``hold`` is paused; returns the temporary path it was writing."""
+    env = dict(os.environ, **{HOLD_ENV: hold, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    child = subprocess.Popen([sys.executable, "-m", "fcn_port.cli", *_train(folder, "--max-iter",
+                                                                            "6")],
+                             cwd=folder, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        start, line = time.monotonic(), ""
+        while "test hold:" not in line:
+            line = child.stderr.readline()
+            assert line or child.poll() is None, f"the child ended ({child.poll()}) unheld"
+            assert time.monotonic() - start < timeout, "the child never reached the hold"
+        held = line.split("test hold:", 1)[1].strip()
+        assert os.path.exists(held)  # the temporary file, written in part or whole
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stderr.close()
+    return held
+
+
+def _identical(a, b, ext):
+    wa, wb = read_weights(a), read_weights(b)
+    assert wa.params.keys() == wb.params.keys()
+    for layer in wa.params:
+        for x, y in zip(wa.params[layer], wb.params[layer]):
+            assert np.array_equal(np.asarray(x), np.asarray(y)), layer  # bit for bit
+    if not ext:  # the binary writer is deterministic: the very same bytes
+        assert open(a, "rb").read() == open(b, "rb").read()
+
+
+@pytest.mark.parametrize("which, fmt", [("caffemodel", "BINARYPROTO"), ("solverstate", "HDF5")])
+def test_sigkill_during_a_snapshot_then_resume_is_bit_identical(tmp_path, kit, monkeypatch,
+                                                                which, fmt):
+    ext = EXT[fmt]
+    ref = kit.make_folder(tmp_path / "ref", extra=EXTRA[fmt], n=6)
+    monkeypatch.chdir(ref)  # snapshot names are relative to the current directory, as Caffe's
+    assert main(_train(ref, "--max-iter", "6")) == 0  # the run that is never killed
+
+    run = kit.make_folder(tmp_path / "run", extra=EXTRA[fmt], n=6)
+    monkeypatch.chdir(run)
+    held = _run_killed(run, f"tiny_iter_4.{which}{ext}")
+    snap = run / "snap"
+    names = sorted(os.listdir(snap))
+    # the final names hold only complete files: iteration 2's pair, and iteration 4's weights
+    # when the kill came during its state (written after them)
+    final = {f"tiny_iter_2.caffemodel{ext}", f"tiny_iter_2.solverstate{ext}", "tiny_log.csv"}
+    if which == "solverstate":
+        final.add(f"tiny_iter_4.caffemodel{ext}")
+    assert {n for n in names if not n.startswith(".")} == final
+    assert [n for n in names if n.startswith(".")] == [os.path.basename(held)]
+    assert held.endswith(".part") and os.path.basename(held).startswith(f".tiny_iter_4.{which}")
+    if which == "solverstate":  # complete, and the same as the uninterrupted run's
+        _identical(snap / f"tiny_iter_4.caffemodel{ext}",
+                   ref / "snap" / f"tiny_iter_4.caffemodel{ext}", ext)
+    log = (snap / "tiny_log.csv").read_text().splitlines()
+    assert log[0] == "iter,loss,smoothed_loss,lr" and len(log) >= 5  # iterations 0..3 at least
+
+    # resume from the newest complete snapshot, in a process of its own as a user would
+    state = newest_snapshot("snap/tiny")
+    assert state == f"snap/tiny_iter_2.solverstate{ext}"
+    assert read_solverstate(state).iter == 2
+    assert main(_train(run, "--snapshot", state, "--max-iter", "6")) == 0
+    assert not [n for n in os.listdir(snap) if n.startswith(".")]  # the .part was removed
+    assert sorted(os.listdir(snap)) == sorted(os.listdir(ref / "snap"))
+    for k in (4, 6):
+        _identical(snap / f"tiny_iter_{k}.caffemodel{ext}",
+                   ref / "snap" / f"tiny_iter_{k}.caffemodel{ext}", ext)
+        a = read_solverstate(snap / f"tiny_iter_{k}.solverstate{ext}")
+        b = read_solverstate(ref / "snap" / f"tiny_iter_{k}.solverstate{ext}")
+        assert (a.iter, a.current_step, a.learned_net) == (b.iter, b.current_step, b.learned_net)
+        assert all(np.array_equal(x, y) for x, y in zip(a.history, b.history))
+        assert len(a.history) == len(b.history) > 0
+    # the log continues where the snapshot was: the same iterations as the uninterrupted run
+    ours = [r.split(",")[0] for r in (snap / "tiny_log.csv").read_text().splitlines()]
+    theirs = [r.split(",")[0] for r in (ref / "snap" / "tiny_log.csv").read_text().splitlines()]
+    assert ours == theirs
+
+
+def test_the_train_log_is_rewritten_whole_and_a_cut_last_row_is_dropped(tmp_path):
+    from fcn_port.solvers.log import FIELDS, TrainLog, open_csv_log
+
+    csv = tmp_path / "snap" / "tiny_log.csv"
+    csv.parent.mkdir()
+    whole = "iter,loss,smoothed_loss,lr\r\n0,2.5,2.5,0.01\r\n1,2.25,2.375,0.01\r\n"
+    csv.write_text(whole + "2,2.0", newline="")  # a kill cut the row of iteration 2
+    # a failure while the header and kept rows are rewritten leaves the old file as it was
+    with pytest.raises(ValueError):
+        open_csv_log(csv, FIELDS, [{"iter": 0, "not a field": 1}])
+    assert csv.read_bytes().decode() == whole + "2,2.0"
+    assert [n for n in os.listdir(csv.parent) if n.startswith(".")] == []
+    log = TrainLog(tmp_path / "snap" / "tiny", start_iter=2)  # resumed at iteration 2
+    log.add(2, 2.0, 2.25, 0.01)
+    log.close()
+    assert csv.read_bytes().decode() == whole + "2,2.0,2.25,0.01\r\n"
