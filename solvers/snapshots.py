@@ -51,25 +51,23 @@ def newest_snapshot(prefix):
 
 def prepare_snapshots(prefix, where="the solver"):
     """Before training (fcn-port's rule; Caffe checks nothing and fails at the first snapshot,
-    maybe days in): ``snapshot_prefix`` may name any path, as in Caffe, but its folder is
-    created now and must be writable, its last part must be a file name, and the temporary
-    files a killed run left there (:func:`partial_snapshots`) are removed. Returns those."""
+    maybe days in): ``snapshot_prefix`` may name any path, as in Caffe, but its folder (or the
+    nearest one that exists: missing ones are made at the first write) must be a writable
+    folder, its last part must be a file name, and the temporary files a killed run left there
+    (:func:`partial_snapshots`) are removed. Returns those."""
     prefix = os.fspath(prefix)
     folder, base = os.path.dirname(prefix), os.path.basename(prefix)
     if not base or base in (".", "..") or any(ord(c) < 32 for c in prefix):
         raise SolverError(f"{where}: snapshot_prefix {prefix!r} does not end in a file name "
                           "(snapshots are <snapshot_prefix>_iter_N.caffemodel); expected e.g. "
                           "'snapshot/train'")
-    try:
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise SolverError(f"{where}: snapshot_prefix '{prefix}': cannot make the folder "
-                          f"'{folder}' ({e.strerror or e}); expected a writable place") from None
-    if not os.access(folder or ".", os.W_OK | os.X_OK):
-        raise SolverError(f"{where}: snapshot_prefix '{prefix}': the folder "
-                          f"'{os.path.abspath(folder or '.')}' is not writable; expected a "
-                          "place to write snapshots and the log")
+    place = os.path.abspath(folder or ".")
+    while not os.path.lexists(place):  # made when the first file is written, not before
+        place = os.path.dirname(place)
+    if not os.path.isdir(place) or not os.access(place, os.W_OK | os.X_OK):
+        what = "not a folder" if not os.path.isdir(place) else "not writable"
+        raise SolverError(f"{where}: snapshot_prefix '{prefix}': '{place}' is {what}; expected "
+                          "a place to write snapshots and the log")
     stale = partial_snapshots(prefix)
     for path in stale:
         with contextlib.suppress(OSError):

@@ -310,6 +310,8 @@ class Solver:
             params.setdefault(layer, []).append(p.detach().to("cpu", torch.float32).numpy())
         header = to_proto(net_param, self.phase)
         state = base + (".solverstate.h5" if hdf5 else ".solverstate")
+        if os.path.dirname(base):  # Caffe fails on a missing folder; here it is made
+            os.makedirs(os.path.dirname(base), exist_ok=True)
         with durable_writes():  # the weights on disk before the state that names them
             if hdf5:
                 write_hdf5_weights(params, model, net=header)
