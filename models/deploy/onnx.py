@@ -24,7 +24,8 @@ Exporters: ``dynamo=False`` (default) uses the TorchScript exporter (deprecated 
 present in 2.13; ~1 s for the tiny model), ``dynamo=True`` the ``torch.export`` one
 (``onnxscript`` needed; 5-13 s for the tiny model with dynamic axes). Both give the same scores.
 With onnxruntime installed the file is run and compared with the PyTorch model at ``size`` and,
-for a dynamic export, at a second size; neither onnx nor onnxruntime is a dependency.
+for a dynamic export, at a second size; neither onnx nor onnxruntime is a dependency. The file
+is written whole or not at all (a failed export or check leaves nothing at ``out``).
 """
 import importlib.util
 import os
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 
 from fcn_port.port.errors import NetError, UnsupportedError
+from fcn_port.port.fileio import atomic_output
 from fcn_port.port.layers.conv import Convolution, Deconvolution
 from fcn_port.port.layers.pooling import Pooling
 
@@ -91,22 +93,25 @@ def export_onnx(model_or_ckpt, out, size=(500, 500), *, dynamic=True, dynamo=Fal
         if importlib.util.find_spec(extra) is None:
             raise UnsupportedError(f"ONNX export needs the '{extra}' package, which is not "
                                    "installed: pip install 'fcn-port[onnx]'")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about the layers' Python checks
-        if dynamo:
-            _export_dynamo(module, inputs, out, names_in, names_out, dynamic, opset)
-        else:
-            axes = {n: {2: "height", 3: "width"} for n in names_in + names_out}
-            torch.onnx.export(module, inputs, out, dynamo=False, opset_version=opset,
-                              input_names=names_in, output_names=names_out,
-                              dynamic_axes=axes if dynamic else None)
     report = {"onnx": out, "exporter": "dynamo" if dynamo else "torchscript", "opset": opset,
               "size": list(size), "dynamic": dynamic, "inputs": names_in,
               "outputs": names_out, "checks": None}
     if kept:
         report["static_because"] = kept
-    if check:
-        report["checks"] = check_onnx(out, model, size, dynamic, rtol)
+    # written under a temporary name (its own, in a private folder) and checked there: a failed
+    # export or check leaves no file at ``out``
+    with atomic_output(out, mode=None, same_name=True) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about the layers' Python checks
+            if dynamo:
+                _export_dynamo(module, inputs, tmp, names_in, names_out, dynamic, opset)
+            else:
+                axes = {n: {2: "height", 3: "width"} for n in names_in + names_out}
+                torch.onnx.export(module, inputs, tmp, dynamo=False, opset_version=opset,
+                                  input_names=names_in, output_names=names_out,
+                                  dynamic_axes=axes if dynamic else None)
+        if check:
+            report["checks"] = check_onnx(tmp, model, size, dynamic, rtol)
     return report
 
 
