@@ -184,8 +184,11 @@ def _convert_caffenet(weights, path, out, prototxt, digest):
             net.load_caffemodel(weights, strict=True)  # names, counts and shapes; copies nothing
     except NetError as e:
         raise NetError(f"{prototxt}: {e}") from None
-    sd = {f"{k}.{i}": torch.from_numpy(a) for k, blobs in weights.params.items()
-          for i, a in enumerate(blobs)}
+    # each blob in the net's own shape: a V1 file's legacy 4-D dims are gone from the checkpoint
+    shapes = {lp.name: [tuple(layer.blob(i).shape) for i in range(layer.n_blobs)]
+              for lp, layer in zip(net.layer_params, net.layers.values()) if layer.n_blobs}
+    sd = {f"{k}.{i}": torch.from_numpy(weights.shaped(k, i, shapes[k][i]) if k in shapes else a)
+          for k, blobs in weights.params.items() for i, a in enumerate(blobs)}
     meta = {"kind": "caffenet", "model": net_param.name or os.path.basename(prototxt),
             "prototxt": to_text(net_param), **_meta_common(path, digest())}
     save({"format": FORMAT, "meta": meta, "state_dict": sd}, out)
@@ -294,6 +297,6 @@ def _load_caffenet(meta, sd, path="checkpoint"):
         layer, i = key.rsplit(".", 1)
         params.setdefault(layer, []).append((int(i), t.numpy()))
     params = {k: [a for _, a in sorted(v)] for k, v in params.items()}
-    net = CaffeNet(net_param, "TEST")
-    net.load_caffemodel(Weights(net_param, params))
+    net = CaffeNet(net_param, "TEST")  # checkpoints of older fcn-ports kept V1 files' 4-D dims
+    net.load_caffemodel(Weights(net_param, params, legacy=Weights.legacy_like(params)))
     return net

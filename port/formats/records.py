@@ -63,6 +63,23 @@ class Weights:
         return (name, i) in self.legacy and len(shape) <= 4 and \
             tuple(a.shape) == (1,) * (4 - len(shape)) + shape
 
+    def shaped(self, name, i, shape):
+        """Blob ``i`` of layer ``name`` as an array of the param's ``shape`` (a view): a legacy
+        num/channels/height/width blob loses its leading 1s, so what is written from it (a
+        checkpoint) holds the net's own shapes and loads without these records. None if the
+        blob does not :meth:`fit <fits>`."""
+        if not self.fits(name, i, shape):
+            return None
+        return self.params[name][i].reshape(tuple(int(d) for d in shape))
+
+    @staticmethod
+    def legacy_like(params):
+        """{(layer, i)} of 4-D blobs with leading 1s in ``params`` ({layer: [array, ...]}):
+        what to pass as ``legacy`` for arrays read back from a file that kept Caffe's legacy
+        dims (checkpoints fcn-port convert wrote before it reshaped them)."""
+        return {(name, i) for name, blobs in params.items() for i, a in enumerate(blobs)
+                if a.ndim == 4 and a.shape[0] == 1}
+
 
 def layer_messages(net):
     """(field number, message, name) for each layer of the header net, in file order."""
