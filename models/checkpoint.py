@@ -4,8 +4,8 @@
 skips ``score_pool4`` / ``score_pool3``, ``scale_pool4`` for at-once, ``score_fr_sem`` for SIFT
 Flow, ``conv1_1_bgrd`` / ``conv1_1color`` for NYUD, ``conv1`` for AlexNet) and the class
 count and widths from the blob shapes, so fine-tuned and reduced-width nets convert too.
-:func:`convert` checks every blob against the model's own shapes (the model is set up on the
-``meta`` device: no memory for it) and writes one checkpoint::
+:func:`convert` checks every blob against the model's shapes (:func:`.shapes.param_shapes`, the
+same as the module's own, set up on the ``meta`` device) and writes one checkpoint::
 
     {"format": "fcn-port/1", "meta": {...}, "state_dict": {"conv1_1.0": ..., ...}}
 
@@ -13,73 +13,30 @@ count and widths from the blob shapes, so fine-tuned and reduced-width nets conv
 sha256, and the fcn-port version. A caffemodel that is no FCN converts with its prototxt into an
 *interpreter* checkpoint (``meta["kind"] == "caffenet"``, the net's text inside). :func:`load`
 gives back a ready module in eval mode for either kind.
+
+An output named ``*.safetensors`` holds the same state dict and meta as a safetensors file
+(:mod:`.portable`): no pickle, and an FCN's convert imports no torch (:mod:`.shapes` has the
+detection and the shapes). :func:`load` tells the formats apart by their first bytes (a
+``.safetensors`` name decides for a file that is neither) and checks both alike.
 """
 import os
 
-import torch
-
-from fcn_port.port.errors import CaffeFormatError, FcnPortError, NetError
+from fcn_port.port.errors import CaffeFormatError, FcnPortError, NetError, UserInputError
 from fcn_port.port.fileio.hashing import in_background, sha256
 
-from .fcn import FCN
-from .zoo import OFFICIAL, FCNConfig, official
+from .shapes import ConvertError, _fit, _out, detect, match_arrays  # noqa: F401  (public here too)
+from .zoo import FCNConfig
 
 FORMAT = "fcn-port/1"
-
-
-class ConvertError(NetError):
-    """The weights do not fit the model: names the file and every mismatch."""
-
-
-def _out(params, layer):
-    return int(params[layer][0].shape[0])
-
-
-def detect(params, name=None):
-    """The :class:`FCNConfig` of ``params`` ({layer: [blob, ...]}); ``name`` forces the family."""
-    have = set(params)
-    if name is not None:
-        base = official(name)
-    elif "conv1_1color" in have:
-        base = OFFICIAL["nyud-fcn32s-color-hha"]
-    elif "conv1_1_bgrd" in have:
-        base = OFFICIAL["nyud-fcn32s-color-d"]
-    elif "conv1" in have and "score_fr" in have:
-        base = OFFICIAL["voc-fcn-alexnet"]
-    else:
-        sift = "score_fr_sem" in have
-        if not sift and "score_fr" not in have:
-            return None
-        h = "_sem" if sift else ""
-        stride = 8 if f"score_pool3{h}" in have else 16 if f"score_pool4{h}" in have else 32
-        dataset = "siftflow" if sift else {60: "pascalcontext"}.get(_out(params, "score_fr"), "voc")
-        if not sift and _out(params, "score_fr") == 40 and stride == 32:
-            base = OFFICIAL["nyud-fcn32s-color"]
-        else:
-            base = OFFICIAL[f"{dataset}-fcn{stride}s" + ("-atonce" if "scale_pool4" in have else "")]
-    return _fit(base, params)
-
-
-def _fit(cfg, params):
-    """``cfg`` with classes, widths and input channels read from the blob shapes."""
-    t = cfg.towers[0]
-    try:
-        heads = tuple((h, _out(params, f"score_fr{h}{t}")) for h, _ in cfg.heads)
-        if cfg.arch == "alexnet":
-            widths = tuple(_out(params, f"conv{i}") for i in range(1, 6))
-        else:
-            widths = tuple(_out(params, cfg.conv1 if s == 1 and not t else f"conv{s}_1{t}")
-                           for s in range(1, 6))
-        conv1 = cfg.conv1 if not t else f"conv1_1{t}"
-        in_ch = int(params[conv1][0].shape[1])
-        return cfg.replace(heads=heads, widths=widths, fc=_out(params, f"fc6{t}"),
-                           in_channels=in_ch if len(cfg.towers) == 1 else cfg.in_channels)
-    except (KeyError, IndexError) as e:
-        raise ConvertError(f"weights lack layer {e} of {cfg.name}") from None
+SAFETENSORS = ".safetensors"
 
 
 def _on_meta(cfg):
     """The FCN of ``cfg`` set up on the ``meta`` device: shapes only, nothing allocated."""
+    import torch
+
+    from .fcn import FCN
+
     with torch.device("meta"):
         return FCN(cfg)
 
@@ -94,30 +51,12 @@ def expected_shapes(cfg):
 
 
 def match(cfg, weights, want=None):
-    """The state dict for ``cfg`` from ``weights`` (a Weights), or ConvertError listing every
-    missing, unexpected and mis-shaped blob. ``want``: the model's shapes, if already known."""
-    want, problems, sd = want or expected_shapes(cfg), [], {}
-    for layer, blobs in weights.params.items():
-        for i, a in enumerate(blobs):
-            key = f"{layer}.{i}"
-            if key not in want:
-                problems.append(f"unexpected blob {key} {tuple(a.shape)} (no such layer/blob in "
-                                f"{cfg.name})")
-                continue
-            if not weights.fits(layer, i, want[key]):
-                problems.append(f"{key}: shape {tuple(a.shape)} in the file, {cfg.name} "
-                                f"needs {want[key]}")
-                continue
-            t = torch.from_numpy(a).reshape(want[key])  # legacy num/channels/height/width dims
-            sd[key] = t if t.dtype == torch.float32 else t.float()
-    problems += [f"missing blob {k} {s}" for k, s in want.items() if k not in sd and
-                 not any(p.startswith(k + ":") for p in problems)]
-    if problems:
-        where = weights.path or "weights"
-        raise ConvertError(f"{where}: does not fit {cfg.name} (classes "
-                           f"{[n for _, n in cfg.heads]}, widths {list(cfg.widths)}, fc {cfg.fc}): "
-                           + "; ".join(problems))
-    return sd
+    """The state dict (tensors) for ``cfg`` from ``weights`` (a Weights), or ConvertError
+    listing every missing, unexpected and mis-shaped blob (:func:`.shapes.match_arrays`).
+    ``want``: the model's shapes, if already known."""
+    import torch
+
+    return {k: torch.from_numpy(a) for k, a in match_arrays(cfg, weights, want).items()}
 
 
 def _meta_common(path, digest):
@@ -128,7 +67,9 @@ def _meta_common(path, digest):
 
 def convert(path, out=None, *, model=None, prototxt=None):
     """Convert caffemodel ``path`` (binary or HDF5) into a checkpoint at ``out`` (default:
-    ``path`` with ``.pt``). Returns (out, meta). Nothing is written if anything mismatches."""
+    ``path`` with ``.pt``). Returns (out, meta). Nothing is written if anything mismatches.
+    An ``out`` ending in ``.safetensors`` is a safetensors checkpoint (:mod:`.portable`); an
+    FCN's is written without importing torch."""
     from fcn_port.port.formats.caffemodel import read_weights
 
     path = os.fspath(path)
@@ -149,11 +90,23 @@ def convert(path, out=None, *, model=None, prototxt=None):
                                f"interpreter, or --model NAME")
         _refuse_nonfinite(path, finite())
         return _convert_caffenet(weights, path, out, prototxt, digest)
-    sd = match(cfg, weights)
+    sd = match_arrays(cfg, weights)  # numpy views of the mapped file: no torch needed here
     _refuse_nonfinite(path, finite())
     meta = {"kind": "fcn", **cfg.meta(), **_meta_common(path, digest())}
     save({"format": FORMAT, "meta": meta, "state_dict": sd}, out)
     return out, meta
+
+
+def convert_to_safetensors(path, out=None, *, model=None, prototxt=None):
+    """``fcn-port convert path -o out.safetensors``: :func:`convert` into a safetensors
+    checkpoint (default: ``path`` with ``.safetensors``); no torch import for an FCN."""
+    path = os.fspath(path)
+    if out is None:
+        out = os.path.splitext(path[:-3] if path.endswith(".h5") else path)[0] + SAFETENSORS
+    if not _is_safetensors(out):
+        raise UserInputError(f"-o {out}: a safetensors checkpoint's name must end in "
+                             f"{SAFETENSORS}")
+    return convert(path, out, model=model, prototxt=prototxt)
 
 
 def _refuse_nonfinite(path, bad):
@@ -167,6 +120,8 @@ def _refuse_nonfinite(path, bad):
 
 
 def _convert_caffenet(weights, path, out, prototxt, digest):
+    import torch
+
     from fcn_port.port.net import CaffeNet
     from fcn_port.port.formats.text import read_net, to_text
 
@@ -187,7 +142,7 @@ def _convert_caffenet(weights, path, out, prototxt, digest):
     # each blob in the net's own shape: a V1 file's legacy 4-D dims are gone from the checkpoint
     shapes = {lp.name: [tuple(layer.blob(i).shape) for i in range(layer.n_blobs)]
               for lp, layer in zip(net.layer_params, net.layers.values()) if layer.n_blobs}
-    sd = {f"{k}.{i}": torch.from_numpy(weights.shaped(k, i, shapes[k][i]) if k in shapes else a)
+    sd = {f"{k}.{i}": weights.shaped(k, i, shapes[k][i]) if k in shapes else a
           for k, blobs in weights.params.items() for i, a in enumerate(blobs)}
     meta = {"kind": "caffenet", "model": net_param.name or os.path.basename(prototxt),
             "prototxt": to_text(net_param), **_meta_common(path, digest())}
@@ -196,10 +151,24 @@ def _convert_caffenet(weights, path, out, prototxt, digest):
 
 
 def save(obj, out):
-    """``torch.save(obj, out)``, atomically; the caffemodel's floats go file to file."""
+    """Write checkpoint ``obj`` ({"format", "meta", "state_dict"}; tensors or numpy arrays) to
+    ``out``, atomically: ``torch.save`` (:mod:`fcn_port.port.fileio.torchsave`), or safetensors
+    for a name ending in ``.safetensors`` (:mod:`.portable`). Either way a caffemodel's floats go
+    file to file."""
+    if _is_safetensors(out):
+        from .portable import write_checkpoint
+
+        return write_checkpoint(out, obj["meta"], obj["state_dict"])
+    import torch
+
     from fcn_port.port.fileio.torchsave import save as save_file
 
-    save_file(obj, out)
+    save_file({**obj, "state_dict": {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(v)
+                                     for k, v in obj["state_dict"].items()}}, out)
+
+
+def _is_safetensors(path):
+    return os.fspath(path).endswith(SAFETENSORS)
 
 
 def load(path, map_location="cpu", *, model=None):
@@ -207,10 +176,11 @@ def load(path, map_location="cpu", *, model=None):
     FCNs are set up on the ``meta`` device and the loaded tensors assigned: no zeros first.
     ``model`` (an official name) forces the family of a caffemodel, and must be a checkpoint's."""
     path = os.fspath(path)
-    if _is_caffemodel(path):
+    kind = _kind(path)
+    if kind == "caffemodel":
         net, meta = _from_caffemodel(path, model)
     else:
-        meta, sd = _read_checkpoint(path, map_location)
+        meta, sd = _read_checkpoint(path, map_location, kind)
         if model is not None and meta.get("model") != model:
             raise ConvertError(f"{path}: holds {meta.get('model')!r}, not {model!r}")
         net = _from_checkpoint(path, meta, sd)
@@ -269,17 +239,33 @@ def _from_caffemodel(path, model):
     return net, {"kind": "fcn", **cfg.meta(), "source": os.path.basename(path)}
 
 
-def _is_caffemodel(path):
-    """Whether ``path`` is read as a caffemodel: anything but a PyTorch zip or pickle (a
-    folder, a missing file: the caffemodel reader names it)."""
+def _kind(path):
+    """How ``path`` is read: "torch" (a PyTorch zip or pickle), "safetensors" (by its first
+    bytes, or by its name when they are no file format at all), else "caffemodel" (a folder,
+    a missing file: the caffemodel reader names it)."""
+    from fcn_port.port.fileio.safetensors import is_safetensors
     from fcn_port.port.formats.sniff import sniff
 
-    return sniff(path) not in ("zip", "pickle")
+    kind = sniff(path)
+    if kind in ("zip", "pickle"):
+        return "torch"
+    if is_safetensors(path) or (_is_safetensors(path) and kind not in ("hdf5", "folder")):
+        return "safetensors"
+    return "caffemodel"
 
 
-def _read_checkpoint(path, map_location):
-    """(meta, state dict), loaded with ``weights_only=True`` only: a pickle that would run
-    code is refused in one line (:mod:`fcn_port.port.formats.torchfile`)."""
+def _is_caffemodel(path):
+    return _kind(path) == "caffemodel"
+
+
+def _read_checkpoint(path, map_location, kind="torch"):
+    """(meta, state dict). A ``.pt`` is loaded with ``weights_only=True`` only: a pickle that
+    would run code is refused in one line (:mod:`fcn_port.port.formats.torchfile`); a
+    safetensors file holds no code, its tensors are views of the mapped file (:mod:`.portable`)."""
+    if kind == "safetensors":
+        from .portable import read_checkpoint
+
+        return read_checkpoint(path, map_location)
     from fcn_port.port.formats.torchfile import read_checkpoint
 
     return read_checkpoint(path, map_location)

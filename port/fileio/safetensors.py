@@ -1,0 +1,236 @@
+"""safetensors files: named arrays and text metadata, with no code in them, read and written
+without torch (and without the ``safetensors`` package).
+
+Not a Caffe format: the weights format of the Hugging Face ``safetensors`` project, which
+fcn-port writes as a checkpoint that any program can read with ``safetensors.torch.load_file``.
+The layout (the project's format description, "Format" in its README):
+
+* 8 bytes: ``N``, the header's length, unsigned little-endian;
+* ``N`` bytes: a UTF-8 JSON object ``{name: {"dtype": "F32", "shape": [...], "data_offsets":
+  [begin, end]}, ..., "__metadata__": {str: str}}``, padded with spaces (this writer pads to a
+  multiple of 8, so the data start 8-byte aligned, as the reference writer does);
+* the data: each tensor's bytes, little-endian, row-major, at ``[begin, end)`` counted from
+  the end of the header; the tensors tile the data with no gap and no overlap.
+
+Where this differs from the reference implementation: the reference writer orders tensors by
+dtype alignment then name; :func:`write` keeps the caller's order (both are valid files, the
+readers accept any order that tiles the data). The checks of :func:`read` are the reference
+reader's (header length within the file and at most 100 MB, known dtypes, offsets that tile the
+data and match each shape, string metadata) plus duplicate names, which the JSON object of the
+reference reader silently collapses; each failure is one :class:`CaffeFormatError` naming the
+file and the tensor.
+
+Zero copy: :func:`write` copies a tensor that is, byte for byte, an untouched span of a file
+mapped by :func:`.files.map_file` (a caffemodel's blob) file to file in the kernel
+(``copy_file_range``), so its pages never enter the process; other arrays go from their memory
+with ``pwrite``. :func:`read` maps the file copy-on-write and gives numpy views of it: nothing
+is read until used, and the file never changes.
+"""
+import json
+import math
+import os
+
+import numpy as np
+
+from . import files
+from ..errors import CaffeFormatError
+
+EXPECTED = "a safetensors file"
+MAX_HEADER = 100_000_000  # bytes, as the reference reader
+PIECE = 64 << 20  # bytes per copy_file_range call: the kernel's own loop does the rest
+
+# safetensors dtype -> numpy dtype (little-endian); BF16 and F8 have no numpy dtype
+DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
+          "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
+_NAMES = {np.dtype(v).str.replace("|", "<").replace(">", "<"): k for k, v in DTYPES.items()}
+
+
+def dtype_name(dtype):
+    """The safetensors name of a numpy dtype (``float32`` -> ``"F32"``), or None."""
+    d = np.dtype(dtype)
+    return _NAMES.get(d.newbyteorder("<").str.replace("|", "<")) if d.kind in "fiub" else None
+
+
+def looks_like(head):
+    """Whether ``head`` (a file's first bytes, at least 9) starts like a safetensors file: a
+    header length that is not absurd, then ``{``. Only a hint: :func:`read` decides."""
+    if len(head) < 9:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return 2 <= n <= MAX_HEADER and head[8:9] == b"{"
+
+
+def is_safetensors(path):
+    """:func:`looks_like` for the file at ``path`` (False for one that cannot be opened)."""
+    try:
+        with open(path, "rb") as f:
+            return looks_like(f.read(9))
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- writing
+
+def header(tensors, metadata=None):
+    """(header bytes, padded, with its 8-byte length in front; [(array, begin)]) for ``tensors``
+    ({name: numpy array}, in the order they will be written) and ``metadata`` ({str: str})."""
+    entries, placed, at = {}, [], 0
+    if metadata:
+        bad = [k for k, v in metadata.items() if not (isinstance(k, str) and isinstance(v, str))]
+        if bad:
+            raise TypeError(f"safetensors metadata must map str to str; not {bad[:3]}")
+        entries["__metadata__"] = dict(metadata)
+    for name, a in tensors.items():
+        if not isinstance(name, str) or name == "__metadata__":
+            raise TypeError(f"tensor name {name!r}: expected a str other than '__metadata__'")
+        a = np.asarray(a)
+        kind = dtype_name(a.dtype)
+        if kind is None:
+            raise TypeError(f"tensor {name!r}: dtype {a.dtype} has no safetensors name")
+        entries[name] = {"dtype": kind, "shape": [int(d) for d in a.shape],
+                         "data_offsets": [at, at + a.nbytes]}
+        placed.append((a, at))
+        at += a.nbytes
+    text = json.dumps(entries, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-(8 + len(text)) % 8)
+    return len(text).to_bytes(8, "little") + text, placed
+
+
+def write(path, tensors, metadata=None):
+    """Write ``tensors`` ({name: numpy array}) and ``metadata`` ({str: str}) to ``path`` as a
+    safetensors file, atomically (nothing under ``path`` until complete). Arrays that are
+    untouched spans of a mapped file are copied file to file. Returns the file's size."""
+    head, placed = header(tensors, metadata)
+    size = len(head) + sum(a.nbytes for a, _ in placed)
+    with files.atomic_output(path) as f:
+        f.write(head)
+        f.flush()
+        fd = f.fileno()
+        sources = {}
+        try:
+            for a, at in placed:
+                _put(fd, a, len(head) + at, sources)
+        finally:
+            for src in sources.values():
+                if src >= 0:
+                    os.close(src)
+        os.ftruncate(fd, size)  # a last empty tensor still ends the file where it should
+    return size
+
+
+_KERNEL_COPY = [hasattr(os, "copy_file_range")]  # cleared once the kernel refuses it
+
+
+def _put(fd, a, at, sources):
+    """Write array ``a``'s bytes at ``at`` of ``fd``: from its file when it is a mapped span
+    (``sources``: {file identity: fd}, opened once each), else from memory."""
+    if a.nbytes == 0:
+        return
+    a = np.ascontiguousarray(a)
+    if a.dtype.byteorder == ">":
+        a = a.astype(a.dtype.newbyteorder("<"))
+    span = files.file_span(a.ctypes.data, a.nbytes) if _KERNEL_COPY[0] else None
+    if span is not None:
+        if span.identity not in sources:
+            sources[span.identity] = span.open()
+        src = sources[span.identity]
+        if src >= 0 and _copy(src, span.offset, fd, at, a.nbytes):
+            return
+    view = memoryview(a.reshape(-1).view(np.uint8))
+    while len(view):
+        n = os.pwrite(fd, view, at)
+        view, at = view[n:], at + n
+
+
+def _copy(src, src_at, fd, at, n):
+    """``copy_file_range`` of ``n`` bytes; False (nothing written that matters) where the
+    kernel or the file systems cannot, so the caller writes from memory instead."""
+    done = 0
+    try:
+        while done < n:
+            got = os.copy_file_range(src, fd, min(PIECE, n - done), src_at + done, at + done)
+            if got == 0:  # the source is shorter than its map said
+                return False
+            done += got
+    except OSError:  # EXDEV, ENOSYS, EINVAL, EOPNOTSUPP: an old kernel or other file systems
+        _KERNEL_COPY[0] = False
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- reading
+
+def read(path, expected=EXPECTED):
+    """({name: read-only-backed numpy view}, {str: str} metadata) of the safetensors file at
+    ``path``, in the header's order. The views share a copy-on-write map of the file (writable,
+    the file never changes). Anything that is not a valid file is one CaffeFormatError."""
+    path = os.fspath(path)
+    mm = files.map_file(path, expected)
+    size = len(mm)
+    if size < 8:
+        raise CaffeFormatError(path, "", f"{size} bytes, shorter than the 8-byte header "
+                               f"length; expected {expected}")
+    n = int.from_bytes(mm[:8], "little")
+    if n > MAX_HEADER or 8 + n > size:
+        raise CaffeFormatError(path, "header", f"claims {n:,} bytes of header in a file of "
+                               f"{size:,} bytes (at most {MAX_HEADER:,}); expected {expected}")
+    entries, metadata = _parse_header(bytes(mm[8:8 + n]), path, expected)
+    data = 8 + n
+    end = max((e[3] for e in entries.values()), default=0)
+    if data + end != size:
+        raise CaffeFormatError(path, "data", f"the tensors end at byte {data + end:,}, the file "
+                               f"at {size:,}; expected {expected} (truncated, or bytes appended)")
+    arrays = {name: np.frombuffer(mm, dtype, math.prod(shape), data + begin).reshape(shape)
+              for name, (dtype, shape, begin, _) in entries.items()}
+    return arrays, metadata
+
+
+def _unique_keys(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"the name {k!r} appears twice")
+        out[k] = v
+    return out
+
+
+def _parse_header(raw, path, expected):
+    """({name: (numpy dtype, shape, begin, end)}, metadata) of the JSON header, checked."""
+    def bad(where, what):
+        return CaffeFormatError(path, where, f"{what}; expected {expected}")
+
+    try:
+        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise bad("header", f"not a UTF-8 JSON object ({str(e)[:120]})") from None
+    if not isinstance(obj, dict):
+        raise bad("header", f"a JSON {type(obj).__name__}, not an object")
+    metadata = obj.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise bad("__metadata__", "not an object of strings")
+    entries = {}
+    for name, e in obj.items():
+        where = f"tensor '{name[:80]}'"
+        if not isinstance(e, dict) or set(e) - {"dtype", "shape", "data_offsets"}:
+            raise bad(where, "not an object of dtype, shape and data_offsets")
+        dtype, shape, offsets = e.get("dtype"), e.get("shape"), e.get("data_offsets")
+        if dtype not in DTYPES:
+            raise bad(where, f"dtype {str(dtype)[:20]!r} (fcn-port reads {', '.join(DTYPES)})")
+        if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+            raise bad(where, f"shape {str(shape)[:60]}, not a list of sizes")
+        if not (isinstance(offsets, list) and len(offsets) == 2
+                and all(type(o) is int and o >= 0 for o in offsets) and offsets[0] <= offsets[1]):
+            raise bad(where, f"data_offsets {str(offsets)[:60]}, not [begin, end]")
+        nbytes = math.prod(shape) * np.dtype(DTYPES[dtype]).itemsize
+        if offsets[1] - offsets[0] != nbytes:
+            raise bad(where, f"{offsets[1] - offsets[0]:,} bytes at {offsets} for {dtype} "
+                             f"{shape} ({nbytes:,} bytes)")
+        entries[name] = (np.dtype(DTYPES[dtype]), tuple(shape), offsets[0], offsets[1])
+    at = 0
+    for name, (_, _, begin, end) in sorted(entries.items(), key=lambda kv: kv[1][2:]):
+        if begin != at:
+            raise bad(f"tensor '{name[:80]}'", f"starts at data byte {begin:,}, where "
+                      f"{'the data' if at == 0 else 'the tensor before it'} "
+                      f"{'starts' if at == 0 else 'ends'} at {at:,} (a gap or an overlap)")
+        at = end
+    return entries, metadata
