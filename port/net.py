@@ -147,8 +147,9 @@ class CaffeNet(nn.Module):
     ``input_shapes`` overrides the shapes of Input layers (or gives them to Python data layers);
     ``python_layers`` binds ``Python`` layers by name to a module or callable (``fn(*bottoms)``
     returns the tops). An unbound Python layer without bottoms (a data layer) turns its tops
-    into inputs fed by the caller; a module named in a prototxt is imported only with
-    ``allow_python_import=True``.
+    into inputs fed by the caller; a module named in a prototxt is imported only with the
+    opt-in ``allow_python_import`` (True, or the trusted module names; never a standard-library
+    module, see :mod:`.layers.python`).
     """
 
     def __init__(self, net_param, phase="TEST", *, level=0, stages=(), input_shapes=None,
