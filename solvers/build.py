@@ -14,6 +14,14 @@ What Caffe does, and this mirrors:
    (later ones win), so level and stages filter layers as in Caffe.
 4. **Weights**: every entry of the solver's ``weights`` (each a comma-separated list, files
    resolved as in 2) is copied in by layer name, then the caller's ``weights``.
+
+Paths a solver names (fcn-port's rule): as in Caffe, any path, absolute or relative; the files
+it reads (``net``/``train_net``, ``weights``) must be regular files (not a folder, a device or
+a FIFO, which could block or never end) and are only read, never run; ``snapshot_prefix``, the
+one path written to, is checked before training (:func:`.snapshots.prepare_snapshots`) and
+gets only fcn-port's own endings (``_iter_N.caffemodel[.h5]``, ``.solverstate[.h5]``,
+``_log.csv``, ``_loss.png``, ``_eval.*``), each written atomically, replacing (never writing
+through) whatever is at that name.
 """
 import os
 
@@ -102,7 +110,12 @@ def load_weights(solver, param, folder, weights=None):
     for entry in param.weights:
         for name in entry.split(","):
             if name.strip():
-                solver.load_weights(resolve(name.strip(), folder))
+                path = resolve(name.strip(), folder)
+                if not os.path.isfile(path):  # no folder, device or FIFO (it could block)
+                    raise SolverError(f"the solver's weights entry '{name.strip()}' is not a "
+                                      f"file (looked in the current folder and in {folder}); "
+                                      "expected a caffemodel")
+                solver.load_weights(path)
     if weights is not None:
         solver.load_weights(weights)
 
