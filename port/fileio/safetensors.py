@@ -28,7 +28,9 @@ is read until used, and the file never changes.
 """
 import json
 import math
+import mmap
 import os
+import threading
 
 import numpy as np
 
@@ -37,7 +39,8 @@ from ..errors import CaffeFormatError
 
 EXPECTED = "a safetensors file"
 MAX_HEADER = 100_000_000  # bytes, as the reference reader
-PIECE = 64 << 20  # bytes per copy_file_range call: the kernel's own loop does the rest
+PIECE = 2 << 20  # bytes per pwrite: stays in the cache; threads share the pieces
+MAX_HELPERS = 1  # threads beside the calling one
 
 # safetensors dtype -> numpy dtype (little-endian); BF16 and F8 have no numpy dtype
 DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
@@ -99,63 +102,127 @@ def header(tensors, metadata=None):
 def write(path, tensors, metadata=None):
     """Write ``tensors`` ({name: numpy array}) and ``metadata`` ({str: str}) to ``path`` as a
     safetensors file, atomically (nothing under ``path`` until complete). Arrays that are
-    untouched spans of a mapped file are copied file to file. Returns the file's size."""
+    untouched spans of a mapped file are copied from that file. Returns the file's size."""
     head, placed = header(tensors, metadata)
     size = len(head) + sum(a.nbytes for a, _ in placed)
     with files.atomic_output(path) as f:
         f.write(head)
         f.flush()
         fd = f.fileno()
-        sources = {}
+        os.ftruncate(fd, size)
+        sources = _Sources()
         try:
-            for a, at in placed:
-                _put(fd, a, len(head) + at, sources)
+            pieces = [p for a, at in placed for p in sources.pieces(a, len(head) + at)]
+            _run(fd, pieces)
         finally:
-            for src in sources.values():
-                if src >= 0:
-                    os.close(src)
-        os.ftruncate(fd, size)  # a last empty tensor still ends the file where it should
+            del pieces
+            sources.close()
     return size
 
 
-_KERNEL_COPY = [hasattr(os, "copy_file_range")]  # cleared once the kernel refuses it
+class _Sources:
+    """The files the arrays are spans of: one descriptor and one read-only map each."""
+
+    def __init__(self):
+        self.maps = {}  # file identity -> (mmap, memoryview) or None (cannot be opened)
+
+    def pieces(self, a, at):
+        """[(view, output offset, (map, page start, length) to let go, or None)] of ``a``."""
+        if a.nbytes == 0:
+            return []
+        a = np.ascontiguousarray(a)
+        if a.dtype.byteorder == ">":
+            a = a.astype(a.dtype.newbyteorder("<"))
+        span = files.file_span(a.ctypes.data, a.nbytes)
+        whole = self._map(span) if span is not None else None
+        if whole is None:
+            view = memoryview(a.reshape(-1).view(np.uint8))
+            return [(view[i:j], at + i, None) for i, j in _cut(0, a.nbytes)]
+        mm, view = whole
+        page, lo0 = mmap.PAGESIZE, span.offset
+        return [(view[i:j], at + i - lo0, (mm, i // page * page, min(-(-j // page) * page,
+                                                                      len(mm)) - i // page * page))
+                for i, j in _cut(lo0, a.nbytes)]
+
+    def _map(self, span):
+        if span.identity not in self.maps:
+            fd, self.maps[span.identity] = span.open(), None
+            if fd >= 0:
+                try:
+                    if span.offset + span.nbytes <= os.fstat(fd).st_size:
+                        mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+                        self.maps[span.identity] = (mm, memoryview(mm))
+                finally:
+                    os.close(fd)
+        return self.maps[span.identity]
+
+    def close(self):
+        for entry in self.maps.values():
+            if entry is not None:
+                entry[1].release()
+                try:
+                    entry[0].close()
+                except BufferError:  # a slice kept alive by an error's traceback
+                    pass
 
 
-def _put(fd, a, at, sources):
-    """Write array ``a``'s bytes at ``at`` of ``fd``: from its file when it is a mapped span
-    (``sources``: {file identity: fd}, opened once each), else from memory."""
-    if a.nbytes == 0:
-        return
-    a = np.ascontiguousarray(a)
-    if a.dtype.byteorder == ">":
-        a = a.astype(a.dtype.newbyteorder("<"))
-    span = files.file_span(a.ctypes.data, a.nbytes) if _KERNEL_COPY[0] else None
-    if span is not None:
-        if span.identity not in sources:
-            sources[span.identity] = span.open()
-        src = sources[span.identity]
-        if src >= 0 and _copy(src, span.offset, fd, at, a.nbytes):
-            return
-    view = memoryview(a.reshape(-1).view(np.uint8))
-    while len(view):
-        n = os.pwrite(fd, view, at)
-        view, at = view[n:], at + n
+def _cut(at, n):
+    return [(i, min(i + PIECE, at + n)) for i in range(at, at + n, PIECE)]
 
 
-def _copy(src, src_at, fd, at, n):
-    """``copy_file_range`` of ``n`` bytes; False (nothing written that matters) where the
-    kernel or the file systems cannot, so the caller writes from memory instead."""
-    done = 0
+def _run(fd, pieces):
+    """``pwrite`` every piece, on this thread and up to :data:`MAX_HELPERS` more (the copies
+    release the GIL); a file span's pages are dropped from the process once written."""
+    todo, errors = iter(range(len(pieces))), []
+    lock = threading.Lock()
+
+    def work():
+        try:
+            while not errors:
+                with lock:
+                    i = next(todo, None)
+                if i is None:
+                    return
+                view, at, drop = pieces[i]
+                if drop is not None:
+                    _populate(*drop)
+                while len(view):
+                    n = os.pwrite(fd, view, at)
+                    view, at = view[n:], at + n
+                if drop is not None and hasattr(mmap, "MADV_DONTNEED"):
+                    drop[0].madvise(mmap.MADV_DONTNEED, drop[1], drop[2])
+        except BaseException as e:  # re-raised by the calling thread
+            errors.append(e)
+
+    helpers = [threading.Thread(target=work, daemon=True)
+               for _ in range(max(0, min(MAX_HELPERS, _cpus() - 1, len(pieces) - 1)))]
+    for t in helpers:
+        t.start()
+    work()
+    for t in helpers:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+_POPULATE_READ = [22]  # MADV_POPULATE_READ (Linux 5.14): fault a range in with one call
+
+
+def _populate(mm, at, n):
+    """Map a source piece's pages in one call instead of one fault per 4 KiB page (several
+    times quicker on a VM); where the kernel lacks it, the pwrite faults them as usual."""
+    if _POPULATE_READ[0]:
+        try:
+            mm.madvise(_POPULATE_READ[0], at, n)
+        except OSError:
+            _POPULATE_READ[0] = 0
+
+
+def _cpus():
     try:
-        while done < n:
-            got = os.copy_file_range(src, fd, min(PIECE, n - done), src_at + done, at + done)
-            if got == 0:  # the source is shorter than its map said
-                return False
-            done += got
-    except OSError:  # EXDEV, ENOSYS, EINVAL, EOPNOTSUPP: an old kernel or other file systems
-        _KERNEL_COPY[0] = False
-        return False
-    return True
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 # --------------------------------------------------------------------------- reading
