@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from ..port.errors import FcnPortError, UserInputError
+from ..port.fileio import atomic_output
 
 # VOC class index -> (name, shape, RGB colour); every other VOC class is absent
 CLASSES = {
@@ -134,7 +135,8 @@ def _rng(seed, split, k):
 def _save_jpg(rgb, path):
     from PIL import Image
 
-    Image.fromarray(rgb, "RGB").save(path, quality=95)
+    with atomic_output(path) as f:
+        Image.fromarray(rgb, "RGB").save(f, format="JPEG", quality=95)
 
 
 def save_label_png(lab, path):
@@ -145,7 +147,8 @@ def save_label_png(lab, path):
 
     png = Image.fromarray(lab, "P")
     png.putpalette(VOC_PALETTE.reshape(-1).tolist())
-    png.save(path)
+    with atomic_output(path) as f:
+        png.save(f, format="PNG")
 
 
 def save_sbd_mat(lab, path):
@@ -158,7 +161,8 @@ def save_sbd_mat(lab, path):
     bounds[:, 0] = [np.zeros((h, w), np.uint8) for _ in range(20)]
     gt = {"Segmentation": lab, "Boundaries": bounds,
           "CategoriesPresent": np.unique(lab[lab > 0]).astype(np.uint8)}
-    scipy.io.savemat(str(path), {"GTcls": gt})
+    with atomic_output(path) as f:
+        scipy.io.savemat(f, {"GTcls": gt})
 
 
 def make_dataset(data_dir, n_train=200, n_val=20, size=(96, 128), seed=0, *, void=1,
@@ -190,9 +194,10 @@ def make_dataset(data_dir, n_train=200, n_val=20, size=(96, 128), seed=0, *, voi
         else:
             _save_jpg(rgb, voc / "JPEGImages" / f"{name}.jpg")
             save_label_png(void_band(lab, void), voc / "SegmentationClass" / f"{name}.png")
-    (sbd / "train.txt").write_text("".join(f"{i}\n" for i in ids["train"]))
-    (voc / "ImageSets" / "Segmentation" / "seg11valid.txt").write_text(
-        "".join(f"{i}\n" for i in ids["val"]))
+    for path, names in ((sbd / "train.txt", ids["train"]),
+                        (voc / "ImageSets" / "Segmentation" / "seg11valid.txt", ids["val"])):
+        with atomic_output(path) as f:
+            f.write("".join(f"{i}\n" for i in names).encode())
     return ids
 
 

@@ -30,7 +30,6 @@ momentum 0.99 for 100,000). Everything else (the nets, layer names, the unnormal
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -76,7 +75,7 @@ def prepare(out, *, n_train=N_TRAIN, n_val=N_VAL, size=SIZE, widths=WIDTHS, fc=F
     solver = solver.replace("test_iter: 50", f"test_iter: {n_val}")
     if iters is not None:
         solver = solver.replace("max_iter: 3000", f"max_iter: {iters}")
-    (nets / "solver.prototxt").write_text(solver)
+    _write(nets / "solver.prototxt", solver.encode())
     log(f"cp {HERE / 'solver.prototxt'} {nets / 'solver.prototxt'}")
     run(cli("surgery", "transplant", out / "base.caffemodel", "--net", nets / "train.prototxt",
             "-o", out / "init.caffemodel"), log=log)
@@ -152,12 +151,22 @@ def install(out, snapshot, demo_id, report, into):
     into = Path(into)
     into.mkdir(parents=True, exist_ok=True)
     voc = Path(out) / "data" / "pascal" / "VOC2011"
-    shutil.copyfile(snapshot, into / f"{DEMO_NAME}.caffemodel")
-    shutil.copyfile(voc / "JPEGImages" / f"{demo_id}.jpg", into / "demo.jpg")
-    shutil.copyfile(voc / "SegmentationClass" / f"{demo_id}.png", into / "demo_gt.png")
-    (into / "demo.json").write_text(json.dumps(report, indent=1) + "\n")
+    copies = [(snapshot, f"{DEMO_NAME}.caffemodel"), (voc / "JPEGImages" / f"{demo_id}.jpg",
+                                                      "demo.jpg"),
+              (voc / "SegmentationClass" / f"{demo_id}.png", "demo_gt.png")]
     if (Path(out) / "heldout.png").is_file():
-        shutil.copyfile(Path(out) / "heldout.png", into / "heldout.png")
+        copies.append((Path(out) / "heldout.png", "heldout.png"))
+    for src, name in copies:
+        _write(into / name, Path(src).read_bytes())
+    _write(into / "demo.json", (json.dumps(report, indent=1) + "\n").encode())
+
+
+def _write(path, data):
+    """``data`` into ``path``, whole or not at all."""
+    from ...port.fileio import atomic_output
+
+    with atomic_output(path) as f:
+        f.write(data)
 
 
 def main(argv=None):
@@ -192,7 +201,7 @@ def main(argv=None):
                                                   "fwavacc")},
               "heldout_iu": {VOC_CLASSES[c]: round(float(v), 4)
                              for c, v in enumerate(metrics["iu"]) if v == v}}
-    (out / "demo.json").write_text(json.dumps(report, indent=1) + "\n")
+    _write(out / "demo.json", (json.dumps(report, indent=1) + "\n").encode())
     print(json.dumps(report, indent=1))
     if args.install:
         install(out, snapshot, demo_id, report, args.install)
