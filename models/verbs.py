@@ -7,12 +7,12 @@ loads it through :func:`load_checkpoint`.
 """
 import json
 import os
-import sys
 from pathlib import Path
 
 from ..port import DEFAULT_WEIGHTS
-from ..port.verbs import check_device, device_arg
+from ..port.verbs import check_output_dir, check_output_file
 from ..port.errors import CaffeFormatError, FcnPortError, NetError, UnsupportedError, UserInputError
+from .infer_verb import add_infer_verb
 from .zoo import OFFICIAL
 
 # the bundled demo: a reduced-width voc-fcn8s fcn-port trained on generated data
@@ -27,9 +27,15 @@ def add_verbs(verbs, train_step=None):
     solvers, so :mod:`fcn_port.cli` passes ``fcn_port.solvers.bench.official_step``. Without
     it ``--train`` is an UnsupportedError."""
     _add_model_verbs(verbs)
-    _add_infer_verb(verbs)
+    add_infer_verb(verbs, load_checkpoint, DEMO_IMAGE, _keep_freed_memory)
     _add_export_verb(verbs)
     _add_bench_verb(verbs, train_step)
+
+
+def _keep_freed_memory():
+    from .deploy.bench import keep_freed_memory
+
+    keep_freed_memory()
 
 
 def load_checkpoint(path, device="cpu"):
@@ -61,6 +67,8 @@ def _convert(args):
     if args.caffemodel is None:  # the bundled demo voc-fcn8s, converted into the current dir
         args.caffemodel = str(DEMO_WEIGHTS)
         args.output = args.output or DEMO_WEIGHTS.with_suffix(".pt").name
+    check_output_file(args.output or _default_out(args.caffemodel),
+                      "-o" if args.output else "the default output (-o)", "a checkpoint file name")
     out, meta = convert(args.caffemodel, args.output, model=args.model, prototxt=args.prototxt)
     if args.json:
         print(json.dumps({**meta, "output": out}))
@@ -77,12 +85,34 @@ def _convert(args):
           f"  load with: fcn_port.models.load({out!r})")
 
 
+def _default_out(path):
+    """convert's default output: the caffemodel's name with .pt, beside it."""
+    return os.path.splitext(path[:-3] if path.endswith(".h5") else path)[0] + ".pt"
+
+
+def _check_geometry(args):
+    """--classes / --widths / --fc that make a net that cannot run, refused in one line."""
+    for opt, values in (("--classes", args.classes), ("--widths", args.widths),
+                        ("--fc", [args.fc] if args.fc is not None else None)):
+        if values and min(values) < 1:
+            raise UserInputError(f"{opt} {' '.join(map(str, values))}: every value must be >= 1 "
+                                 f"(a layer with no outputs cannot run); got {min(values)}")
+
+
 def _net(args):
     from ..port.fileio import atomic_output
     from ..port.formats.text import to_text
     from . import config
     from .spec import net_param, solver_param
 
+    _check_geometry(args)
+    one = bool(args.split) != bool(args.solver)  # exactly one file
+    if args.output == "-" and not one:
+        raise UserInputError("-o -: stdout takes one file; give --split S or --solver alone, "
+                             "or -o DIR")
+    if args.output != "-" and not (args.output is None and one):
+        check_output_dir(args.output or args.name,
+                         "-o" if args.output else "the default output folder (-o)")
     cfg = config(args.name, classes=args.classes, widths=args.widths, fc=args.fc)
     train, test = cfg.solver["splits"]
     # VOC and Context nets are train/val, SIFT Flow and NYUD trainval/test: either name works
@@ -161,50 +191,6 @@ def _add_model_verbs(verbs):
     p.set_defaults(run=_list)
 
 
-# infer
-
-def _infer(args):
-    from .infer import infer_files
-
-    check_device(args.device)
-    if not 0.0 <= args.alpha <= 1.0:
-        raise UserInputError(f"--alpha must be in [0, 1]; got {args.alpha}")
-    model = load_checkpoint(args.checkpoint, args.device)
-    args.images = args.images or [str(DEMO_IMAGE)]  # the bundled demo model's held-out image
-    if len(args.images) > 1:  # later passes reuse the first one's pages (~25% faster on CPU)
-        from .deploy.bench import keep_freed_memory
-
-        keep_freed_memory()
-    infer_files(model, args.images, args.out, hha=args.hha, depth=args.depth,
-                device=args.device, alpha=args.alpha, overlay_format=args.overlay_format,
-                log=None if args.quiet else lambda line: print(line, file=sys.stdout))
-
-
-def _add_infer_verb(verbs):
-    p = verbs.add_parser("infer", help="segment images with a converted checkpoint", description=(
-        "Preprocess each IMAGE as the official data layers (BGR, mean subtracted, no resizing), "
-        "run the net, take the argmax and write DIR/<stem>.png (paletted label PNG, VOC colours) "
-        "and DIR/<stem>_overlay.png (labels blended over the image, background unchanged). "
-        "Nets with two outputs (SIFT Flow) also write <stem>_geo.png and its overlay. For NYUD "
-        "nets IMAGE is the colour PNG (the HHA PNG for nyud-fcn32s-hha) and --hha / --depth give "
-        "the paired files in the same order. All inputs are checked before anything is written."))
-    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by fcn-port convert")
-    p.add_argument("images", nargs="*", metavar="IMAGE",
-                   help="default: the bundled demo image (models/data/demo.jpg)")
-    p.add_argument("-o", "--out", default=".", metavar="DIR",
-                   help="output folder (created; default: the current folder)")
-    p.add_argument("--device", type=device_arg, default="cpu", help="cpu (default), cuda or cuda:N")
-    p.add_argument("--alpha", type=float, default=0.5,
-                   help="opacity of the labels in the overlay (default 0.5, as vis_seg)")
-    p.add_argument("--hha", nargs="+", metavar="FILE", help="HHA PNGs, one per IMAGE (NYUD color-hha)")
-    p.add_argument("--depth", nargs="+", metavar="FILE",
-                   help="16-bit depth PNGs in mm, one per IMAGE (NYUD color-d)")
-    p.add_argument("--overlay-format", choices=("png", "jpg"), default="png",
-                   help="png (default, lossless) or jpg (as infer.py's visualization.jpg)")
-    p.add_argument("-q", "--quiet", action="store_true", help="do not list the files written")
-    p.set_defaults(run=_infer)
-
-
 # export
 
 def _stem(path):
@@ -216,16 +202,18 @@ def _stem(path):
 
 
 def _export(args):
-    model = load_checkpoint(args.checkpoint)
-    reports = []
     out = args.output
     if out is None and args.onnx is None:
         out = _stem(args.checkpoint) + (".caffemodel.h5" if args.h5 else ".caffemodel")
+    check_output_file(out, "-o" if args.output else "the default output (-o)",
+                      "a caffemodel file name")
+    check_output_file(args.prototxt, "--prototxt", "a prototxt file name")
+    check_output_file(args.onnx, "--onnx", "an .onnx file name")
+    model = load_checkpoint(args.checkpoint)
+    reports = []
     if out is not None:
         from .deploy.export import export
 
-        if os.path.isdir(out):
-            raise UserInputError(f"-o {out}: is a folder; give the caffemodel's file name")
         r = export(model, out, h5=args.h5, prototxt=args.prototxt)
         reports.append(r)
         if not args.json:

@@ -16,6 +16,7 @@ import re
 
 from . import DEFAULT_WEIGHTS
 from .errors import UnsupportedError, UserInputError
+from .outputs import check_output_dir, check_output_file
 
 
 def add_verbs(verbs, *, net_by_name=None, model_runner=None, solver_runner=None,
@@ -41,6 +42,12 @@ def check_device(device):
 
         if not torch.cuda.is_available():
             raise UserInputError(f"--device {device}: CUDA is not available on this machine")
+
+
+# output paths: every verb that writes checks them first (port/outputs.py)
+
+__all__ = ["add_verbs", "check_device", "check_output_dir", "check_output_file", "device_arg",
+           "layer_table", "offsets_table"]
 
 
 # inspect, parity, layers
@@ -78,6 +85,7 @@ def _parity(args, model_runner, solver_runner=None, loss_plotter=None):
                    kind=f"model {args.model}", solver_run=None)  # --model runs forward cases
     if args.plot and loss_plotter is None:
         raise UnsupportedError("parity --plot needs fcn_port.solvers (run it as fcn-port)")
+    check_output_dir(args.plot, "--plot")
     results = []
     for case in args.cases:
         r = run_case(case, args.rtol, **how)
@@ -272,6 +280,14 @@ def _expand(args):
         _finish(args, weights, report)
 
 
+def _output_checked(run):
+    """``run`` after the -o check: a path that cannot be written is refused before any work."""
+    def checked(args):
+        check_output_file(args.output, "-o", "a caffemodel file name (.h5 for HDF5)")
+        return run(args)
+    return checked
+
+
 def _common(p, net=True, required=True):
     p.add_argument("source", metavar="SRC", help="source weights (.caffemodel or .caffemodel.h5)")
     if net:
@@ -306,14 +322,14 @@ def _add_surgery_verbs(verbs, net_by_name):
     p.add_argument("--no-interp", action="store_true", help="leave the 'up' layers as they are")
     p.add_argument("--interp-layers", action="extend", type=_names, metavar="LAYER",
                    help="bilinear-initialise these instead of every layer whose name has 'up'")
-    p.set_defaults(run=_transplant)
+    p.set_defaults(run=_output_checked(_transplant))
 
     p = sub.add_parser("interp", help="set upsampling layers to bilinear", description=(
         "Set each layer's weight W[i, i] (or W[i, 0]) to the bilinear kernel; other entries "
         "are kept. Default layers: every param layer whose name contains 'up'."))
     _common(p, net=False)
     p.add_argument("--layers", action="extend", type=_names, metavar="LAYER")
-    p.set_defaults(run=_interp)
+    p.set_defaults(run=_output_checked(_interp))
 
     p = sub.add_parser("expand-score", help="copy a score layer into one with more classes",
                        description=(
@@ -326,7 +342,7 @@ def _add_surgery_verbs(verbs, net_by_name):
     p.add_argument("--skip", action="extend", type=_names, default=[], metavar="LAYER",
                    help="with --net: source layers to drop (e.g. old-size upscore layers)")
     p.add_argument("--no-interp", action="store_true", help="with --net: no bilinear 'up' layers")
-    p.set_defaults(run=_expand, expand_parser=p)
+    p.set_defaults(run=_output_checked(_expand), expand_parser=p)
 
     p = sub.add_parser("color-d", help="NYUD color-D: VGG16 into a 4-channel (BGR-D) net",
                        description=(
@@ -337,4 +353,4 @@ def _add_surgery_verbs(verbs, net_by_name):
                    help="the 4-channel conv (default %(default)s)")
     p.add_argument("--base-layer", default="conv1_1", help="source conv (default %(default)s)")
     p.add_argument("--no-interp", action="store_true", help="leave the 'up' layers as they are")
-    p.set_defaults(run=_color_d)
+    p.set_defaults(run=_output_checked(_color_d))

@@ -61,14 +61,14 @@ def _score(args):
     import json
 
     from fcn_port.port.errors import UserInputError
+    from fcn_port.port.verbs import check_output_file
 
     from . import score
 
     if args.classes < 1 or args.classes > 255:
         raise UserInputError(f"--classes must be in 1..255 (8-bit PNGs; 255 is void), "
                              f"not {args.classes}")
-    if args.png and not os.path.isdir(os.path.dirname(os.path.abspath(args.png))):
-        raise UserInputError(f"--png {args.png}: its folder does not exist")
+    check_output_file(args.png, "--png", "a .png file name")
     names = score.names_for(args.classes, _read_names(args.names, args.classes))
     conf, extra = score.score_folders(args.pred, args.gt, args.classes)
     result = conf.metrics()
@@ -135,20 +135,6 @@ def _add_eval(verbs):
     p.set_defaults(run=_eval)
 
 
-def _check_out(path, flag, folder=False):
-    from fcn_port.port.errors import UserInputError
-
-    if path is None:
-        return
-    parent = os.path.dirname(os.path.abspath(path))
-    if folder and os.path.exists(path) and not os.path.isdir(path):
-        raise UserInputError(f"{flag} {path}: exists and is not a folder")
-    if not folder and os.path.isdir(path):
-        raise UserInputError(f"{flag} {path}: is a folder; expected a .png file name")
-    if not os.path.isdir(parent):
-        raise UserInputError(f"{flag} {path}: its folder {parent} does not exist")
-
-
 def _suffixed(path, name):
     stem, ext = os.path.splitext(path)
     return f"{stem}_{name}{ext or '.png'}" if name else path
@@ -160,7 +146,7 @@ def _eval(args):
     import numpy as np
 
     from fcn_port.port.errors import UserInputError
-    from fcn_port.port.verbs import check_device
+    from fcn_port.port.verbs import check_device, check_output_dir, check_output_file
 
     from . import evaluate, score
     from .segtests import head_name
@@ -169,9 +155,9 @@ def _eval(args):
         raise UserInputError(f"--limit must be >= 1, not {args.limit}")
     if args.grid_images < 1:
         raise UserInputError(f"--grid-images must be >= 1, not {args.grid_images}")
-    _check_out(args.save_pred, "--save-pred", folder=True)
-    _check_out(args.png, "--png")
-    _check_out(args.grid, "--grid")
+    check_output_dir(args.save_pred, "--save-pred")
+    check_output_file(args.png, "--png", "a .png file name")
+    check_output_file(args.grid, "--grid", "a .png file name")
     check_device(args.device)
     ev = evaluate.Evaluation(args.checkpoint, args.dataset, args.root, split=args.split,
                              voc_root=args.voc_root, device=args.device)
