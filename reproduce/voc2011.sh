@@ -107,13 +107,10 @@ else
         $FCN surgery transplant "$FROM" --net "$dir/train.prototxt" -o "$dir/init.caffemodel"; }
       iters=()
       [ -n "$ITERS" ] && iters=(--max-iter "$ITERS")
-      resume=()
-      last=$(ls -t "$dir"/snapshot/*.solverstate* 2>/dev/null | head -1 || true)
-      [ -n "$last" ] && { say "$m: resuming from $last"; resume=(--snapshot "$last"); }
-      say "$m: training"
+      say "$m: training (from its newest snapshot if it has one)"
       (cd "$dir" && $FCN train --solver solver.prototxt --weights init.caffemodel \
-        --data-root "$(cd "$DATA" && pwd)" --device "$DEVICE" --eval-every "$EVAL_EVERY" \
-        "${iters[@]}" "${resume[@]+"${resume[@]}"}" --quiet)
+        --snapshot latest --data-root "$(cd "$DATA" && pwd)" --device "$DEVICE" \
+        --eval-every "$EVAL_EVERY" "${iters[@]+"${iters[@]}"}" --quiet)
       snap=$(ls -t "$dir"/snapshot/*.caffemodel* | head -1)
       cp "$snap" "$final.part" && mv "$final.part" "$final"
     fi

@@ -19,7 +19,7 @@ _LAZY = {"forward_backward": "build", "from_solver_prototxt": "build",
          "read_solver_file": "build", "SolverError": "errors", "learning_rate": "lr_policy",
          "Learnable": "solver", "Solver": "solver", "learnable": "solver",
          "Trainer": "train", "NonFiniteError": "train", "NpzBatches": "data",
-         "Feeder": "data", "register_source_factory": "data"}
+         "Feeder": "data", "register_source_factory": "data", "newest_snapshot": "snapshots"}
 
 
 def __getattr__(name):

@@ -35,7 +35,9 @@ def add_verbs(verbs, *, data_sources=None, seg_tests=None):
     p.add_argument("--weights", metavar="W.caffemodel",
                    help="start from these weights (binary or HDF5), copied by layer name")
     p.add_argument("--snapshot", metavar="S.solverstate",
-                   help="resume from a snapshot (.solverstate or .solverstate.h5) to max_iter")
+                   help="resume from a snapshot (.solverstate or .solverstate.h5) to max_iter; "
+                   "'latest': the newest complete one of the solver's snapshot_prefix, or, "
+                   "when there is none yet, start afresh (from --weights if given)")
     p.add_argument("--batches", metavar="B.npz", help=(
         "batches for the train net's data layers: it/<k>/<blob> arrays, one batch per forward "
         "pass (iter_size passes per iteration; they cycle when the run needs more)"))
@@ -75,11 +77,30 @@ def _check_dir(path, what):
         raise UserInputError(f"{what} {path}: no such directory")
 
 
+def _latest_snapshot(args):
+    """``--snapshot latest``: the newest complete snapshot of the solver's snapshot_prefix
+    (solvers.snapshots.newest_snapshot); with none, start afresh (from --weights if given)."""
+    from .build import read_solver_file
+    from .snapshots import newest_snapshot
+
+    param = read_solver_file(args.solver)[0]
+    found = newest_snapshot(param.snapshot_prefix) if param.snapshot_prefix else None
+    if not args.quiet:
+        print(f"--snapshot latest: {'resuming from ' + found if found else 'no snapshot yet'}"
+              f"{'' if found or not args.weights else ', starting from ' + args.weights}",
+              file=sys.stderr)
+    args.snapshot = found
+    if found:
+        args.weights = None
+
+
 def _train(args):
     import json
 
     _check_file(args.solver, "--solver")
     _check_file(args.weights, "--weights")
+    if args.snapshot == "latest":
+        _latest_snapshot(args)
     _check_file(args.snapshot, "--snapshot")
     _check_file(args.batches, "--batches")
     _check_file(args.test_batches, "--test-batches")

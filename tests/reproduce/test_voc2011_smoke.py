@@ -44,6 +44,15 @@ def test_smoke_runs_end_to_end_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "training" not in again.stdout and "scoring" not in again.stdout
     assert (results / "results.md").read_text() == md
+    # a stage stopped after its last snapshot resumes from it (nothing left to train), and
+    # its weights score as before
+    (work / "voc-fcn8s" / "voc-fcn8s.caffemodel").unlink()
+    (results / "voc-fcn8s.json").unlink()
+    third = subprocess.run(["bash", str(SCRIPT), "--smoke", "--work", str(work)], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "voc-fcn8s: training" in third.stdout and "voc-fcn16s: training" not in third.stdout
+    assert (results / "results.md").read_text() == md
 
 
 def test_bad_option_is_one_line_exit_2(tmp_path):

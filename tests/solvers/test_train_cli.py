@@ -96,3 +96,21 @@ def test_parity_runs_solver_cases_with_their_own_tolerance(tmp_path, capsys):
     assert solver["worst"] > 0
     assert main(["parity", "--rtol", "0", cases[0]]) == 1
     assert "FAIL" in capsys.readouterr().out
+
+
+def test_snapshot_latest_resumes_the_newest_or_starts_afresh(fcn32s, tmp_path, monkeypatch,
+                                                             capsys):
+    monkeypatch.chdir(tmp_path)
+    batches = str(_batches(tmp_path / "b.npz"))
+    solver = str(fcn32s / "solver.prototxt")
+    base = ["train", "--solver", solver, "--batches", batches, "--snapshot", "latest"]
+    assert main(base + ["--max-iter", "2", "--quiet"]) == 0  # nothing yet: from the fillers
+    assert "no snapshot yet" not in capsys.readouterr().err  # --quiet: no line
+    assert main(base + ["--max-iter", "4"]) == 0
+    assert "resuming from snapshot/train_iter_2.solverstate" in capsys.readouterr().err
+    log = (tmp_path / "snapshot" / "train_log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in log[1:]] == ["0", "1", "2", "3"]
+    # a newest state whose weights file is gone is skipped for the one before it
+    (tmp_path / "snapshot" / "train_iter_4.caffemodel").unlink()
+    assert main(base + ["--max-iter", "5"]) == 0
+    assert "resuming from snapshot/train_iter_2.solverstate" in capsys.readouterr().err
