@@ -33,8 +33,8 @@ Folders. The official paths are relative to the prototxt's folder (the nets live
 a relative path loses its leading ``..`` parts and one leading ``data`` part and the rest is
 taken inside ``D`` (``../data/sbdd/dataset`` -> ``D/sbdd/dataset``, ``../data/pascal/VOC2011``
 -> ``D/pascal/VOC2011``, ``../../data/pascal-context`` -> ``D/pascal-context``); a ``..``
-further in is refused, so the folder stays inside ``D``. An absolute path is used as it is
-either way. Ids are plain file names (:mod:`.voc`), so no file a
+further in is refused, so the folder stays inside ``D``; so is an absolute path (without a data
+root it is used as it is). Ids are plain file names (:mod:`.voc`), so no file a
 reader opens leaves its dataset folder.
 
 :func:`source_factory` is the ``factory(layer_param, phase, root)`` of
@@ -124,6 +124,10 @@ def _short(text, n=80):
 def resolve_folder(value, root=None, data_root=None, where=("<net>", "")):
     """The folder a param_str path names (module doc): under ``root`` or ``data_root``."""
     path = PurePath(value)
+    if path.is_absolute() and data_root is not None:
+        raise CaffeFormatError(where[0], where[1], f"folder {value!r} is absolute; with a data "
+                               f"root ({data_root}) folders are taken inside it, so give the "
+                               "path relative to the official data/ folder (or no --data-root)")
     if path.is_absolute():
         return Path(path)
     if data_root is None:

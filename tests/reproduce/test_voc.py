@@ -191,6 +191,10 @@ def test_param_str_binding_and_folders(tmp_path):
     with pytest.raises(CaffeFormatError, match="leave the data root"):
         datasets.reader_for(_layer(param_str=ps.replace("../data/sbdd", "sbdd/../../x")), net,
                             data_root=tmp_path / "data")
+    absolute = ps.replace("../data/sbdd/dataset", str(tmp_path / "data" / "sbdd" / "dataset"))
+    assert datasets.reader_for(_layer(param_str=absolute), net).folder.is_dir()  # no data root
+    with pytest.raises(CaffeFormatError, match="absolute"):
+        datasets.reader_for(_layer(param_str=absolute), net, data_root=tmp_path / "data")
 
 
 @pytest.mark.parametrize("param_str, words", [
