@@ -13,6 +13,9 @@ approach in a fresh Python process, so that each has its own peak RSS (``_child.
   (b_torch) fcn-port  ``read_weights(path)``, plain ``torch.save`` (what (b) replaces)
   (c)       fcn-port  ``read_weights(path)`` alone
 
+Then (unless --no-processes; ``_processes.py``) the whole commands, spawn to exit: the naive
+script (``_naive.py``), ``fcn-port convert -o x.pt`` and ``fcn-port convert -o x.safetensors``.
+
 Seconds run from after the imports to the return of the save (outputs stay in the page cache,
 not fsynced, by all). An untimed first run of each saving approach warms the page cache and
 checks that the outputs hold the same tensors as (a)'s and that their CRCs are right. Runs are
@@ -32,6 +35,7 @@ import tempfile
 import time
 
 import _child
+import _processes
 import _report
 
 MODEL = "voc-fcn8s-random.caffemodel"
@@ -134,19 +138,34 @@ def _measure(args, folder, model):
     size = made["size"]
     _log(quiet, f"{model}: {size:,} bytes ({size / _report.MIB:.1f} MiB), {made['params']:,} float32 "
                 "parameters, " + ("reused" if made["reused"] else f"written in {made['seconds']:.1f} s"))
-    verified = _verify(model, folder, {"keys": made["keys"], "params": made["params"]}, quiet)
-    timed = _timed(args.runs, model, folder, args.warm_mib, quiet)
-    rows = {n: _report.summary(timed[n], size) for n in _child.APPROACHES}
+    report = {}
+    if not args.only_processes:
+        verified = _verify(model, folder, {"keys": made["keys"], "params": made["params"]}, quiet)
+        timed = _timed(args.runs, model, folder, args.warm_mib, quiet)
+        rows = {n: _report.summary(timed[n], size) for n in _child.APPROACHES}
+        report = _in_process(rows, verified)
+    if not args.no_processes:
+        checked = _processes.verify(model, folder)
+        _log(quiet, f"  verified: {checked}")
+        report["processes"] = _processes.measure(
+            model, folder, args.runs, lambda: _warm(args.warm_mib), lambda m: _log(quiet, m))
+        report["processes_verified"] = checked
     return {
         "environment": env,
         "caffemodel": {"path": model, "bytes": size, "mib": size / _report.MIB,
                        "params": made["params"], "reused": made["reused"]},
         "runs": args.runs,
         "warm_mib": args.warm_mib,
+        **report,
+        "total_s": time.perf_counter() - started,
+    }
+
+
+def _in_process(rows, verified):
+    return {
         "approaches": {n: {"what": _child.APPROACHES[n], **rows[n]} for n in rows},
         "targets": _report.targets(rows),
         "verified": verified,
-        "total_s": time.perf_counter() - started,
     }
 
 
@@ -161,6 +180,10 @@ def main(argv=None):
     p.add_argument("--warm-mib", type=int, default=3072,
                    help="before each timed run, touch and free this much memory (0: do not)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    p.add_argument("--no-processes", action="store_true",
+                   help="skip the whole-process timings (naive script, convert -o .pt / .safetensors)")
+    p.add_argument("--only-processes", action="store_true",
+                   help="only the whole-process timings")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -185,9 +208,13 @@ def main(argv=None):
         if args.json:
             print(json.dumps(report, indent=2))
         else:
-            _report.print_report(report, _child.APPROACHES)
+            if "approaches" in report:
+                _report.print_report(report, _child.APPROACHES)
+            if "processes" in report:
+                _processes.print_table(report["processes"], report["caffemodel"]["mib"])
+                print(f"verified: {report['processes_verified']}")
     finally:
-        for name in _child.APPROACHES:
+        for name in (*_child.APPROACHES, "proc"):
             shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
         if args.keep:
             _log(args.json, f"kept {model} (reuse it with --dir {folder} --keep)")

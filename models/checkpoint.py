@@ -75,8 +75,9 @@ def convert(path, out=None, *, model=None, prototxt=None):
     path = os.fspath(path)
     weights = read_weights(path)
     digest = in_background(sha256, path)  # the source's sha256, while the rest goes on
-    finite = in_background(weights.nonfinite)  # NaN/Inf scan, also off the main thread
     out = out or os.path.splitext(path[:-3] if path.endswith(".h5") else path)[0] + ".pt"
+    # NaN/Inf: a .pt scans off the main thread; a safetensors file counts while it copies
+    finite = weights.nonfinite if _is_safetensors(out) else in_background(weights.nonfinite)
     try:
         cfg = detect(weights.params, model)
     except ConvertError as e:  # FCN-like names, other layers: with a prototxt, any net
@@ -91,6 +92,14 @@ def convert(path, out=None, *, model=None, prototxt=None):
         _refuse_nonfinite(path, finite())
         return _convert_caffenet(weights, path, out, prototxt, digest)
     sd = match_arrays(cfg, weights)  # numpy views of the mapped file: no torch needed here
+    if _is_safetensors(out):  # the copy runs beside the sha256, which fills the header last
+        from .portable import write_checkpoint
+
+        meta = {"kind": "fcn", **cfg.meta(), **_meta_common(path, "0" * 64)}
+        return out, write_checkpoint(
+            out, meta, sd, late_meta=lambda: {"sha256": digest()},
+            refuse_nonfinite=lambda bad: _refuse_nonfinite(
+                path, [(*k.rsplit(".", 1), n) for k, n in bad]))
     _refuse_nonfinite(path, finite())
     meta = {"kind": "fcn", **cfg.meta(), **_meta_common(path, digest())}
     save({"format": FORMAT, "meta": meta, "state_dict": sd}, out)

@@ -67,14 +67,42 @@ def from_metadata(metadata, path):
                                f"({str(e)[:120]}); expected {EXPECTED}") from None
 
 
-def write_checkpoint(out, meta, state_dict):
+def write_checkpoint(out, meta, state_dict, *, refuse_nonfinite=None, late_meta=None):
     """Write ``state_dict`` ({key: numpy array or CPU tensor}) and ``meta`` to ``out`` as a
-    safetensors checkpoint, atomically; spans of a mapped caffemodel go file to file."""
+    safetensors checkpoint, atomically; spans of a mapped caffemodel go file to file.
+
+    ``refuse_nonfinite([(key, count)])`` gets the tensors holding NaN/Inf, counted while they
+    are written (no pass of its own), and may raise: then nothing is written. ``late_meta()``
+    gives meta values computed meanwhile (the source's sha256), each as long as its
+    placeholder in ``meta``. Returns the meta written."""
+    import numpy as np
+
     from fcn_port.port.fileio import safetensors
 
     arrays = {k: v if hasattr(v, "__array_interface__") else _numpy(v)
               for k, v in state_dict.items()}
-    safetensors.write(out, arrays, to_metadata(meta))
+    found = []  # (key, count) per piece; list.append is safe from the writer's two threads
+
+    def visit(key, values):
+        if values.dtype.kind == "f":
+            n = values.size - int(np.count_nonzero(np.isfinite(values)))
+            if n:
+                found.append((key, n))
+
+    def finish():
+        if refuse_nonfinite is not None:
+            counts = {}
+            for key, n in found:
+                counts[key] = counts.get(key, 0) + n
+            refuse_nonfinite([(k, counts[k]) for k in arrays if k in counts])
+        if late_meta is not None:
+            meta.update(late_meta())
+            return to_metadata(meta)
+        return None
+
+    safetensors.write(out, arrays, to_metadata(meta), visit=visit if refuse_nonfinite else None,
+                      before_commit=finish)
+    return meta
 
 
 def _numpy(tensor):
