@@ -267,16 +267,21 @@ def _expand(args):
 
     if bool(args.net) == (args.classes is not None):
         args.expand_parser.error("give either --classes K (expand in the file) or --net NET")
+    if args.classes is not None and args.classes < 1:
+        raise UserInputError(f"--classes {args.classes}: expected a class count >= 1")
     if args.net:
+        if not args.layer:
+            args.expand_parser.error("with --net, name the score layer(s): --layer score_fr")
         net = resolve_net(args.net, by_name=args.net_by_name)
-        params, report = transplant_net(args.source, net, expand=[args.layer], skip=args.skip,
+        params, report = transplant_net(args.source, net, expand=args.layer, skip=args.skip,
                                         interp_layers=None if args.no_interp else "auto",
                                         input_shape=args.input_shape)
-        print(f"expand-score {args.source} -> {args.net} (layer '{args.layer}')")
+        print(f"expand-score {args.source} -> {args.net} (layers {', '.join(args.layer)})")
         _finish(args, params, report, net)
     else:
-        weights, report = expand_weights(args.source, args.layer, args.classes)
-        print(f"expand-score {args.source} (layer '{args.layer}' to {args.classes} classes)")
+        weights, report = expand_weights(args.source, args.layer or None, args.classes)
+        layers = ", ".join(report.layers("expanded"))
+        print(f"expand-score {args.source} ({layers} to {args.classes} classes)")
         _finish(args, weights, report)
 
 
@@ -333,11 +338,16 @@ def _add_surgery_verbs(verbs, net_by_name):
 
     p = sub.add_parser("expand-score", help="copy a score layer into one with more classes",
                        description=(
-        "Copy a score layer's k' classes into the first k' outputs of a layer with more: "
-        "with --classes K in the file itself (new classes 0), or with --net as a transplant "
-        "into that net (new classes keep its fillers; other layers are transplanted)."))
+        "Copy score layers' k' classes into the first k' outputs of layers with more. With "
+        "--classes K, in the file itself: every score layer with score_fr's class count "
+        "(FCN-16s/8s: also score_pool4/score_pool3) gets K outputs, the new ones 0, and the "
+        "upsampling ('up') layers become K-to-K (old block kept, new classes bilinear), so "
+        "the result converts as a K-class FCN. With --net, a transplant into that net (new "
+        "classes keep its fillers; other layers are transplanted)."))
     _common(p, required=False)
-    p.add_argument("--layer", required=True, help="the score layer, e.g. score_fr")
+    p.add_argument("--layer", action="extend", type=_names, metavar="LAYER", help=(
+        "the score layer(s), e.g. score_fr (default with --classes: every score layer with "
+        "score_fr's class count; needed with --net)"))
     p.add_argument("--classes", type=int, metavar="K", help="new number of classes")
     p.add_argument("--skip", action="extend", type=_names, default=[], metavar="LAYER",
                    help="with --net: source layers to drop (e.g. old-size upscore layers)")

@@ -30,6 +30,13 @@ Where this module differs (errors where the official code misbehaves; nothing el
   weight that is not 4-D.
 * ``expand_score`` handles the current 1-D bias (k,) as well as the legacy (1, 1, 1, k) one;
   the official code indexes ``[0, 0, 0, :k']`` and works only on the legacy layout.
+* Widening a trained net in its own file (``fcn-port surgery expand-score --classes K``,
+  :func:`~.nets.expand_weights`) has no official counterpart: there the user writes a new net
+  with K-class score *and* upscore layers and runs expand_score + interp into it. Here every
+  score layer with score_fr's class count is expanded (an FCN-8s's skips too, or the file is
+  refused naming them), and each class-to-class upsampler by :func:`expand_upsampling`: the
+  old block kept, the new classes' diagonal bilinear (for the official fixed bilinear
+  upsamplers that is exactly what interp would make), so the file converts as a K-class FCN.
 * It works on arrays, not on instantiated ``caffe.Net`` objects: the target is param shapes from
   the prototxt (:func:`param_shapes`, computed on the meta device: nothing is allocated), the
   source a caffemodel read lazily. Blobs a V1 file stores with legacy 4-D dims (a bias as
@@ -138,6 +145,29 @@ def expand_score(new, old, num_old_classes=None, *, layer="score"):
     out[0][:n] = _arr(old[0])[:n]
     if len(out) > 1 and len(old) > 1:
         out[1].reshape(-1)[:n] = _arr(old[1]).reshape(-1)[:n]
+    return out
+
+
+def expand_upsampling(old, classes, *, layer="upscore"):
+    """A class-to-class upsampling Deconvolution weight ``old`` (k', k', h, h) widened to
+    (classes, classes, h, h) for :func:`expand_score`'s new classes: the old block kept in the
+    top-left (a learned upsampler stays learned), each new class i -> i the bilinear kernel
+    (as ``interp`` fills the diagonal), every other new entry 0. Not in the official code, whose
+    recipe re-makes the upscore layers in the new net and interp's them; for a fixed bilinear
+    upsampler (lr_mult 0, as all official nets but the learned-deconv variant) it is the same.
+    Returns a new float32 array."""
+    w = _arr(old)
+    if w.ndim != 4 or w.shape[0] != w.shape[1] or w.shape[2] != w.shape[3]:
+        raise SurgeryError(f"expand: layer '{layer}': weight shape {tuple(w.shape)}; expected a "
+                           "square class-to-class (k, k, h, h) upsampling weight")
+    k, size = w.shape[0], w.shape[2]
+    if classes < k:
+        raise SurgeryError(f"expand: layer '{layer}' has {k} classes; cannot shrink to {classes}")
+    out = np.zeros((classes, classes, size, size), np.float32)
+    out[:k, :k] = w
+    kernel = bilinear_kernel(size).numpy()
+    for i in range(k, classes):
+        out[i, i] = kernel
     return out
 
 

@@ -220,41 +220,88 @@ def interp_weights(weights, layers=None):
     return Weights(w.net, params, legacy=w.legacy, version=w.version), report
 
 
-def expand_weights(weights, layer, classes):
-    """A caffemodel (path or Weights) with score layer ``layer`` widened to ``classes`` outputs
-    by :func:`expand_score`: the old classes first, the new ones 0 (Caffe's default filler; give
-    the target net to :func:`transplant_net` with ``expand=`` to use its fillers instead). The
-    layer's num_output in the header follows. Returns (Weights, Report)."""
+def _outputs(w, layer):
+    """Output count of a param layer's first blob (legacy dims dropped), or None."""
+    blobs = w.params.get(layer) or []
+    shape = _legacy_shape(_shape(blobs[0]), (layer, 0) in w.legacy) if blobs else ()
+    return shape[0] if shape else None
+
+
+def expand_weights(weights, layers, classes):
+    """A caffemodel (path or Weights) widened to ``classes`` classes, as a net that the FCN
+    with that many classes loads (``fcn-port convert`` takes it).
+
+    ``layers``: the score layers (a name or a list; None: every param layer named ``score*``
+    with ``score_fr``'s class count). Each is widened by :func:`expand_score`: the old classes
+    first, the new ones 0 (Caffe's default filler; give the target net to
+    :func:`transplant_net` with ``expand=`` to use its fillers instead). Every other score
+    layer with the same class count (an FCN-8s's ``score_pool4`` / ``score_pool3``, which feed
+    the same sums) must be among them: a file that would still hold the old count is refused,
+    naming them. The upsampling layers (names with 'up', as interp) that map those classes to
+    themselves are widened by :func:`expand_upsampling` (old block kept, new classes bilinear).
+    Every widened layer's num_output in the header follows. Returns (Weights, Report)."""
     from ..formats.caffemodel import Weights
     from ..formats.proto import caffe_pb2
+    from .arrays import expand_upsampling
 
     w = _load(weights)
     where = w.path or "weights"
-    if layer not in w.params:
-        raise SurgeryError(f"{where}: no param layer '{layer}' to expand (layers with params: "
-                           f"{', '.join(w.params)})")
-    old = [_arr(a).reshape(_legacy_shape(_shape(a), (layer, i) in w.legacy))
-           for i, a in enumerate(w.params[layer])]
-    if not old[0].ndim:
-        raise SurgeryError(f"{where}: layer '{layer}': weight is a scalar; not a score layer")
-    new = [np.zeros((classes,) + old[0].shape[1:], np.float32)]
-    new += [np.zeros(classes, np.float32) for _ in old[1:2]]
-    if len(old) > 2:
-        raise SurgeryError(f"{where}: layer '{layer}' has {len(old)} blobs; a score layer has a "
-                           "weight and a bias")
-    params = dict(w.params)
-    params[layer] = expand_score(new, old, layer=layer)
+    if layers is None:
+        if "score_fr" not in w.params:
+            raise SurgeryError(f"{where}: no 'score_fr' layer to take the class count from; name "
+                               "the score layers with --layer")
+        layers = [n for n in w.params if n.startswith("score")
+                  and _outputs(w, n) == _outputs(w, "score_fr")]
+    layers = [layers] if isinstance(layers, str) else list(layers)
+    for layer in layers:
+        if layer not in w.params:
+            raise SurgeryError(f"{where}: no param layer '{layer}' to expand (layers with "
+                               f"params: {', '.join(w.params)})")
+    k = _outputs(w, layers[0])
+    if not k:
+        raise SurgeryError(f"{where}: layer '{layers[0]}': weight is a scalar; not a score layer")
+    if classes < k:
+        raise SurgeryError(f"{where}: layer '{layers[0]}' has {k} classes; --classes {classes} "
+                           "would drop some (expand-score only adds classes)")
+    other = [n for n in layers[1:] if _outputs(w, n) != k]
+    left = [n for n in w.params if n.startswith("score") and n not in layers
+            and _outputs(w, n) == k]
+    if other or left:
+        why = (f"{', '.join(other)} do not have {k} outputs as {layers[0]} does" if other else
+               f"{', '.join(left)} also output the {k} classes (they feed the same sum) and "
+               f"would stay {k}-class; add them: --layer {','.join(layers + left)}")
+        raise SurgeryError(f"{where}: {why} (or omit --layer: every score layer with "
+                           "score_fr's count)")
+    params, report = dict(w.params), Report(w.path)
+    for layer in layers:
+        old = [_arr(a).reshape(_legacy_shape(_shape(a), (layer, i) in w.legacy))
+               for i, a in enumerate(w.params[layer])]
+        if len(old) > 2:
+            raise SurgeryError(f"{where}: layer '{layer}' has {len(old)} blobs; a score layer has "
+                               "a weight and a bias")
+        new = [np.zeros((classes,) + old[0].shape[1:], np.float32)]
+        new += [np.zeros(classes, np.float32) for _ in old[1:2]]
+        params[layer] = expand_score(new, old, layer=layer)
+        for i, (a, b) in enumerate(zip(old, params[layer])):
+            report.add("expanded", layer, layer, i, a.shape, b.shape,
+                       f"classes {k} -> {classes}, new ones 0")
+    ups = [n for n in upsampling_layers(w.params) if len(w.params[n]) == 1
+           and _legacy_shape(_shape(w.params[n][0]), (n, 0) in w.legacy)[:2] == (k, k)]
+    for layer in ups:
+        old = _arr(w.params[layer][0]).reshape(
+            _legacy_shape(_shape(w.params[layer][0]), (layer, 0) in w.legacy))
+        params[layer] = [expand_upsampling(old, classes, layer=layer)]
+        report.add("expanded", layer, layer, 0, old.shape, params[layer][0].shape,
+                   f"classes {k} -> {classes}: old block kept, new ones bilinear "
+                   f"{old.shape[2]}x{old.shape[3]} on W[i, i]")
     header = caffe_pb2.NetParameter()
     header.CopyFrom(w.net)
     for lp in header.layer:
-        if lp.name == layer and lp.type in ("Convolution", "InnerProduct"):
-            field = "convolution_param" if lp.type == "Convolution" else "inner_product_param"
+        if lp.name in layers + ups and lp.type in ("Convolution", "Deconvolution",
+                                                   "InnerProduct"):
+            field = "inner_product_param" if lp.type == "InnerProduct" else "convolution_param"
             getattr(lp, field).num_output = classes
-    report = Report(w.path)
-    for i, (a, b) in enumerate(zip(old, params[layer])):
-        report.add("expanded", layer, layer, i, a.shape, b.shape,
-                   f"classes {a.shape[0]} -> {classes}, new ones 0")
-    legacy = {k for k in w.legacy if k[0] != layer}
+    legacy = {x for x in w.legacy if x[0] not in layers + ups}
     return Weights(header, params, legacy=legacy, version=w.version), report
 
 

@@ -19,7 +19,7 @@ from fcn_port.port.errors import UserInputError
 from fcn_port.port.formats.caffemodel import read_weights
 from fcn_port.port.formats.text import read_net
 from fcn_port.port.net import CaffeNet
-from helpers import ORACLE
+from helpers import ORACLE, upsample_filt
 
 V1 = ORACLE / "formats" / "v1_legacy"
 
@@ -184,3 +184,40 @@ def test_infer_refuses_what_memory_cannot_hold_and_says_what_fits(tmp_path, caps
     assert main(["infer", str(DEFAULT_WEIGHTS), img, "-o", str(out), "--max-size", str(n),
                  "-q"]) == 0
     assert Image.open(out / "big.png").size == (800, 600)
+
+
+# --- surgery expand-score -> convert -> infer -------------------------------------------------
+
+def test_expand_score_recipe_converts_and_infers_keeping_the_old_classes(tmp_path, capsys):
+    wide, ckpt = tmp_path / "wide.caffemodel", tmp_path / "wide.pt"
+    assert main(["surgery", "expand-score", str(DEFAULT_WEIGHTS), "--classes", "25",
+                 "-o", str(wide)]) == 0
+    assert main(["convert", str(wide), "-o", str(ckpt)]) == 0  # was: upscore2.0 (21, 21, 4, 4)
+    img = _png(tmp_path / "a.png", np.random.default_rng(1).integers(0, 256, (20, 30, 3),
+                                                                      dtype=np.uint8))
+    assert main(["infer", str(ckpt), img, "-o", str(tmp_path / "o"), "-q"]) == 0
+    assert Image.open(tmp_path / "o" / "a.png").size == (30, 20)
+    old, new = models.load(DEFAULT_WEIGHTS), models.load(ckpt)
+    assert new.meta["classes"] == 25
+    x = torch.rand(1, 3, 20, 30) * 255 - 120
+    with torch.no_grad():
+        a, b = old(x), new(x)
+    # the new classes' score rows are 0 and the upsamplers map class i only to i for them:
+    # the first 21 score maps are the old net's, the 4 new ones are 0
+    assert torch.allclose(b[:, :21], a, atol=1e-5, rtol=0) and b[:, 21:].abs().max() == 0
+    # the upsampler's new diagonal is the official bilinear kernel, the old block is kept
+    src, dst = read_weights(DEFAULT_WEIGHTS).params, read_weights(wide).params
+    up = dst["upscore8"][0]
+    assert np.array_equal(up[:21, :21], src["upscore8"][0])
+    for i in range(21, 25):
+        assert np.array_equal(up[i, i], upsample_filt(16))
+    assert not up[21:, :21].any() and not up[:21, 21:].any() and not up[21, 22].any()
+
+
+def test_expand_score_one_layer_of_an_8s_says_what_else_is_needed(tmp_path, capsys):
+    out = tmp_path / "w.caffemodel"
+    assert main(["surgery", "expand-score", str(DEFAULT_WEIGHTS), "--layer", "score_fr",
+                 "--classes", "25", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "score_pool4" in err and "score_pool3" in err and "--layer" in err
+    assert not out.exists()
