@@ -9,6 +9,8 @@ matplotlib's Agg backend, written whole or not at all, ``COL_INCHES * DPI`` pixe
 column and row, so the size is known in advance: ``(3 * COL_INCHES * DPI, rows * COL_INCHES *
 DPI)``.
 """
+from pathlib import Path
+
 from ..models.vis import color_seg
 
 COL_INCHES = 3.0
@@ -23,17 +25,11 @@ def grid_size(rows):
 def draw_grid(path, samples, *, title=None):
     """``samples``: ``[(id, rgb (H, W, 3) uint8, gt (H, W), pred (H, W), mean IU)]``.
     Returns the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    from ..port.fileio import atomic_output
+    from ..port.fileio.figures import png_figure
 
     n = max(1, len(samples))
-    fig, axes = plt.subplots(n, 3, figsize=(3 * COL_INCHES, n * COL_INCHES), dpi=DPI,
-                             squeeze=False)
-    try:
+    with png_figure(path, nrows=n, ncols=3, figsize=(3 * COL_INCHES, n * COL_INCHES), dpi=DPI,
+                    squeeze=False) as (fig, axes):
         for row, (ident, rgb, gt, pred, iu) in zip(axes, samples):
             panels = (rgb, color_seg(gt), color_seg(pred))
             iu_text = "-" if iu != iu else f"{100 * iu:.1f}%"
@@ -47,9 +43,4 @@ def draw_grid(path, samples, *, title=None):
                 ax.set_axis_off()
         if title:
             fig.suptitle(title, fontsize=9)
-        fig.tight_layout()
-        with atomic_output(path) as f:
-            fig.savefig(f, format="png", dpi=DPI)
-    finally:
-        plt.close(fig)
-    return path
+    return Path(path)

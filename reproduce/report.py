@@ -132,17 +132,11 @@ def markdown(rows, title="FCN on PASCAL VOC 2011 seg11valid"):
 
 def curves_png(rows, path):
     """Loss of every stage over one axis of iterations, and the mean IU of each evaluation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    from ..port.fileio import atomic_output
+    from ..port.fileio.figures import png_figure
 
     evals = any(r.get("evals") for r in rows)
-    fig, axes = plt.subplots(2 if evals else 1, 1, figsize=(8, 6 if evals else 4), dpi=100,
-                             squeeze=False)
-    try:
+    with png_figure(path, nrows=2 if evals else 1, figsize=(8, 6 if evals else 4), dpi=100,
+                    squeeze=False) as (fig, axes):
         offset = 0
         for r in rows:
             its = [x["iter"] + offset for x in r.get("losses") or ()]
@@ -164,11 +158,6 @@ def curves_png(rows, path):
             ax.grid(True, alpha=0.3)
             if ax.lines:
                 ax.legend()
-        fig.tight_layout()
-        with atomic_output(Path(path)) as f:
-            fig.savefig(f, format="png")
-    finally:
-        plt.close(fig)
     return Path(path)
 
 

@@ -33,6 +33,7 @@ matrices (one per process), then ``metrics()``.
 """
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -251,10 +252,7 @@ def confusion_png(hist, path, class_names=None, *, title="confusion matrix"):
     classes by default). Returns the path."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    from ..port.fileio import atomic_output
+    from ..port.fileio.figures import png_figure
 
     hist = np.asarray(hist, dtype=np.float64)
     n = hist.shape[0]
@@ -262,8 +260,7 @@ def confusion_png(hist, path, class_names=None, *, title="confusion matrix"):
     with np.errstate(divide="ignore", invalid="ignore"):
         norm = hist / hist.sum(1, keepdims=True)
     side = max(5.0, 0.32 * n + 2.5)
-    fig, ax = plt.subplots(figsize=(side + 1.2, side), dpi=100)
-    try:
+    with png_figure(path, figsize=(side + 1.2, side), dpi=100) as (fig, ax):
         cmap = matplotlib.colormaps["Blues"].with_extremes(bad="#eeeeee")
         im = ax.imshow(np.ma.masked_invalid(norm), cmap=cmap, vmin=0.0, vmax=1.0,
                        interpolation="nearest")
@@ -281,9 +278,4 @@ def confusion_png(hist, path, class_names=None, *, title="confusion matrix"):
         ax.set_ylabel("ground truth")
         ax.set_title(f"{title} (rows normalized" + (", cells in percent)" if n <= 25 else ")"))
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the ground-truth row")
-        fig.tight_layout()
-        with atomic_output(path) as f:
-            fig.savefig(f, format="png")
-    finally:
-        plt.close(fig)
-    return path
+    return Path(path)

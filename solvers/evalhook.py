@@ -138,20 +138,15 @@ def _pct(x):
 
 def plot_evaluations(path, evaluations, *, title="evaluation during training"):
     """The four metrics (percent) over the iterations, one panel per head; returns the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    from fcn_port.port.fileio import atomic_output
+    from fcn_port.port.fileio.figures import png_figure
 
     heads = []
     for e in evaluations:
         for h in e["heads"]:
             if h["score"] not in heads:
                 heads.append(h["score"])
-    fig, axes = plt.subplots(1, len(heads), figsize=(6 * len(heads), 4), dpi=100, squeeze=False)
-    try:
+    with png_figure(path, ncols=len(heads), figsize=(6 * len(heads), 4), dpi=100,
+                    squeeze=False) as (fig, axes):
         for ax, name in zip(axes[0], heads):
             pts = [(e["iter"], h) for e in evaluations for h in e["heads"] if h["score"] == name]
             its = [i for i, _ in pts]
@@ -165,11 +160,4 @@ def plot_evaluations(path, evaluations, *, title="evaluation during training"):
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=8)
         fig.suptitle(title)
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output(path) as f:
-            fig.savefig(f, format="png")
-    finally:
-        plt.close(fig)
-    return path
+    return Path(path)

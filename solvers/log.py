@@ -84,18 +84,12 @@ def open_csv_log(path, fields, rows=()):
 def plot_curves(path, curves, *, title="", ylabel="loss", logy=None):
     """Draw ``[(label, x, y)]`` into the PNG ``path`` (written whole or not at all). ``logy``:
     a log y axis; by default when every value is positive and they span over 100x."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    from fcn_port.port.fileio import atomic_output
+    from fcn_port.port.fileio.figures import png_figure
 
     ys = [v for _, _, y in curves for v in y if v == v and abs(v) != float("inf")]
     if logy is None:
         logy = bool(ys) and min(ys) > 0 and max(ys) / min(ys) > 100
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    try:
+    with png_figure(path, figsize=(7, 4), dpi=100) as (fig, ax):
         styles = ["-", "--", ":", "-."]
         for k, (label, x, y) in enumerate(curves):
             ax.plot(x, y, styles[k % len(styles)], label=label, linewidth=1.5,
@@ -107,14 +101,7 @@ def plot_curves(path, curves, *, title="", ylabel="loss", logy=None):
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
         ax.legend()
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output(path) as f:
-            fig.savefig(f, format="png")
-    finally:
-        plt.close(fig)
-    return path
+    return Path(path)
 
 
 def plot_case_losses(folder, row):
