@@ -133,13 +133,9 @@ _WORDS = [b"layer", b"layers", b"{", b"}", b"bottom:", b"top:", b"name:", b"type
 
 
 def _varint(n):
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    from fcn_port.port.formats.wire import varint
+
+    return varint(n & ((1 << 64) - 1))
 
 
 def mutate_bytes(data, rng, corpus):
