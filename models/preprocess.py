@@ -187,8 +187,9 @@ def load_inputs(meta, image, hha=None, depth=None):
     extra = {"hha": hha, "depth": depth}
     for kind, given in extra.items():
         if given is not None and kind not in kinds[1:]:
+            inputs = ", ".join(f"{n} ({k})" for n, k in zip(meta.get("inputs") or ["data"], kinds))
             raise CaffeFormatError(_name(given), "", f"a {kind} file was given but "
-                                   f"{meta.get('model', 'the model')} takes {kinds}")
+                                   f"{meta.get('model', 'the model')} takes only {inputs}")
     names = list(meta.get("inputs") or ["data"])
     means = dict(meta.get("means") or {})
     if meta.get("mean") is not None and kinds[0] == "color":

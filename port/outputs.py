@@ -44,10 +44,11 @@ def check_output_file(path, option, expected="a file name"):
         raise UserInputError(f"{head}: its folder {parent} is not writable")
 
 
-def check_output_dir(path, option):
+def check_output_dir(path, option, *, parents=True):
     """Refuse an output *folder* path that cannot be made or written, in one UserInputError
     line naming ``option`` and the path: an existing file, a path through a file, an unwritable
-    place. A missing folder passes: the verb makes it (with its parents) when it writes."""
+    place. A missing folder passes: the verb makes it (with its parents; ``parents=False``:
+    only the last folder, the one above must exist) when it writes."""
     if path is None or os.fspath(path) == "-":
         return
     path = os.fspath(path)
@@ -55,6 +56,10 @@ def check_output_dir(path, option):
     if os.path.lexists(path) and not os.path.isdir(path):
         raise UserInputError(f"{head}: exists and is not a folder; expected a folder (made if "
                              "missing) for the output files")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not parents and not os.path.isdir(parent):
+        raise UserInputError(f"{head}: its folder {parent} does not exist; expected a folder "
+                             "in an existing one")
     at = _nearest_existing(path)
     if not os.path.isdir(at):
         raise UserInputError(f"{head}: {at} is a file, so the folder cannot be made; expected "

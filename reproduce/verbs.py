@@ -155,7 +155,7 @@ def _eval(args):
         raise UserInputError(f"--limit must be >= 1, not {args.limit}")
     if args.grid_images < 1:
         raise UserInputError(f"--grid-images must be >= 1, not {args.grid_images}")
-    check_output_dir(args.save_pred, "--save-pred")
+    check_output_dir(args.save_pred, "--save-pred", parents=False)
     check_output_file(args.png, "--png", "a .png file name")
     check_output_file(args.grid, "--grid", "a .png file name")
     check_device(args.device)
