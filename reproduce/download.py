@@ -223,9 +223,10 @@ def _download(args):
         raise UserInputError("download: --retries must be >= 0 and --timeout > 0")
     entries = [catalog.lookup(n) for n in args.names]
     entries = [catalog.CATALOG[n] for n in catalog.ordered(e.name for e in entries)]
+    from fcn_port.port.verbs import check_output_dir
+
     folder = args.out
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise UserInputError(f"download -o {folder}: exists and is not a folder")
+    check_output_dir(folder, "download -o")
     os.makedirs(folder, exist_ok=True)
     mirror = os.environ.get(MIRROR_ENV)
     for entry in entries:

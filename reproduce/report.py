@@ -212,6 +212,9 @@ def add_verbs(verbs):
 
 
 def _report(args):
+    from ..port.verbs import check_output_dir
+
+    check_output_dir(args.output, "-o")
     stages = [parse_stage(s) for s in args.stage]
     written, md = write_report(stages, args.output, args.title)
     print(md, end="")
