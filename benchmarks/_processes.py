@@ -35,10 +35,19 @@ def output(folder, name):
     return os.path.join(folder, "proc", "out." + ("safetensors" if name == "safetensors" else "pt"))
 
 
+def _jiffies():
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    return sum(values) - values[3] - values[4], sum(values)
+
+
 def run_one(name, model, out):
-    """(seconds, peak RSS KiB) of one whole process; raises SystemExit when it fails."""
+    """(seconds, peak RSS KiB, share of the CPUs other processes used meanwhile) of one whole
+    process; raises SystemExit when it fails."""
     if os.path.exists(out):
         os.unlink(out)  # each run writes a new file (see Pitfalls: truncating starts writeback)
+    busy0, total0 = _jiffies()
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv(name, model, out), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -49,7 +58,9 @@ def run_one(name, model, out):
     proc.stderr.close()
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed (exit {proc.returncode}):\n{err[-4000:]}")
-    return seconds, usage.ru_maxrss
+    busy1, total1 = _jiffies()
+    own = (usage.ru_utime + usage.ru_stime) * os.sysconf("SC_CLK_TCK")
+    return seconds, usage.ru_maxrss, max(0.0, (busy1 - busy0 - own) / max(1, total1 - total0))
 
 
 def verify(model, folder):
@@ -88,20 +99,23 @@ def measure(model, folder, runs, warm, log):
     for i in range(runs):
         for name in COMMANDS:
             warm()
-            seconds, rss = run_one(name, model, output(folder, name))
-            got[name].append((seconds, rss))
+            seconds, rss, others = run_one(name, model, output(folder, name))
+            got[name].append((seconds, rss, others))
             log(f"  process run {i + 1}/{runs} {name:12s} {seconds:7.3f} s  peak RSS "
-                f"{rss / 1024:7.1f} MiB")
+                f"{rss / 1024:7.1f} MiB  other processes {others:4.0%} of the CPUs")
     for name in COMMANDS:
         out = output(folder, name)
         if os.path.exists(out):
             os.unlink(out)
     rows = {}
     for name, results in got.items():
-        times = sorted(s for s, _ in results)
-        rows[name] = {"what": COMMANDS[name], "all_s": [round(s, 4) for s, _ in results],
+        times = sorted(s for s, _, _ in results)
+        best = min(results)
+        rows[name] = {"what": COMMANDS[name], "all_s": [round(s, 4) for s, _, _ in results],
                       "best_s": times[0], "median_s": times[len(times) // 2],
-                      "peak_rss_mib": max(r for _, r in results) / 1024}
+                      "peak_rss_mib": max(r for _, r, _ in results) / 1024,
+                      "others_cpu_best_run": best[2],
+                      "others_cpu_max": max(o for _, _, o in results)}
     return rows
 
 
@@ -115,3 +129,6 @@ def print_table(rows, size_mib):
     print(f"safetensors: {n['best_s'] / s['best_s']:.1f}x quicker than the naive script, "
           f"{p['best_s'] / s['best_s']:.1f}x quicker than convert -o .pt (best of runs); "
           f"target well under 1 s: " + ("met" if s["best_s"] < 1.0 else "MISSED"))
+    busy = max(r["others_cpu_best_run"] for r in rows.values())
+    print(f"other processes used at most {busy:.0%} of the CPUs during the best runs"
+          + ("  (WARNING: a busy machine; these figures are not clean)" if busy > 0.1 else ""))
