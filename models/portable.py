@@ -1,7 +1,9 @@
 """fcn-port checkpoints as safetensors: weights with no code in them, written without torch.
 
-Not a Caffe format (Caffe keeps weights in caffemodels only); the second file format of
-``fcn-port convert``, beside the ``torch.save`` checkpoint of :mod:`.checkpoint`. A ``.pt``
+Not a Caffe format: the official code keeps weights only as caffemodels (``Net::ToProto`` /
+``Net::CopyTrainedLayersFrom``; the official ``solve.py`` loads them with ``net.copy_from``).
+Here it is the second file format of ``fcn-port convert``, beside the ``torch.save``
+checkpoint of :mod:`.checkpoint`; both hold the caffemodel's blobs unchanged, by Caffe's names. A ``.pt``
 holds a pickle, which fcn-port reads with ``weights_only=True`` but other programs may not;
 a ``.safetensors`` file is a JSON header and raw little-endian floats
 (:mod:`fcn_port.port.fileio.safetensors`), so no reader can be made to run code by it, and
@@ -17,10 +19,11 @@ What the file holds is what the ``.pt`` holds:
   ``mean``, ``widths``, ...), those keys listed in ``"json_keys"`` (a JSON list).
 
 :func:`.checkpoint.convert_to_safetensors` is ``fcn-port convert X.caffemodel -o
-X.safetensors``, written by :func:`write_checkpoint`. For an FCN it imports no torch (the model's shapes come from :func:`.shapes.param_shapes`), and the
-blobs go from the mapped caffemodel to the output file in the kernel, so the whole command is
-Python's start-up, numpy and protobuf's imports and about two passes over the file's page cache
-(the copy; the sha256 and the NaN/Inf scan, on a second thread). A caffemodel that is no FCN
+X.safetensors``, written by :func:`write_checkpoint`. For an FCN it imports no torch (the
+model's shapes come from :func:`.shapes.param_shapes`); the blobs go from the mapped caffemodel
+to the output through the page cache while another thread computes the source's sha256, NaN/Inf
+are counted on each piece as it is copied (a refusal leaves nothing), and the sha256 is put in
+the header just before the file is renamed into place. A caffemodel that is no FCN
 (``--prototxt``) still sets its net up in torch to check the weights fit it, as for ``.pt``.
 :func:`read_checkpoint` is the loading side: tensors are ``torch.from_numpy`` views of a
 copy-on-write map of the file (nothing is read until used) and go through the same checks as a
