@@ -162,7 +162,9 @@ def _add_model_verbs(verbs):
         "default: the bundled demo voc-fcn8s (reduced width, trained by fcn-port on generated "
         "shapes; not the official weights: fcn-port download voc-fcn8s), written to "
         "voc-fcn8s-demo.pt"))
-    p.add_argument("-o", "--output", help="output file (default: the input with .pt)")
+    p.add_argument("-o", "--output", help="output file (default: the input with .pt); a name "
+                   "ending in .safetensors writes a safetensors checkpoint (no pickle; no torch "
+                   "import for an FCN; safetensors.torch.load_file reads it)")
     p.add_argument("--model", choices=list(OFFICIAL), metavar="NAME",
                    help="force the family (e.g. nyud-fcn32s-hha, which has the same layers "
                         "as nyud-fcn32s-color); see `fcn-port models`")
@@ -195,7 +197,7 @@ def _add_model_verbs(verbs):
 
 def _stem(path):
     base = os.path.basename(path)
-    for ext in (".caffemodel.h5", ".caffemodel", ".pt", ".pth", ".h5"):
+    for ext in (".caffemodel.h5", ".caffemodel", ".pt", ".pth", ".safetensors", ".h5"):
         if base.endswith(ext):
             return base[:-len(ext)]
     return os.path.splitext(base)[0]

@@ -18,12 +18,17 @@ BIG = 64 << 20  # files above this get a progress bar while their values are sum
 
 
 def detect(path):
-    """'hdf5', 'text', 'torch' (a PyTorch zip or pickle) or 'binary', from the first bytes."""
+    """'hdf5', 'text', 'torch' (a PyTorch zip or pickle), 'safetensors' or 'binary', from the
+    first bytes."""
     if os.path.isdir(path):
         raise CaffeFormatError(path, "", "is a folder, not a file; expected a Caffe file "
                                "(prototxt, caffemodel, solverstate) or an fcn-port checkpoint")
     if not os.path.isfile(path):
         raise CaffeFormatError(path, "", "no such file")
+    from ..fileio.safetensors import is_safetensors
+
+    if is_safetensors(path):
+        return "safetensors"
     kind = sniff(path)
     if kind == "empty":
         raise CaffeFormatError(path, "", "the file is empty; expected a Caffe file (prototxt, "
@@ -127,6 +132,38 @@ def _text_report(path, known_types=None):
     return report
 
 
+def _safetensors_report(path):
+    """``inspect``'s dict for a safetensors file (fcn-port's checkpoints are ``fcn-port/1``):
+    its metadata (JSON values decoded, as ``json_keys`` lists them) and tensors by layer."""
+    import json
+
+    from ..fileio import safetensors
+
+    arrays, meta = safetensors.read(path, "a safetensors file")
+    info = dict(meta)
+    try:
+        for key in json.loads(info.pop("json_keys", "[]")):
+            info[key] = json.loads(info[key])
+    except (ValueError, TypeError, KeyError):
+        pass  # shown as the strings they are
+    ours = info.pop("format", None) == "fcn-port/1"
+    info.pop("prototxt", None)
+    layers = {}
+    for key, a in arrays.items():
+        layers.setdefault(key.rsplit(".", 1)[0], []).append(a)
+    rows = [{"index": i, "name": n, "type": "", "bottoms": [], "tops": [],
+             "params": [list(a.shape) for a in blobs], "count": int(sum(a.size for a in blobs))}
+            for i, (n, blobs) in enumerate(layers.items())]
+    report = {"kind": "fcn-port checkpoint" if ours else "safetensors file (not fcn-port's)",
+              "format": "safetensors", "meta": info, "layers": rows,
+              "total_params": int(sum(a.size for a in arrays.values()))}
+    bad = [(k, int((~np.isfinite(a)).sum())) for k, a in arrays.items()
+           if a.dtype.kind == "f" and not np.isfinite(a).all()]
+    if bad:
+        report["warnings"] = [f"tensor '{k}' holds {n} NaN/Inf values" for k, n in bad]
+    return report
+
+
 def inspect_file(path, *, stats=False, known_types=None):
     """Describe ``path`` as a dict; raise CaffeFormatError for anything unreadable. A net's
     problems (unknown types when ``known_types`` is given, bottoms no earlier layer makes,
@@ -137,6 +174,8 @@ def inspect_file(path, *, stats=False, known_types=None):
         from .torchfile import describe
 
         report = describe(path)
+    elif kind == "safetensors":
+        report = _safetensors_report(path)
     elif kind == "text":
         report = _text_report(path, known_types)
     elif kind == "hdf5":
