@@ -357,7 +357,7 @@ def _add_bench_verb(verbs, train_step):
     p.add_argument("checkpoint", nargs="?", metavar="CKPT",
                    help="checkpoint from fcn-port convert, or an FCN caffemodel")
     p.add_argument("--model", metavar="NAME", help="official model with random weights, "
-                   "e.g. voc-fcn8s (362 GFLOP at 500 x 500)")
+                   "e.g. voc-fcn8s (363.1 GFLOP at 500 x 500)")
     p.add_argument("--size", nargs=2, type=int, default=[500, 500], metavar=("H", "W"),
                    help="input height and width (default 500 500)")
     p.add_argument("--runs", type=int, default=5, help="timed passes (default 5)")
