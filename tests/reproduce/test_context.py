@@ -18,7 +18,6 @@ from fcn_port.port.errors import CaffeFormatError, UserInputError
 from fcn_port.port.formats.proto import caffe_pb2
 from fcn_port.reproduce import datasets
 from fcn_port.reproduce.context import ContextSeg, read_label_list
-from fcn_port.solvers import data
 
 MEAN = (104.007, 116.669, 122.679)
 SIZES = [(22, 30), (26, 24), (22, 30), (20, 28)]
@@ -150,13 +149,6 @@ def test_errors_name_the_file(tmp_path):
     (ctx / "59_labels.txt").unlink()
     with pytest.raises(UserInputError, match=r"59_labels\.txt: no such label list"):
         ContextSeg(ctx, "val", voc_dir=voc)
-
-
-@pytest.fixture
-def clean_registry(monkeypatch):
-    monkeypatch.setattr(data, "_FACTORIES", [])
-    monkeypatch.setattr(datasets, "_REGISTERED", [])
-    monkeypatch.setattr(datasets, "_CONFIG", dict(datasets._CONFIG))
 
 
 def test_official_train_net_trains(tmp_path, monkeypatch, one_thread, clean_registry):

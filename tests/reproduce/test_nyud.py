@@ -17,7 +17,6 @@ from fcn_port.port.errors import CaffeFormatError, UserInputError
 from fcn_port.port.formats.proto import caffe_pb2
 from fcn_port.reproduce import datasets
 from fcn_port.reproduce.nyud import NYUDSeg
-from fcn_port.solvers import data
 
 SIZES = [(20, 26), (22, 24), (20, 26), (18, 28), (24, 20)]  # (H, W); the real ones 425 x 560
 MEAN_BGR = (116.190, 97.203, 92.318)
@@ -156,13 +155,6 @@ def test_errors_name_the_file(tmp_path):
     scipy.io.savemat(tmp_path / "nyud/segmentation/img_5003.mat", {"seg": np.ones((2, 2))})
     with pytest.raises(CaffeFormatError, match="no variable 'segmentation'"):
         NYUDSeg(tmp_path / "nyud", "test", kinds=("label",))[2]
-
-
-@pytest.fixture
-def clean_registry(monkeypatch):
-    monkeypatch.setattr(data, "_FACTORIES", [])
-    monkeypatch.setattr(datasets, "_REGISTERED", [])
-    monkeypatch.setattr(datasets, "_CONFIG", dict(datasets._CONFIG))
 
 
 def test_official_color_d_trainval_net_trains(tmp_path, monkeypatch, one_thread, clean_registry):

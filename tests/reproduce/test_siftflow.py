@@ -17,7 +17,6 @@ from fcn_port.port.errors import CaffeFormatError, UserInputError
 from fcn_port.port.formats.proto import caffe_pb2
 from fcn_port.reproduce import datasets
 from fcn_port.reproduce.siftflow import SIFTFlowSeg, read_siftflow_label
-from fcn_port.solvers import data
 
 SUB = "spatial_envelope_256x256_static_8outdoorcategories"
 SIZES = [(24, 32), (28, 30), (24, 32), (30, 26)]  # (H, W); the real images are 256 x 256
@@ -155,13 +154,6 @@ def test_errors_name_the_file(tmp_path):
     r = SIFTFlowSeg(folder, "trainval", randomize=False, check=False)
     with pytest.raises(CaffeFormatError, match="top 'sem'"):
         r[1]
-
-
-@pytest.fixture
-def clean_registry(monkeypatch):
-    monkeypatch.setattr(data, "_FACTORIES", [])
-    monkeypatch.setattr(datasets, "_REGISTERED", [])
-    monkeypatch.setattr(datasets, "_CONFIG", dict(datasets._CONFIG))
 
 
 def test_official_trainval_net_trains(tmp_path, monkeypatch, one_thread, clean_registry):

@@ -13,9 +13,8 @@ from PIL import Image
 from fcn_port.cli import main
 from fcn_port.port.errors import UserInputError
 from fcn_port.port.formats.caffemodel import read_weights
-from fcn_port.reproduce import datasets, synthetic
+from fcn_port.reproduce import synthetic
 from fcn_port.reproduce.voc import SBDSeg, VOCSeg
-from fcn_port.solvers import data
 
 PRESENT = {0, 1, 7, 8, 12, 15}          # background + the five drawn classes
 WIDTHS, FC = (2, 4, 4, 8, 8), 8
@@ -125,13 +124,6 @@ def test_base_net_transplants_into_voc_fcn32s(tmp_path, capsys):
     np.testing.assert_array_equal(dst["fc7"][0].reshape(-1), src["fc7"][0].reshape(-1))
     np.testing.assert_array_equal(dst["conv3_2"][0], src["conv3_2"][0])
     assert not dst["score_fr"][0].any()
-
-
-@pytest.fixture
-def clean_registry(monkeypatch):
-    monkeypatch.setattr(data, "_FACTORIES", [])
-    monkeypatch.setattr(datasets, "_REGISTERED", [])
-    monkeypatch.setattr(datasets, "_CONFIG", dict(datasets._CONFIG))
 
 
 def test_cli_then_train_reads_it(tmp_path, monkeypatch, one_thread, clean_registry, capsys):

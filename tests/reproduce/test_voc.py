@@ -243,14 +243,6 @@ def test_missing_files_are_one_clear_error(tmp_path):
         SBDSeg(tmp_path / "sbd", "train")
 
 
-@pytest.fixture
-def clean_registry(monkeypatch):
-    """register() changes process-wide state: undone after the test."""
-    monkeypatch.setattr(data, "_FACTORIES", [])
-    monkeypatch.setattr(datasets, "_REGISTERED", [])
-    monkeypatch.setattr(datasets, "_CONFIG", dict(datasets._CONFIG))
-
-
 def test_official_train_net_trains_from_the_sbd_reader(tmp_path, monkeypatch, one_thread,
                                                        clean_registry):
     monkeypatch.chdir(tmp_path)
