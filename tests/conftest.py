@@ -19,3 +19,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def clean_registry(monkeypatch):
+    """reproduce.datasets.register() (what fcn-port train does) changes process-wide state: the
+    source factories of solvers.data, the data root, the rng. A test that trains through the
+    CLI starts from none of it and leaves none behind."""
+    from fcn_port.reproduce import datasets
+    from fcn_port.solvers import data
+
+    monkeypatch.setattr(data, "_FACTORIES", [])
+    monkeypatch.setattr(datasets, "_REGISTERED", [])
+    monkeypatch.setattr(datasets, "_CONFIG", dict(datasets._CONFIG))

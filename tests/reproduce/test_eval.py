@@ -24,6 +24,7 @@ from fcn_port.port.errors import UnsupportedError, UserInputError
 from fcn_port.reproduce import datasets, evaluate
 from fcn_port.reproduce.grid import grid_size
 from fcn_port.reproduce.segtests import SegTest, heads_of
+import vocdata as VOC  # the VOC/SBD generators (tests/vocdata.py)
 
 WIDTHS = ["--widths", "2", "4", "4", "8", "8", "--fc", "8"]
 
@@ -35,9 +36,6 @@ def _test_module(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-VOC = _test_module("test_voc")
 
 
 def random_fcn(name, seed=0, **kw):

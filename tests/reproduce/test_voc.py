@@ -7,13 +7,12 @@ minus ``np.array(mean)``, CHW), and the order from a transcription of the layers
 forward logic run on Python's own ``random`` module. End to end: the official train net of
 ``fcn-port net voc-fcn32s --split train`` trains through ``fcn-port train`` from SBD files
 placed where its param_str points (``../data/sbdd/dataset`` relative to the net)."""
-import random
 import re
 
 import numpy as np
 import pytest
 import scipy.io
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from fcn_port.cli import main
 from fcn_port.port.errors import CaffeFormatError, UserInputError
@@ -21,88 +20,8 @@ from fcn_port.port.formats.proto import caffe_pb2
 from fcn_port.reproduce import datasets
 from fcn_port.reproduce.voc import SBDSeg, VOCSeg, read_sbd_mat
 from fcn_port.solvers import data
-
-MEAN = (104.00699, 116.66877, 122.67892)
-SIZES = [(40, 50), (36, 44), (40, 50), (30, 38), (42, 48)]  # (H, W)
-
-
-def _image(h, w, k):
-    im = Image.new("RGB", (w, h), (20 + 30 * k, 90, 200 - 20 * k))
-    d = ImageDraw.Draw(im)
-    d.ellipse((5, 4, w // 2, h // 2 + 5), fill=(230, 40 + 10 * k, 10))
-    d.rectangle((w // 2, h // 3, w - 4, h - 3), fill=(15, 200, 60 + 25 * k))
-    return im
-
-
-def _label(h, w, k):
-    lab = np.zeros((h, w), np.uint8)
-    lab[4:h // 2 + 5, 5:w // 2] = 1 + k
-    lab[h // 3:h - 3, w // 2:w - 4] = 15
-    lab[0, :] = lab[-1, :] = lab[:, 0] = lab[:, -1] = 255  # void border, as VOC's boundaries
-    return lab
-
-
-def make_voc(voc_dir, split="seg11valid", n=5):
-    """A VOC tree: JPEGImages/, SegmentationClass/ (palette PNGs), ImageSets/Segmentation/."""
-    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-        (voc_dir / sub).mkdir(parents=True, exist_ok=True)
-    ids = [f"2011_{k:06d}" for k in range(n)]
-    for k, name in enumerate(ids):
-        h, w = SIZES[k % len(SIZES)]
-        _image(h, w, k).save(voc_dir / "JPEGImages" / f"{name}.jpg", quality=90)
-        png = Image.fromarray(_label(h, w, k), mode="P")
-        png.putpalette([(i * 37) % 256 for i in range(768)])
-        png.save(voc_dir / "SegmentationClass" / f"{name}.png")
-    (voc_dir / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
-    return ids
-
-
-def make_sbd(sbdd_dir, split="train", n=5):
-    """An SBD tree: img/*.jpg, cls/*.mat (struct GTcls with Segmentation), <split>.txt."""
-    (sbdd_dir / "img").mkdir(parents=True, exist_ok=True)
-    (sbdd_dir / "cls").mkdir(exist_ok=True)
-    ids = [f"2008_{k:06d}" for k in range(n)]
-    for k, name in enumerate(ids):
-        h, w = SIZES[k % len(SIZES)]
-        _image(h, w, k).save(sbdd_dir / "img" / f"{name}.jpg", quality=90)
-        seg = _label(h, w, k)
-        seg[seg == 255] = 0                              # SBD's cls labels have no void
-        bounds = np.empty((20, 1), object)               # a cell of per-class edge maps
-        bounds[:, 0] = [np.zeros((h, w), np.uint8) for _ in range(20)]
-        gt = {"Segmentation": seg, "Boundaries": bounds,
-              "CategoriesPresent": np.unique(seg[seg > 0]).astype(np.uint8)}
-        scipy.io.savemat(sbdd_dir / "cls" / f"{name}.mat", {"GTcls": gt})
-    (sbdd_dir / f"{split}.txt").write_text("\n".join(ids) + "\n")
-    return ids
-
-
-def official_image(path, mean=MEAN):
-    x = np.array(Image.open(path), dtype=np.float32)[:, :, ::-1]
-    x -= np.array(mean)
-    return x.transpose((2, 0, 1))[None]
-
-
-def official_order(n, split, seed, steps, randomize=True, py2=True):
-    """The layers' logic: setup picks idx, reshape/forward serve it, forward picks the next."""
-    def randint(a, b):  # Python 2.7's randint: a + int(random() * width); else Python 3's
-        return a + int(random.random() * (b - a + 1)) if py2 else random.randint(a, b)
-
-    state = random.getstate()
-    try:
-        idx, rand = 0, randomize and "train" in split
-        if rand:
-            random.seed(seed)
-            idx = randint(0, n - 1)
-        served = []
-        for _ in range(steps):
-            served.append(idx)
-            if rand:
-                idx = randint(0, n - 1)
-            else:
-                idx = 0 if idx + 1 == n else idx + 1
-        return served
-    finally:
-        random.setstate(state)
+from vocdata import (MEAN, SIZES, label_array, make_sbd, make_voc, official_image,
+                     official_order)
 
 
 def test_voc_arrays_are_the_official_layers(tmp_path):
@@ -117,7 +36,7 @@ def test_voc_arrays_are_the_official_layers(tmp_path):
         assert b["data"].dtype == np.float32 and b["data"].shape == (1, 3, h, w)
         np.testing.assert_array_equal(b["data"], want)
         assert b["label"].dtype == np.float32 and b["label"].shape == (1, 1, h, w)
-        np.testing.assert_array_equal(b["label"][0, 0], _label(h, w, k))
+        np.testing.assert_array_equal(b["label"][0, 0], label_array(h, w, k))
         assert b["label"].max() == 255
     with pytest.raises(IndexError):
         r[5]                                             # the feeder wraps (d % len)
@@ -130,7 +49,7 @@ def test_sbd_mat_labels_and_bgr_mean(tmp_path):
     k = r.order(0)
     b = r[0]
     h, w = SIZES[k]
-    want = _label(h, w, k)
+    want = label_array(h, w, k)
     want[want == 255] = 0
     np.testing.assert_array_equal(b["label"][0, 0], want)
     x = official_image(tmp_path / "dataset" / "img" / f"{ids[k]}.jpg", (100, 110, 120.5))

@@ -5,7 +5,6 @@ right iterations in the CSV and JSON, each equal to a separate ``fcn-port eval``
 written at that iteration (solve.py's ``step(N)`` then ``seg_tests``: the weights scored are
 the snapshot's), and the errors that must come before training starts."""
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,30 +14,10 @@ import torch
 from fcn_port import models
 from fcn_port.cli import main
 from fcn_port.models.deploy.export import export
-from fcn_port.reproduce import datasets
-from fcn_port.solvers import data
 from fcn_port.solvers.evalhook import METRICS
+import vocdata as VOC  # the VOC/SBD generators (tests/vocdata.py)
 
 WIDTHS = ["--widths", "2", "4", "4", "8", "8", "--fc", "8"]
-
-
-def _test_voc():
-    path = Path(__file__).resolve().parents[1] / "reproduce" / "test_voc.py"
-    spec = importlib.util.spec_from_file_location("_fcn_port_test_voc_generators", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-VOC = _test_voc()
-
-
-@pytest.fixture
-def clean_registry(monkeypatch):
-    """The CLI registers the dataset readers process-wide: undone after the test."""
-    monkeypatch.setattr(data, "_FACTORIES", [])
-    monkeypatch.setattr(datasets, "_REGISTERED", [])
-    monkeypatch.setattr(datasets, "_CONFIG", dict(datasets._CONFIG))
 
 
 @pytest.fixture
