@@ -297,6 +297,10 @@ def main(argv=None):
     p.add_argument("--fc", type=int, default=4096, help="base net: fc6/fc7 width (4096)")
     args = p.parse_args(argv)
     try:
+        from ..port.verbs import check_output_dir, check_output_file
+
+        check_output_dir(args.data_dir, "DATA_DIR")
+        check_output_file(args.base, "--base", "a caffemodel name")
         ids = make_dataset(args.data_dir, args.train, args.val, args.size, args.seed,
                            void=args.void, progress=sys.stderr.isatty())
         print(f"{args.data_dir}: {len(ids['train'])} train images (sbdd/dataset), "
@@ -308,6 +312,10 @@ def main(argv=None):
                   f"(sha256 {digest[:12]}...)")
     except FcnPortError as e:
         print(f"fcn-port: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the system refused a write (disk full, permission)
+        print(f"fcn-port: error: {e.filename or args.data_dir}: {e.strerror or e}",
+              file=sys.stderr)
         return 2
     return 0
 

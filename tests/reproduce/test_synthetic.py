@@ -149,6 +149,11 @@ def test_bad_arguments_are_one_line(tmp_path, capsys):
     with pytest.raises(UserInputError, match="widths"):
         synthetic.make_base_net(tmp_path / "b.caffemodel", (2, 4, 4), 8)
     assert not (tmp_path / "b.caffemodel").exists()
+    # a --base in a missing folder is refused before any image is written
+    assert synthetic.main([str(tmp_path / "d2"), "--base", str(tmp_path / "no" / "b.caffemodel"),
+                           "--train", "1", "--val", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--base" in err and err.count("\n") == 1 and not (tmp_path / "d2").exists()
 
 
 def test_demo_solver_keeps_the_official_fields():
