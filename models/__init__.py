@@ -10,24 +10,17 @@
 with its classes, means and solver values; each has a factory function named after it
 (``voc_fcn8s``, ``siftflow_fcn16s``, ...) taking ``weights=`` (a caffemodel or checkpoint).
 """
-import importlib
-
+from ..port.lazy import exports
 from .zoo import MEANS, OFFICIAL, FCNConfig, official
 
 # imported on first use, so that `fcn-port --help` and the prototxt verbs start without torch
 _LAZY = {"ConvertError": "checkpoint", "convert": "checkpoint", "detect": "checkpoint",
-         "load": "checkpoint", "FCN": "fcn", "net_param": "spec", "solver_param": "spec"}
-
-
-def __getattr__(name):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
+         "load": "checkpoint", "convert_to_safetensors": "checkpoint", "FCN": "fcn",
+         "net_param": "spec", "solver_param": "spec"}
+__getattr__ = exports(__name__, _LAZY)
 __all__ = ["FCN", "FCNConfig", "OFFICIAL", "MEANS", "ConvertError", "build", "config", "convert",
-           "deploy_net", "detect", "load", "names", "net_param", "official", "solver_param"]
+           "convert_to_safetensors", "deploy_net", "detect", "load", "names", "net_param",
+           "official", "solver_param"]
 
 
 def names():

@@ -12,7 +12,7 @@ every lr policy, iter_size, clipping, L1/L2 decay, snapshots and restore).
   data layers), :mod:`.testnet` (test nets), :mod:`.distributed` (several processes),
   :mod:`.log` (CSV log, loss curves) and :mod:`.verbs` (``fcn-port train``).
 """
-import importlib
+from ..port.lazy import exports
 
 # imported on first use, so that `fcn-port --help` (which imports .verbs) starts without torch
 _LAZY = {"forward_backward": "build", "from_solver_prototxt": "build",
@@ -22,12 +22,5 @@ _LAZY = {"forward_backward": "build", "from_solver_prototxt": "build",
          "Feeder": "data", "register_source_factory": "data", "newest_snapshot": "snapshots"}
 
 
-def __getattr__(name):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
+__getattr__ = exports(__name__, _LAZY)
 __all__ = sorted(_LAZY)
