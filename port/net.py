@@ -262,32 +262,44 @@ class CaffeNet(nn.Module):
         counts and shapes must agree (legacy 4-D dims match by count and trailing dims). Returns
         ``{"loaded": [...], "missing": [...], "unexpected": [...]}``; ``strict`` raises on missing.
         """
-        from .formats.caffemodel import Weights, read_weights
-
-        w = weights if isinstance(weights, Weights) else read_weights(weights)
         own = {lp.name: layer for lp, layer in zip(self.layer_params, self.layers.values())
                if layer.n_blobs}
-        report = {"loaded": [], "missing": sorted(set(own) - set(w.params)),
-                  "unexpected": sorted(set(w.params) - set(own))}
+        w = copy_trained_layers(weights, {name: [layer.blob(i) for i in range(layer.n_blobs)]
+                                          for name, layer in own.items()})
         where = w.path or "weights"
-        for name, layer in own.items():
-            if name not in w.params:
-                continue
-            blobs = w.params[name]
-            if len(blobs) != layer.n_blobs:
-                raise NetError(f"{where}: layer '{name}' has {len(blobs)} blobs in the file, "
-                               f"the net expects {layer.n_blobs}")
-            with torch.no_grad():
-                for i, a in enumerate(blobs):
-                    p = layer.blob(i)
-                    if not w.fits(name, i, p.shape):
-                        raise NetError(f"{where}: cannot copy param {i} of layer '{name}': shape "
-                                       f"{tuple(a.shape)} in the file, {tuple(p.shape)} in the net")
-                    p.copy_(torch.from_numpy(a.astype("float32", copy=False)).reshape(p.shape))
-            report["loaded"].append(name)
+        report = {"loaded": [n for n in own if n in w.params],
+                  "missing": sorted(set(own) - set(w.params)),
+                  "unexpected": sorted(set(w.params) - set(own))}
         if strict and report["missing"]:
             raise NetError(f"{where}: no params for layer(s) {report['missing']}")
         return report
+
+
+def copy_trained_layers(weights, targets, error=NetError):
+    """Caffe's ``Net::CopyTrainedLayersFrom``: copy a caffemodel's blobs (a path, binary or
+    HDF5, or ``Weights``) into ``targets`` ({layer name: [tensor per blob]}) by layer name and
+    blob index. Source layers with no target are ignored; a layer's blob count and each blob's
+    shape must agree (legacy 4-D dims match as ``Weights.fits`` says), else ``error`` names the
+    file, layer and shapes. Returns the ``Weights``. Used by :meth:`CaffeNet.load_caffemodel`
+    and by the solvers' ``Solver.load_weights`` (any model's param list)."""
+    from .formats.caffemodel import Weights, read_weights
+
+    w = weights if isinstance(weights, Weights) else read_weights(weights)
+    where = w.path or "weights"
+    with torch.no_grad():
+        for name, blobs in w.params.items():
+            mine = targets.get(name)
+            if mine is None:
+                continue
+            if len(blobs) != len(mine):
+                raise error(f"{where}: layer '{name}' has {len(blobs)} blobs in the file, the "
+                            f"net expects {len(mine)}")
+            for i, (a, p) in enumerate(zip(blobs, mine)):
+                if not w.fits(name, i, p.shape):
+                    raise error(f"{where}: cannot copy param {i} of layer '{name}': shape "
+                                f"{tuple(a.shape)} in the file, {tuple(p.shape)} in the net")
+                p.copy_(torch.from_numpy(a.astype("float32", copy=False)).reshape(p.shape))
+    return w
 
 
 def _named(lp, fn, *args, **kw):

@@ -258,28 +258,12 @@ class Solver:
         """``Net::CopyTrainedLayersFrom`` into this solver's params: a caffemodel path (binary
         or HDF5) or ``Weights``; blobs go by (layer name, index), layers the net lacks are
         ignored, blob counts and shapes must agree."""
-        from fcn_port.port.formats.caffemodel import Weights, read_weights
+        from fcn_port.port.net import copy_trained_layers
 
-        w = weights if isinstance(weights, Weights) else read_weights(weights)
-        where = w.path or "weights"
         targets = {}
         for layer, i, p, _ in self.param_specs:
             targets.setdefault(layer, []).append(p)
-        with torch.no_grad():
-            for layer, blobs in w.params.items():
-                mine = targets.get(layer)
-                if mine is None:
-                    continue
-                if len(blobs) != len(mine):
-                    raise SolverError(f"{where}: layer '{layer}' has {len(blobs)} blobs in the "
-                                      f"file, the net expects {len(mine)}")
-                for i, (a, p) in enumerate(zip(blobs, mine)):
-                    if not w.fits(layer, i, p.shape):
-                        raise SolverError(f"{where}: cannot copy param {i} of layer '{layer}': "
-                                          f"shape {tuple(a.shape)} in the file, "
-                                          f"{tuple(p.shape)} in the net")
-                    p.copy_(torch.from_numpy(np.array(a, np.float32)).reshape(p.shape))
-        return w
+        return copy_trained_layers(weights, targets, SolverError)
 
     # ---- snapshots ----------------------------------------------------------------------------
 
