@@ -266,3 +266,29 @@ def test_siftflow_tree_two_heads_end_to_end(tmp_path, capsys):
         diag = np.diag(hist)
         assert head["overall_acc"] == pytest.approx(diag.sum() / hist.sum(), abs=1e-15)
         assert head["fwavacc"] is not None and head["loss"] > 0
+
+
+def test_nyud_color_d_two_inputs_end_to_end(tmp_path, capsys):
+    """nyud-fcn32s-color-d takes color and log depth: eval feeds each from the official
+    NYUDSegDataLayer's tops (the layer's arrays transcribed in test_nyud) and scores 40 classes
+    against compute_hist transcribed here."""
+    nyud = _test_module("test_nyud")
+    names = nyud.make_nyud(tmp_path / "nyud", (("test", 3),))["test"]
+    export(random_fcn("nyud-fcn32s-color-d", seed=5), tmp_path / "cd.caffemodel")
+    net = models.load(tmp_path / "cd.caffemodel")
+    hist = np.zeros(40 * 40)
+    for name in names:
+        color, depth, gt = (nyud.official(tmp_path / "nyud", kind, name)
+                            for kind in ("color", "depth", "label"))
+        with torch.no_grad():
+            out = net(torch.from_numpy(np.ascontiguousarray(color)), torch.from_numpy(depth))
+        a, b = gt.flatten().astype(int), out[0].numpy().argmax(0).flatten()
+        k = (a >= 0) & (a < 40)
+        hist += np.bincount(40 * a[k] + b[k], minlength=40 * 40)
+    assert main(["eval", str(tmp_path / "cd.caffemodel"), "--dataset", "nyud", "--root",
+                 str(tmp_path / "nyud"), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["split"] == "test" and got["images"] == 3 and len(got["heads"]) == 1
+    head, hist = got["heads"][0], hist.reshape(40, 40)
+    assert head["classes"] == 40 and head["pixels"] == hist.sum()
+    assert head["overall_acc"] == pytest.approx(np.diag(hist).sum() / hist.sum(), abs=1e-15)
