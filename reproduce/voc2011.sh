@@ -15,7 +15,7 @@
 # the paper".
 set -euo pipefail
 
-WORK=voc2011-run; SMOKE=0; ATONCE=0; OFFICIAL=0; DEVICE=cpu; EVAL_EVERY=""; ITERS=""
+WORK=voc2011-run; SMOKE=0; ATONCE=0; OFFICIAL=0; DEVICE=cpu; EVAL_EVERY=""; ITERS=""; QUIET=()
 usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -46,6 +46,7 @@ say() { printf '\n== %s\n' "$*"; }
 if [ "$SMOKE" = 1 ]; then
   WIDTHS=(4 8 16 32 32); FC=64
   ITERS=${ITERS:-20}; EVAL_EVERY=${EVAL_EVERY:-10}
+  QUIET=(--quiet)  # the real run shows Caffe's log lines and a progress bar
 else
   WIDTHS=(64 128 256 512 512); FC=4096
   EVAL_EVERY=${EVAL_EVERY:-4000}
@@ -110,7 +111,7 @@ else
       say "$m: training (from its newest snapshot if it has one)"
       (cd "$dir" && $FCN train --solver solver.prototxt --weights init.caffemodel \
         --snapshot latest --data-root "$(cd "$DATA" && pwd)" --device "$DEVICE" \
-        --eval-every "$EVAL_EVERY" "${iters[@]+"${iters[@]}"}" --quiet)
+        --eval-every "$EVAL_EVERY" "${iters[@]+"${iters[@]}"}" "${QUIET[@]+"${QUIET[@]}"}")
       snap=$(ls -t "$dir"/snapshot/*.caffemodel* | head -1)
       cp "$snap" "$final.part" && mv "$final.part" "$final"
     fi
