@@ -292,3 +292,29 @@ def test_nyud_color_d_two_inputs_end_to_end(tmp_path, capsys):
     head, hist = got["heads"][0], hist.reshape(40, 40)
     assert head["classes"] == 40 and head["pixels"] == hist.sum()
     assert head["overall_acc"] == pytest.approx(np.diag(hist).sum() / hist.sum(), abs=1e-15)
+
+
+def test_pascalcontext_two_folders_end_to_end(tmp_path, capsys):
+    """pascalcontext-fcn32s: --root is context_dir and --voc-root voc_dir (images from its
+    VOC2010/), labels mapped to 59 classes + background by the official layer's lists
+    (transcribed in test_context); 60 classes against compute_hist transcribed here."""
+    ctx = _test_module("test_context")
+    names = ctx.make_context(tmp_path, split="val", n=3)
+    export(random_fcn("pascalcontext-fcn32s", seed=6), tmp_path / "pc.caffemodel")
+    net = models.load(tmp_path / "pc.caffemodel")
+    hist = np.zeros(60 * 60)
+    for name in names:
+        x = ctx.official_image(tmp_path / "pascal" / "VOC2010", name)
+        gt = ctx.official_label(tmp_path / "pascal-context", name)
+        with torch.no_grad():
+            out = net(torch.from_numpy(np.ascontiguousarray(x)))
+        a, b = gt.flatten().astype(int), out[0].numpy().argmax(0).flatten()
+        hist += np.bincount(60 * a + b, minlength=60 * 60)  # no void: every pixel counts
+    assert main(["eval", str(tmp_path / "pc.caffemodel"), "--dataset", "pascalcontext",
+                 "--root", str(tmp_path / "pascal-context"), "--voc-root",
+                 str(tmp_path / "pascal"), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    head, hist = got["heads"][0], hist.reshape(60, 60)
+    assert got["split"] == "val" and got["images"] == 3 and head["classes"] == 60
+    assert head["pixels"] == hist.sum() and head["ignored"] == 0
+    assert head["overall_acc"] == pytest.approx(np.diag(hist).sum() / hist.sum(), abs=1e-15)
