@@ -64,9 +64,12 @@ if [ "$SMOKE" = 1 ]; then
     touch "$WORK/data/.complete"
   fi
 else
-  say "downloading VOC 2011, SBD, seg11valid and VGG16 (resumable)"
-  $FCN download voc2011 sbd seg11valid -o "$DATA" --extract
-  if [ "$OFFICIAL" = 0 ]; then
+  if [ "$OFFICIAL" = 1 ]; then  # scoring only: no SBD, no VGG16
+    say "downloading VOC 2011 and seg11valid (resumable)"
+    $FCN download voc2011 seg11valid -o "$DATA" --extract
+  else
+    say "downloading VOC 2011, SBD, seg11valid and VGG16 (resumable)"
+    $FCN download voc2011 sbd seg11valid -o "$DATA" --extract
     $FCN download vgg16 -o "$WORK/ilsvrc-nets"
   fi
 fi
