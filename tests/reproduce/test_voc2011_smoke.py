@@ -61,3 +61,52 @@ def test_bad_option_is_one_line_exit_2(tmp_path):
     run = subprocess.run(["bash", str(SCRIPT), "--smoke", "--eval-official"],
                          capture_output=True, text=True)
     assert run.returncode == 2 and "exclude" in run.stderr
+
+
+STUB = '''
+import json, os, sys
+from pathlib import Path
+argv = sys.argv[1:]
+with open(os.environ["STUB_LOG"], "a") as f:
+    f.write(" ".join(argv) + "\\n")
+if argv[0] == "download":  # no network here: make the released files' names appear
+    out = Path(argv[argv.index("-o") + 1])
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"voc-fcn32s": "fcn32s-heavy-pascal", "voc-fcn16s": "fcn16s-heavy-pascal",
+             "voc-fcn8s": "fcn8s-heavy-pascal", "voc-fcn8s-atonce": "fcn8s-atonce-pascal"}
+    if argv[1] in files:
+        (out / (files[argv[1]] + ".caffemodel")).write_bytes(b"")
+elif argv[0] == "eval":  # the released FCN-8s figures, for every model
+    assert Path(argv[1]).is_file(), argv[1]
+    Path(argv[argv.index("--grid") + 1]).write_bytes(b"")
+    print(json.dumps({"model": "x", "split": "seg11valid", "images": 736, "heads": [
+        {"overall_acc": 0.912212, "mean_acc": 0.776146, "mean_iu": 0.655126,
+         "fwavacc": 0.845445}]}))
+else:
+    from fcn_port.cli import main
+    sys.exit(main(argv))
+'''
+
+
+def test_eval_official_downloads_and_scores_the_released_files(tmp_path):
+    """--eval-official's steps, with download and eval stubbed (no network, no 2 GB of data):
+    what it fetches, which released file it scores for each model, and the real report."""
+    stub = tmp_path / "stub.py"
+    stub.write_text(STUB)
+    log = tmp_path / "calls.log"
+    env = dict(os.environ, FCN_PORT=f"{sys.executable} {stub}", PYTHON=sys.executable,
+               STUB_LOG=str(log))
+    work = tmp_path / "official"
+    run = subprocess.run(["bash", str(SCRIPT), "--eval-official", "--work", str(work)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    calls = log.read_text().splitlines()
+    assert calls[0].startswith("download voc2011 seg11valid -o") and "--extract" in calls[0]
+    assert not any(" sbd " in c or "vgg16" in c for c in calls)  # scoring needs neither
+    evals = [c.split()[1] for c in calls if c.startswith("eval ")]
+    assert [Path(e).name for e in evals] == ["fcn32s-heavy-pascal.caffemodel",
+                                            "fcn16s-heavy-pascal.caffemodel",
+                                            "fcn8s-heavy-pascal.caffemodel",
+                                            "fcn8s-atonce-pascal.caffemodel"]
+    md = (work / "results" / "results.md").read_text()
+    assert "released caffemodels" in md and md.count("| 91.22 | 77.61 | 65.51 | 84.54 |") == 4
