@@ -27,7 +27,7 @@ import os
 
 from fcn_port.port.errors import NetError
 from fcn_port.port.formats.netcheck import phase_problems
-from fcn_port.port.net import CaffeNet
+from fcn_port.port.net import CaffeNet, filter_layers
 from fcn_port.port.formats.proto import caffe_pb2
 from fcn_port.port.formats.text import read_net, read_solver
 from fcn_port.port.formats.upgrade import upgrade_snapshot_prefix
@@ -91,14 +91,26 @@ def train_net(param, folder=None):
     return net_param, phase, state.level, tuple(state.stage)
 
 
-def from_solver_prototxt(path, *, weights=None, **net_kw):
-    """Build the train :class:`CaffeNet` and its :class:`Solver` from a solver prototxt.
-    ``net_kw`` go to ``CaffeNet`` (``input_shapes``, ``python_layers``, ...). Returns
+def from_solver_prototxt(path, *, weights=None, param=None, shapes=None, device=None,
+                         **net_kw):
+    """Build the train :class:`CaffeNet` and its :class:`Solver` from a solver prototxt
+    (``Solver::Init``: ``InitTrainNet``, then the weights). ``net_kw`` go to ``CaffeNet``
+    (``input_shapes``, ``python_layers``, ...). ``param``: the SolverParameter when the caller
+    has already read it (and changed it: ``--max-iter``); ``shapes(layers, phase)``: the input
+    shapes from the train net's filtered layers (the training loop binds its data sources to them);
+    ``device``: where the net goes before the solver takes its params. Returns
     ``(solver, net)``; ``solver.root`` is the solver file's folder."""
-    param, _ = read_solver_file(path)
+    if param is None:
+        param, _ = read_solver_file(path)
     folder = os.path.dirname(os.path.abspath(path))
     net_param, phase, level, stages = train_net(param, folder)
+    if shapes is not None:
+        net_kw["input_shapes"] = shapes(filter_layers(net_param, phase, level, stages), phase)
     net = CaffeNet(net_param, phase, level=level, stages=stages, **net_kw)
+    if not net.loss_tops:
+        raise SolverError(f"train net '{net.name}' has no loss (no top with a loss weight)")
+    if device is not None:
+        net.to(device)
     solver = Solver(param, net.param_specs, net_param=net_param, root=folder, phase=phase)
     load_weights(solver, param, folder, weights)
     return solver, net

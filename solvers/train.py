@@ -57,15 +57,13 @@ import numpy as np
 import torch
 
 from fcn_port.port.errors import UserInputError
-from fcn_port.port.net import CaffeNet, filter_layers
 
 from . import distributed
-from .build import load_weights, read_solver_file, train_net
+from .build import from_solver_prototxt, read_solver_file
 from .data import Feeder, source_layers
 from .errors import SolverError
 from .log import TrainLog
 from .snapshots import prepare_snapshots
-from .solver import Solver
 from .testnet import build_test_nets, declared, loss_weights, tests_due
 
 F32 = np.float32
@@ -135,19 +133,16 @@ class Trainer:
         self.param, root = param, os.path.dirname(os.path.abspath(solver_path))
         if param.random_seed >= 0:
             torch.manual_seed(param.random_seed + self.group.rank)
-        net_param, phase, level, stages = train_net(param, root)
-        layers = filter_layers(net_param, phase, level, stages)
-        self.feeder = Feeder(source_layers(layers, python_layers or {}), sources, phase=phase,
-                             root=root, rank=self.group.rank, world=self.group.world,
-                             iter_size=param.iter_size, what="train net")
-        self.net = CaffeNet(net_param, phase, level=level, stages=stages,
-                            input_shapes=self.feeder.shapes(), python_layers=python_layers)
-        if not self.net.loss_tops:
-            raise SolverError(f"train net '{self.net.name}' has no loss (no top with a loss weight)")
-        self.net.to(self.device)
-        self.solver = Solver(param, self.net.param_specs, net_param=net_param, root=root,
-                             phase=phase)
-        load_weights(self.solver, param, root, weights)
+
+        def shapes(layers, phase):  # the data sources bound to the train net's data layers
+            self.feeder = Feeder(source_layers(layers, python_layers or {}), sources,
+                                 phase=phase, root=root, rank=self.group.rank,
+                                 world=self.group.world, iter_size=param.iter_size,
+                                 what="train net")
+            return self.feeder.shapes()
+        self.solver, self.net = from_solver_prototxt(
+            solver_path, weights=weights, param=param, shapes=shapes, device=self.device,
+            python_layers=python_layers)
         self.restored = None
         if self.group.root:  # the folder made and writable now, a killed run's .part removed
             for part in prepare_snapshots(param.snapshot_prefix, solver_path):
