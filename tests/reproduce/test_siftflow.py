@@ -168,3 +168,21 @@ def test_official_trainval_net_trains(tmp_path, monkeypatch, one_thread, clean_r
     rows = (net / "solver_log.csv").read_text().split()[1:]
     losses = [float(row.split(",")[1]) for row in rows]
     assert len(losses) == 2 and all(np.isfinite(x) and x > 0 for x in losses)
+
+
+def test_eval_every_scores_both_heads(tmp_path, monkeypatch, one_thread, clean_registry):
+    """solve.py's seg_tests for SIFT Flow: score_sem against sem and score_geo against geo,
+    each a row of the eval CSV at the evaluated iteration."""
+    monkeypatch.chdir(tmp_path)
+    net = tmp_path / "nets" / "siftflow-fcn32s"
+    small = ["--widths", "2", "4", "4", "8", "8", "--fc", "8", "-o", str(net)]
+    assert main(["net", "siftflow-fcn32s", "--split", "trainval", "--solver"] + small) == 0
+    assert main(["net", "siftflow-fcn32s", "--split", "test"] + small) == 0
+    make_siftflow(tmp_path / "data" / "sift-flow", n=3)
+    make_siftflow(tmp_path / "data" / "sift-flow", split="test", n=2)
+    assert main(["train", "--solver", str(net / "solver.prototxt"), "--data-root",
+                 str(tmp_path / "data"), "--max-iter", "2", "--eval-every", "2", "--quiet"]) == 0
+    rows = [r.split(",") for r in (net / "solver_eval.csv").read_text().split()]
+    col = {name: k for k, name in enumerate(rows[0])}
+    heads = [(r[col["iter"]], r[col["score"]], r[col["label"]], r[col["images"]]) for r in rows[1:]]
+    assert heads == [("2", "score_sem", "sem", "2"), ("2", "score_geo", "geo", "2")]
