@@ -26,6 +26,7 @@ import os
 from pathlib import Path
 
 from ..port.errors import CaffeFormatError, UserInputError
+from .score import METRIC_TITLES, METRICS, json_number, percent
 
 # mean IU on seg11valid, percent: the official repository's README (shared/FCN_FACTS.md §6)
 PAPER_MEAN_IU = {"voc-fcn32s": 63.6, "voc-fcn16s": 65.0, "voc-fcn8s": 65.5,
@@ -33,8 +34,7 @@ PAPER_MEAN_IU = {"voc-fcn32s": 63.6, "voc-fcn16s": 65.0, "voc-fcn8s": 65.5,
 # the released fcn8s-heavy-pascal.caffemodel on seg11valid, percent (wkentaro/fcn's README)
 OFFICIAL_FCN8S = {"overall_acc": 91.2212, "mean_acc": 77.6146, "mean_iu": 65.5126,
                   "fwavacc": 84.5445}
-METRICS = ("overall_acc", "mean_acc", "mean_iu", "fwavacc")
-TITLES = ("pixel acc", "mean acc", "mean IU", "fw IU")
+TITLES = tuple(METRIC_TITLES[k] for k in METRICS)
 
 
 def parse_stage(text):
@@ -107,10 +107,6 @@ def collect(stages):
     return rows
 
 
-def _pct(x):
-    return "-" if x is None or x != x else f"{100 * x:.2f}"
-
-
 def markdown(rows, title="FCN on PASCAL VOC 2011 seg11valid"):
     """The results table: ours in percent, the paper's mean IU, the difference."""
     out = [f"# {title}", "", "| stage | images | " + " | ".join(TITLES) +
@@ -120,7 +116,7 @@ def markdown(rows, title="FCN on PASCAL VOC 2011 seg11valid"):
         diff = "-" if paper is None or r["mean_iu"] is None else \
             f"{100 * r['mean_iu'] - paper:+.2f}"
         out.append(f"| {r['stage']} | {r['images'] if r['images'] is not None else '-'} | " +
-                   " | ".join(_pct(r[k]) for k in METRICS) +
+                   " | ".join(percent(r[k]) for k in METRICS) +
                    f" | {paper if paper is not None else '-'} | {diff} |")
     out += ["", "Percent, as score.py prints them (one confusion matrix over the split). The "
             "paper's mean IU is the official README's for the same model on seg11valid.",
@@ -189,7 +185,7 @@ def write_report(stages, out_dir, title=None):
 def _nan_null(x):
     """``x`` with every NaN or infinite float as None (JSON has no NaN)."""
     if isinstance(x, float):
-        return None if x != x or x in (float("inf"), float("-inf")) else x
+        return None if x in (float("inf"), float("-inf")) else json_number(x)
     if isinstance(x, dict):
         return {k: _nan_null(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):

@@ -217,28 +217,34 @@ def score_folders(pred_dir, gt_dir, n=21, *, void=255, progress=True):
 
 # --------------------------------------------------------------------------- report
 
+def json_number(x):
+    """A metric for JSON: a float, or None for NaN or no value (JSON has no NaN)."""
+    return None if x is None or x != x else float(x)
+
+
+def percent(x):
+    """A metric as the paper prints it: percent with two decimals, '-' for NaN or no value."""
+    return "-" if x is None or x != x else f"{100 * x:.2f}"
+
+
 def rows(result, names):
     """Per-class rows ``{"class", "iu", "acc"}`` with NaN as None (JSON has no NaN)."""
-    def num(x):
-        return None if x != x else float(x)
-    return [{"class": c, "iu": num(i), "acc": num(a)}
+    return [{"class": c, "iu": json_number(i), "acc": json_number(a)}
             for c, i, a in zip(names, result["iu"], result["acc"])]
 
 
 def format_table(result, names):
     """The readable report: the four metrics in percent as the paper gives them, then per class."""
-    def pct(x):
-        return "-" if x is None or x != x else f"{100 * x:.2f}"
     lines = [f"{result['images']} images, {len(names)} classes, {result['pixels']} pixels "
              f"scored, {result['ignored']} void or out-of-range pixels ignored", ""]
     lines.append("  ".join(f"{METRIC_TITLES[k]:>9}" for k in METRICS))
-    lines.append("  ".join(f"{pct(result[k]):>9}" for k in METRICS))
+    lines.append("  ".join(f"{percent(result[k]):>9}" for k in METRICS))
     if result.get("loss") is not None:
         lines.append(f"loss (mean per image): {result['loss']:.6g}")
     width = max(9, *(len(c) for c in names))
     lines += ["", f"{'class':<{width}}  {'IU':>6}  {'acc':>6}"]
     for row in rows(result, names):
-        lines.append(f"{row['class']:<{width}}  {pct(row['iu']):>6}  {pct(row['acc']):>6}")
+        lines.append(f"{row['class']:<{width}}  {percent(row['iu']):>6}  {percent(row['acc']):>6}")
     lines.append("(percent; acc '-': the class is absent from the ground truth; IU '-': "
                  "absent and never predicted; IU 0 with acc '-': predicted though absent, which "
                  "lowers the mean IU as in score.py)")

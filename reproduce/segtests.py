@@ -39,7 +39,7 @@ import torch
 
 from ..port.errors import UnsupportedError, UserInputError
 from ..port.layers import lookup
-from .score import Confusion, METRICS, names_for, rows
+from .score import Confusion, METRICS, json_number, names_for, rows
 
 Head = namedtuple("Head", "score label loss layer")  # blob names; ``layer``: the LayerParameter
 
@@ -115,16 +115,12 @@ class SegTest:
             m = conf.metrics()
             cls = names_for(conf.n, (names or {}).get(h.score))
             row = {"score": h.score, "label": h.label, "classes": conf.n}
-            row.update({k: _num(m[k]) for k in METRICS})
+            row.update({k: json_number(m[k]) for k in METRICS})
             row.update(loss=m["loss"], images=m["images"], pixels=m["pixels"],
                        ignored=m["ignored"], per_class=rows(m, cls),
                        confusion=conf.hist.tolist())
             out.append(row)
         return out
-
-
-def _num(x):
-    return None if x is None or x != x else float(x)
 
 
 class SolverEvaluator:

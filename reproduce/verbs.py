@@ -78,9 +78,7 @@ def _score(args):
         print(f"fcn-port: note: {extra} prediction(s) in {args.pred} have no ground truth "
               "and were not scored", file=sys.stderr)
     if args.json:
-        def num(x):
-            return None if x is None or x != x else x
-        out = {k: num(result[k]) for k in score.METRICS}
+        out = {k: score.json_number(result[k]) for k in score.METRICS}
         out.update(loss=result["loss"], images=result["images"], classes=args.classes,
                    pixels=result["pixels"], ignored=result["ignored"],
                    per_class=score.rows(result, names), confusion=conf.hist.tolist(),
