@@ -13,7 +13,6 @@ against, so the size and sha256 of each file are recorded at download in ``DIR/d
 and every later run checks the file against that record (a changed file is an error).
 """
 import datetime
-import hashlib
 import json
 import os
 import sys
@@ -83,16 +82,13 @@ def digests(path, algos=("sha256",)):
     """{algorithm: hex digest} of ``path`` in one pass (a progress bar for big files)."""
     from tqdm import tqdm
 
-    hs = {a: hashlib.new(a) for a in algos}
+    from fcn_port.port.fileio.hashing import digests as hash_file
+
     size = os.path.getsize(path)
-    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, leave=False,
-                                     desc=f"checking {os.path.basename(path)}",
-                                     disable=None if size > 64 << 20 else True) as bar:
-        while block := f.read(8 << 20):
-            for h in hs.values():
-                h.update(block)
-            bar.update(len(block))
-    return {a: h.hexdigest() for a, h in hs.items()}
+    with tqdm(total=size, unit="B", unit_scale=True, leave=False,
+              desc=f"checking {os.path.basename(path)}",
+              disable=None if size > 64 << 20 else True) as bar:
+        return hash_file(path, algos, bar.update)
 
 
 # ------------------------------------------------------------------------------ one entry
