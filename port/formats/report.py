@@ -10,7 +10,6 @@ import os
 import numpy as np
 from google.protobuf import text_format
 
-from .. import fileio
 from ..errors import CaffeFormatError
 from .sniff import sniff
 
@@ -138,6 +137,7 @@ def _safetensors_report(path):
     import json
 
     from ..fileio import safetensors
+    from .torchfile import layer_rows
 
     arrays, meta = safetensors.read(path, "a safetensors file")
     info = dict(meta)
@@ -148,15 +148,8 @@ def _safetensors_report(path):
         pass  # shown as the strings they are
     ours = info.pop("format", None) == "fcn-port/1"
     info.pop("prototxt", None)
-    layers = {}
-    for key, a in arrays.items():
-        layers.setdefault(key.rsplit(".", 1)[0], []).append(a)
-    rows = [{"index": i, "name": n, "type": "", "bottoms": [], "tops": [],
-             "params": [list(a.shape) for a in blobs], "count": int(sum(a.size for a in blobs))}
-            for i, (n, blobs) in enumerate(layers.items())]
     report = {"kind": "fcn-port checkpoint" if ours else "safetensors file (not fcn-port's)",
-              "format": "safetensors", "meta": info, "layers": rows,
-              "total_params": int(sum(a.size for a in arrays.values()))}
+              "format": "safetensors", "meta": info, **layer_rows(arrays)}
     bad = [(k, int((~np.isfinite(a)).sum())) for k, a in arrays.items()
            if a.dtype.kind == "f" and not np.isfinite(a).all()]
     if bad:

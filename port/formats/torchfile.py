@@ -12,6 +12,7 @@ and what was expected, never a traceback, and the refusal never suggests ``weigh
 checkpoints (``{"format": "fcn-port/1", "meta", "state_dict"}``) by their metadata, other
 state dicts by their tensors.
 """
+import math
 import pickle
 import re
 
@@ -88,6 +89,19 @@ def read_checkpoint(path, map_location="cpu"):
     return meta, sd
 
 
+def layer_rows(tensors):
+    """``inspect``'s ``layers`` (one row per layer, its blobs' shapes and count) and
+    ``total_params`` of a state dict whose keys are ``<layer>.<blob>`` (torch tensors or numpy
+    arrays), layers in first-key order."""
+    layers = {}
+    for key, t in tensors.items():
+        layers.setdefault(key.rsplit(".", 1)[0], []).append(tuple(t.shape))
+    rows = [{"index": i, "name": n, "type": "", "bottoms": [], "tops": [],
+             "params": [list(s) for s in shapes], "count": sum(math.prod(s) for s in shapes)}
+            for i, (n, shapes) in enumerate(layers.items())]
+    return {"layers": rows, "total_params": sum(r["count"] for r in rows)}
+
+
 def nonfinite(state_dict):
     """[(key, count)] of the tensors holding NaN or Inf values."""
     import torch
@@ -113,17 +127,7 @@ def describe(path):
         sd = obj if isinstance(obj, dict) else {}
         kind, info = "PyTorch file (not an fcn-port checkpoint)", {"holds": type(obj).__name__}
     tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-    layers, order = {}, []
-    for key, t in tensors.items():
-        layer = key.rsplit(".", 1)[0]
-        if layer not in layers:
-            order.append(layer)
-        layers.setdefault(layer, []).append(list(t.shape))
-    rows = [{"index": i, "name": n, "type": "", "bottoms": [], "tops": [], "params": layers[n],
-             "count": int(sum(tensors[k].numel() for k in tensors if k.rsplit(".", 1)[0] == n))}
-            for i, n in enumerate(order)]
-    report = {"kind": kind, "format": "PyTorch zip", "meta": info, "layers": rows,
-              "total_params": int(sum(t.numel() for t in tensors.values()))}
+    report = {"kind": kind, "format": "PyTorch zip", "meta": info, **layer_rows(tensors)}
     bad = nonfinite(tensors)
     if bad:
         report["warnings"] = [f"tensor '{k}' holds {n} NaN/Inf values" for k, n in bad]
