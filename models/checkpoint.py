@@ -24,7 +24,7 @@ import os
 from fcn_port.port.errors import CaffeFormatError, FcnPortError, NetError, UserInputError
 from fcn_port.port.fileio.hashing import in_background, sha256
 
-from .shapes import ConvertError, _fit, _out, detect, match_arrays  # noqa: F401  (public here too)
+from .shapes import ConvertError, detect, match_arrays  # noqa: F401  (public here too)
 from .zoo import FCNConfig
 
 FORMAT = "fcn-port/1"

@@ -21,7 +21,7 @@ import os
 import numpy as np
 import torch
 
-from ..errors import CaffeFormatError, NetError
+from ..errors import NetError
 from .arrays import (Report, SurgeryError, _arr, _legacy_shape, _shape, _source, color_depth_conv1,
                       expand_score, interp, transplant, upsampling_layers)
 

@@ -8,7 +8,6 @@ error must contain; tests/port/formats/test_malformed.py runs them all through t
 import io
 import json
 import os
-import pickle
 import struct
 import sys
 import zipfile
