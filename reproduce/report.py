@@ -26,7 +26,6 @@ import os
 from pathlib import Path
 
 from ..port.errors import CaffeFormatError, UserInputError
-from .score import METRIC_TITLES, METRICS, json_number, percent
 
 # mean IU on seg11valid, percent: the official repository's README (shared/FCN_FACTS.md §6)
 PAPER_MEAN_IU = {"voc-fcn32s": 63.6, "voc-fcn16s": 65.0, "voc-fcn8s": 65.5,
@@ -34,7 +33,6 @@ PAPER_MEAN_IU = {"voc-fcn32s": 63.6, "voc-fcn16s": 65.0, "voc-fcn8s": 65.5,
 # the released fcn8s-heavy-pascal.caffemodel on seg11valid, percent (wkentaro/fcn's README)
 OFFICIAL_FCN8S = {"overall_acc": 91.2212, "mean_acc": 77.6146, "mean_iu": 65.5126,
                   "fwavacc": 84.5445}
-TITLES = tuple(METRIC_TITLES[k] for k in METRICS)
 
 
 def parse_stage(text):
@@ -49,6 +47,8 @@ def parse_stage(text):
 
 def _read_eval(path):
     """The first head of an ``fcn-port eval --json`` file: its four metrics and per-class rows."""
+    from .score import METRICS  # score's numpy stays out of fcn-port's start-up
+
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
@@ -89,6 +89,8 @@ def _read_csv(path, fields, what):
 
 def collect(stages):
     """Read every stage's files (dicts from :func:`parse_stage`); the report's rows."""
+    from .score import METRICS
+
     rows = []
     for st in stages:
         doc, head = _read_eval(st["eval"])
@@ -109,7 +111,10 @@ def collect(stages):
 
 def markdown(rows, title="FCN on PASCAL VOC 2011 seg11valid"):
     """The results table: ours in percent, the paper's mean IU, the difference."""
-    out = [f"# {title}", "", "| stage | images | " + " | ".join(TITLES) +
+    from .score import METRIC_TITLES, METRICS, percent
+
+    titles = [METRIC_TITLES[k] for k in METRICS]
+    out = [f"# {title}", "", "| stage | images | " + " | ".join(titles) +
            " | paper mean IU | difference |", "|---" * 8 + "|"]
     for r in rows:
         paper = r["paper_mean_iu"]
@@ -122,7 +127,7 @@ def markdown(rows, title="FCN on PASCAL VOC 2011 seg11valid"):
             "paper's mean IU is the official README's for the same model on seg11valid.",
             "The released FCN-8s caffemodel scores " +
             " / ".join(f"{OFFICIAL_FCN8S[k]:.2f}" for k in METRICS) +
-            f" ({' / '.join(TITLES)}) on seg11valid."]
+            f" ({' / '.join(titles)}) on seg11valid."]
     return "\n".join(out) + "\n"
 
 
@@ -184,6 +189,8 @@ def write_report(stages, out_dir, title=None):
 
 def _nan_null(x):
     """``x`` with every NaN or infinite float as None (JSON has no NaN)."""
+    from .score import json_number
+
     if isinstance(x, float):
         return None if x in (float("inf"), float("-inf")) else json_number(x)
     if isinstance(x, dict):

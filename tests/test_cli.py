@@ -50,3 +50,11 @@ def test_unexpected_errors_are_one_line(monkeypatch, capsys):
     import pytest
     with pytest.raises(RuntimeError):
         _run_raising(monkeypatch, capsys, RuntimeError("shown with its traceback"))
+
+
+def test_the_parser_starts_without_numpy_or_torch():
+    """`fcn-port --help` and argument errors build every verb's parser: nothing heavy on the way."""
+    code = ("import sys, fcn_port.cli; fcn_port.cli.build_parser(); "
+            "print('numpy' in sys.modules, 'torch' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["False", "False"]
