@@ -18,7 +18,7 @@ from ..port.verbs import check_device, check_output_dir, device_arg
 def _run(args, load_checkpoint, demo_image, keep_freed_memory):
     from .infer import infer_files
 
-    check_device(args.device)
+    args.device = check_device(args.device)
     if not 0.0 <= args.alpha <= 1.0:
         raise UserInputError(f"--alpha must be in [0, 1]; got {args.alpha}")
     if args.max_size is not None and args.max_size < 32:
@@ -52,7 +52,8 @@ def add_infer_verb(verbs, load_checkpoint, demo_image, keep_freed_memory=None):
                    help="default: the bundled demo image (models/data/demo.jpg)")
     p.add_argument("-o", "--out", default=".", metavar="DIR",
                    help="output folder (created; default: the current folder)")
-    p.add_argument("--device", type=device_arg, default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--device", type=device_arg, default="cpu",
+                   help="cpu (default), cuda, cuda:N, or auto (CUDA when available)")
     p.add_argument("--alpha", type=float, default=0.5,
                    help="opacity of the labels in the overlay (default 0.5, as vis_seg)")
     p.add_argument("--hha", nargs="+", metavar="FILE",

@@ -29,19 +29,28 @@ def add_verbs(verbs, *, net_by_name=None, model_runner=None, solver_runner=None,
 # --device, for every verb that takes one
 
 def device_arg(text):
-    """argparse type of ``--device``: cpu, cuda or cuda:N."""
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
-        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N; got {text!r}")
+    """argparse type of ``--device``: auto, cpu, cuda or cuda:N."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N; got {text!r}")
     return text
 
 
 def check_device(device):
-    """A CUDA ``--device`` on a machine without CUDA is one UserInputError line."""
-    if device.startswith("cuda"):
+    """The device a ``--device`` names, checked: ``auto`` is ``cuda`` where CUDA is available,
+    else ``cpu``, and says so on stderr (a long run on the wrong device should not go
+    unnoticed); a CUDA device on a machine without CUDA is one UserInputError line."""
+    import sys
+
+    if device == "auto" or device.startswith("cuda"):
         import torch
 
-        if not torch.cuda.is_available():
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            name = torch.cuda.get_device_name(0) if device == "cuda" else "no CUDA device found"
+            print(f"fcn-port: device: {device} ({name}; --device auto)", file=sys.stderr)
+        elif not torch.cuda.is_available():
             raise UserInputError(f"--device {device}: CUDA is not available on this machine")
+    return device
 
 
 # output paths: every verb that writes checks them first (port/outputs.py)

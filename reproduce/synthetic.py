@@ -34,16 +34,14 @@ What this module writes instead:
   voc-fcn32s/train.prototxt`` does to it what the official recipe does to VGG16. It is no
   trained classifier: the nets start from random features, not ImageNet ones.
 
-    python -m fcn_port.reproduce.synthetic DATA_DIR [--train N] [--val N] [--size H W]
+    fcn-port synthetic DATA_DIR [--train N] [--val N] [--size H W]
         [--seed S] [--base BASE.caffemodel --widths W1 .. W5 --fc N]
 """
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from ..port.errors import FcnPortError, UserInputError
+from ..port.errors import UserInputError
 from ..port.fileio import atomic_output
 
 # VOC class index -> (name, shape, RGB colour); every other VOC class is absent
@@ -271,54 +269,3 @@ def make_base_net(path, widths=VGG16_WIDTHS, fc=4096, seed=0):
         raise UserInputError(f"base net: need five positive --widths and a positive --fc; got "
                              f"{list(widths)}, {fc}")
     return write_weights(base_net_params(widths, fc, seed), path, net=base_net_param(widths, fc))
-
-
-# --------------------------------------------------------------------------- CLI
-
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m fcn_port.reproduce.synthetic", description=(
-        "Write a small generated PASCAL-VOC-like dataset in the official layouts: "
-        "DATA_DIR/sbdd/dataset (train: img/*.jpg, cls/*.mat, train.txt) and "
-        "DATA_DIR/pascal/VOC2011 (held out: JPEGImages, SegmentationClass, "
-        "ImageSets/Segmentation/seg11valid.txt), for fcn-port train --data-root DATA_DIR. "
-        "--base also writes a random VGG16-layout ILSVRC caffemodel to transplant from."))
-    p.add_argument("data_dir", metavar="DATA_DIR")
-    p.add_argument("--train", type=int, default=200, metavar="N", help="train images (200)")
-    p.add_argument("--val", type=int, default=20, metavar="N", help="held-out images (20)")
-    p.add_argument("--size", type=int, nargs=2, default=[96, 128], metavar=("H", "W"),
-                   help="image height and width (96 128)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the scenes and the base net (0)")
-    p.add_argument("--void", type=int, default=1, metavar="PX",
-                   help="VOC labels: void pixels each side of a boundary (1)")
-    p.add_argument("--base", metavar="BASE.caffemodel",
-                   help="also write the VGG16-layout base net here")
-    p.add_argument("--widths", type=int, nargs=5, default=list(VGG16_WIDTHS),
-                   help="base net: the five conv widths (VGG16's 64 128 256 512 512)")
-    p.add_argument("--fc", type=int, default=4096, help="base net: fc6/fc7 width (4096)")
-    args = p.parse_args(argv)
-    try:
-        from ..port.verbs import check_output_dir, check_output_file
-
-        check_output_dir(args.data_dir, "DATA_DIR")
-        check_output_file(args.base, "--base", "a caffemodel name")
-        ids = make_dataset(args.data_dir, args.train, args.val, args.size, args.seed,
-                           void=args.void, progress=sys.stderr.isatty())
-        print(f"{args.data_dir}: {len(ids['train'])} train images (sbdd/dataset), "
-              f"{len(ids['val'])} held out (pascal/VOC2011 seg11valid), "
-              f"{args.size[0]} x {args.size[1]}, seed {args.seed}")
-        if args.base:
-            digest = make_base_net(args.base, args.widths, args.fc, args.seed)
-            print(f"{args.base}: VGG16-layout base net, widths {args.widths}, fc {args.fc} "
-                  f"(sha256 {digest[:12]}...)")
-    except FcnPortError as e:
-        print(f"fcn-port: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # the system refused a write (disk full, permission)
-        print(f"fcn-port: error: {e.filename or args.data_dir}: {e.strerror or e}",
-              file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

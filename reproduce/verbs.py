@@ -41,6 +41,50 @@ def add_verbs(verbs):
                    help="also draw the confusion matrix, rows normalized, into this PNG")
     p.set_defaults(run=_score)
     _add_eval(verbs)
+    _add_synthetic(verbs)
+
+
+def _add_synthetic(verbs):
+    p = verbs.add_parser("synthetic", help="write a small generated VOC 2011 + SBD dataset "
+                         "(and a random VGG16-layout base) for smoke runs", description=(
+        "Write a small generated PASCAL-VOC-like dataset in the official layouts: "
+        "DATA_DIR/sbdd/dataset (train: img/*.jpg, cls/*.mat, train.txt) and "
+        "DATA_DIR/pascal/VOC2011 (held out: JPEGImages, SegmentationClass, "
+        "ImageSets/Segmentation/seg11valid.txt), for fcn-port train --data-root DATA_DIR. "
+        "--base also writes a random VGG16-layout ILSVRC caffemodel to transplant from "
+        "(reproduce/synthetic.py says what is generated and how)."))
+    p.add_argument("data_dir", metavar="DATA_DIR")
+    p.add_argument("--train", type=int, default=200, metavar="N", help="train images (200)")
+    p.add_argument("--val", type=int, default=20, metavar="N", help="held-out images (20)")
+    p.add_argument("--size", type=int, nargs=2, default=[96, 128], metavar=("H", "W"),
+                   help="image height and width (96 128)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the scenes and the base net (0)")
+    p.add_argument("--void", type=int, default=1, metavar="PX",
+                   help="VOC labels: void pixels each side of a boundary (1)")
+    p.add_argument("--base", metavar="BASE.caffemodel",
+                   help="also write the VGG16-layout base net here")
+    p.add_argument("--widths", type=int, nargs=5, default=[64, 128, 256, 512, 512],
+                   help="base net: the five conv widths (VGG16's 64 128 256 512 512)")
+    p.add_argument("--fc", type=int, default=4096, help="base net: fc6/fc7 width (4096)")
+    p.set_defaults(run=_synthetic)
+
+
+def _synthetic(args):
+    from fcn_port.port.verbs import check_output_dir, check_output_file
+
+    from . import synthetic
+
+    check_output_dir(args.data_dir, "DATA_DIR")
+    check_output_file(args.base, "--base", "a caffemodel name")
+    ids = synthetic.make_dataset(args.data_dir, args.train, args.val, args.size, args.seed,
+                                 void=args.void, progress=sys.stderr.isatty())
+    print(f"{args.data_dir}: {len(ids['train'])} train images (sbdd/dataset), "
+          f"{len(ids['val'])} held out (pascal/VOC2011 seg11valid), "
+          f"{args.size[0]} x {args.size[1]}, seed {args.seed}")
+    if args.base:
+        digest = synthetic.make_base_net(args.base, args.widths, args.fc, args.seed)
+        print(f"{args.base}: VGG16-layout base net, widths {args.widths}, fc {args.fc} "
+              f"(sha256 {digest[:12]}...)")
 
 
 def _read_names(path, n):
@@ -129,7 +173,8 @@ def _add_eval(verbs):
         "titled with its id and mean IU"))
     p.add_argument("--grid-images", type=int, default=4, metavar="K",
                    help="images in --grid, the first K scored (default 4)")
-    p.add_argument("--device", type=device_arg, default="cpu", help="cpu (default), cuda, cuda:N")
+    p.add_argument("--device", type=device_arg, default="cpu",
+                   help="cpu (default), cuda, cuda:N, or auto (CUDA when available)")
     p.set_defaults(run=_eval)
 
 
@@ -156,7 +201,7 @@ def _eval(args):
     check_output_dir(args.save_pred, "--save-pred", parents=False)
     check_output_file(args.png, "--png", "a .png file name")
     check_output_file(args.grid, "--grid", "a .png file name")
-    check_device(args.device)
+    args.device = check_device(args.device)
     ev = evaluate.Evaluation(args.checkpoint, args.dataset, args.root, split=args.split,
                              voc_root=args.voc_root, device=args.device)
     samples, first = [], ev.heads[0]

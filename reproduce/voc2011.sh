@@ -4,7 +4,7 @@
 #   official solvers and data layers, each stage scored on seg11valid -> results table next to
 #   the paper's 63.6 / 65.0 / 65.5 (at once: 65.4) mean IU, loss curves, prediction grids.
 #
-#   bash reproduce/voc2011.sh [--work DIR] [--atonce] [--device cuda] [--eval-every N]
+#   bash reproduce/voc2011.sh [--work DIR] [--atonce] [--device D] [--eval-every N]
 #   bash reproduce/voc2011.sh --eval-official   # score the released caffemodels instead
 #   bash reproduce/voc2011.sh --smoke           # the same steps on generated data, minutes on CPU
 #
@@ -12,34 +12,41 @@
 # on from its newest .solverstate, a finished download or evaluation is not redone. The stages
 # and their iterations are solve.py's: 32s, 16s and 8s 100,000 iterations each (25 x 4,000),
 # at-once 300,000 (75 x 4,000), scored every 4,000 as seg_tests does. See README "Reproducing
-# the paper".
+# the paper". --work defaults to ./voc2011-run; --device to auto (CUDA when available, else
+# the CPU; each training and evaluation says which it runs on).
 set -euo pipefail
 
-WORK=voc2011-run; SMOKE=0; ATONCE=0; OFFICIAL=0; DEVICE=cpu; EVAL_EVERY=""; ITERS=""; QUIET=()
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+WORK=voc2011-run; SMOKE=0; ATONCE=0; OFFICIAL=0; DEVICE=auto; EVAL_EVERY=""; ITERS=""; QUIET=()
+usage() { sed -n '2,/^[^#]/p' "$0" | sed -n 's/^# \{0,1\}//p'; }
+die() { echo "voc2011.sh: error: $*" >&2; exit 2; }
+value() {  # OPTION VALUE: a value that is there and is no option
+  if [ -z "${2-}" ] || [ "${2#--}" != "$2" ]; then die "$1 needs $3"; fi
+}
 while [ $# -gt 0 ]; do
   case "$1" in
-    --work) WORK=${2:?--work needs a folder}; shift ;;
+    --work) value "$1" "${2-}" "a folder"; WORK=$2; shift ;;
     --smoke) SMOKE=1 ;;
     --atonce) ATONCE=1 ;;
     --eval-official) OFFICIAL=1 ;;
-    --device) DEVICE=${2:?--device needs cpu, cuda or cuda:N}; shift ;;
-    --eval-every) EVAL_EVERY=${2:?--eval-every needs N}; shift ;;
-    --iters) ITERS=${2:?--iters needs N}; shift ;;
+    --device) value "$1" "${2-}" "auto, cpu, cuda or cuda:N"; DEVICE=$2; shift ;;
+    --eval-every) value "$1" "${2-}" "a number of iterations"; EVAL_EVERY=$2; shift ;;
+    --iters) value "$1" "${2-}" "a number of iterations"; ITERS=$2; shift ;;
     -h|--help) usage; exit 0 ;;
-    *) echo "voc2011.sh: error: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    *) die "unknown option '$1' (see --help)" ;;
   esac
   shift
 done
-if [ "$SMOKE" = 1 ] && [ "$OFFICIAL" = 1 ]; then
-  echo "voc2011.sh: error: --smoke and --eval-official exclude each other" >&2; exit 2
-fi
+[ "$SMOKE" = 1 ] && [ "$OFFICIAL" = 1 ] && die "--smoke and --eval-official exclude each other"
 
-FCN=${FCN_PORT:-fcn-port}  # how to run fcn-port and Python (tests set both)
-PY=${PYTHON:-python}
+# Every step is an fcn-port verb, so whichever fcn-port is found (a venv's, active or not)
+# brings its own Python. FCN_PORT overrides it (tests run "python -m fcn_port.cli").
+FCN=${FCN_PORT:-fcn-port}
+command -v "${FCN%% *}" > /dev/null || die "'${FCN%% *}' not found: install fcn-port \
+(pip install -e .) or activate its environment"
+mkdir -p "$WORK/results"
+WORK=$(cd "$WORK" && pwd)  # absolute: stages run inside their own folders
 DATA=$WORK/data
 VOC=$DATA/pascal/VOC2011
-mkdir -p "$WORK/results"
 say() { printf '\n== %s\n' "$*"; }
 
 # ---- sizes: the paper's, or a reduced net on generated data for --smoke
@@ -59,7 +66,7 @@ if [ "$SMOKE" = 1 ]; then
   if [ ! -f "$WORK/data/.complete" ]; then
     say "generating a small VOC 2011 + SBD dataset and a reduced VGG16 base"
     mkdir -p "$(dirname "$BASE")"
-    $PY -m fcn_port.reproduce.synthetic "$DATA" --train 40 --val 8 --size 64 96 --seed 1 \
+    $FCN synthetic "$DATA" --train 40 --val 8 --size 64 96 --seed 1 \
       --base "$BASE" "${NETARGS[@]}"
     touch "$WORK/data/.complete"
   fi
@@ -113,7 +120,7 @@ else
       [ -n "$ITERS" ] && iters=(--max-iter "$ITERS")
       say "$m: training (from its newest snapshot if it has one)"
       (cd "$dir" && $FCN train --solver solver.prototxt --weights init.caffemodel \
-        --snapshot latest --data-root "$(cd "$DATA" && pwd)" --device "$DEVICE" \
+        --snapshot latest --data-root "$DATA" --device "$DEVICE" \
         --eval-every "$EVAL_EVERY" "${iters[@]+"${iters[@]}"}" "${QUIET[@]+"${QUIET[@]}"}")
       snap=$(ls -t "$dir"/snapshot/*.caffemodel* | head -1)
       cp "$snap" "$final.part" && mv "$final.part" "$final"

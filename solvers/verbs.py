@@ -44,7 +44,7 @@ def add_verbs(verbs, *, data_sources=None, seg_tests=None):
     p.add_argument("--test-batches", metavar="B.npz",
                    help="batches for the test nets' data layers (same format)")
     p.add_argument("--device", type=device_arg, default="cpu",
-                   help="cpu (default), cuda or cuda:N")
+                   help="cpu (default), cuda, cuda:N, or auto (CUDA when available)")
     p.add_argument("--procs", type=int, default=1, metavar="N",
                    help="data-parallel processes (gloo on CPU, NCCL on CUDA); default 1")
     p.add_argument("--max-iter", type=int, metavar="N", help="override the solver's max_iter")
@@ -111,7 +111,7 @@ def _train(args):
         raise UserInputError(f"--procs must be >= 1, not {args.procs}")
     if args.max_iter is not None and args.max_iter < 0:
         raise UserInputError(f"--max-iter must be >= 0, not {args.max_iter}")
-    check_device(args.device)
+    args.device = check_device(args.device)
     every, eval_split = getattr(args, "eval_every", None), getattr(args, "eval_split", None)
     if every is not None and every < 1:
         raise UserInputError(f"--eval-every must be >= 1, not {every}")

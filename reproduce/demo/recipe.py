@@ -9,7 +9,7 @@ on SBD ``train`` and scores on ``seg11valid`` with ``score.seg_tests``. This scr
 steps with fcn-port's own commands, each run as ``python -m fcn_port.cli ...`` and printed, so
 the printed lines are the recipe:
 
-1. ``python -m fcn_port.reproduce.synthetic OUT/data`` with the base net: generated SBD / VOC
+1. ``fcn-port synthetic OUT/data`` with the base net: generated SBD / VOC
    trees (:mod:`fcn_port.reproduce.synthetic`) and a random VGG16-layout base net;
 2. ``fcn-port net voc-fcn8s --split train|val --widths .. --fc ..``: the official nets, reduced
    width, and this folder's ``solver.prototxt`` next to them;
@@ -64,9 +64,9 @@ def prepare(out, *, n_train=N_TRAIN, n_val=N_VAL, size=SIZE, widths=WIDTHS, fc=F
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     w = [str(v) for v in widths]
-    run(["-m", "fcn_port.reproduce.synthetic", out / "data", "--train", n_train, "--val", n_val,
+    run(cli("synthetic", out / "data", "--train", n_train, "--val", n_val,
          "--size", *size, "--seed", seed, "--base", out / "base.caffemodel", "--widths", *w,
-         "--fc", fc], log=log)
+         "--fc", fc), log=log)
     nets = out / "voc-fcn8s"
     for split in ("train", "val"):
         run(cli("net", "voc-fcn8s", "--split", split, "--widths", *w, "--fc", fc, "-o", nets),

@@ -129,7 +129,7 @@ def test_base_net_transplants_into_voc_fcn32s(tmp_path, capsys):
 def test_cli_then_train_reads_it(tmp_path, monkeypatch, one_thread, clean_registry, capsys):
     monkeypatch.chdir(tmp_path)
     w = [str(v) for v in WIDTHS]
-    assert synthetic.main(["d", "--train", "2", "--val", "1", "--size", "24", "32", "--seed",
+    assert main(["synthetic", "d", "--train", "2", "--val", "1", "--size", "24", "32", "--seed",
                            "1", "--base", "base.caffemodel", "--widths", *w, "--fc",
                            str(FC)]) == 0
     assert "2 train images" in capsys.readouterr().out
@@ -143,14 +143,15 @@ def test_cli_then_train_reads_it(tmp_path, monkeypatch, one_thread, clean_regist
 
 
 def test_bad_arguments_are_one_line(tmp_path, capsys):
-    assert synthetic.main([str(tmp_path / "d"), "--size", "8", "8"]) == 2
+    assert main(["synthetic", str(tmp_path / "d"), "--size", "8", "8"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("fcn-port: error:") and "--size" in err and err.count("\n") == 1
     with pytest.raises(UserInputError, match="widths"):
         synthetic.make_base_net(tmp_path / "b.caffemodel", (2, 4, 4), 8)
     assert not (tmp_path / "b.caffemodel").exists()
     # a --base in a missing folder is refused before any image is written
-    assert synthetic.main([str(tmp_path / "d2"), "--base", str(tmp_path / "no" / "b.caffemodel"),
+    assert main(["synthetic", str(tmp_path / "d2"), "--base",
+                 str(tmp_path / "no" / "b.caffemodel"),
                            "--train", "1", "--val", "1"]) == 2
     err = capsys.readouterr().err
     assert "--base" in err and err.count("\n") == 1 and not (tmp_path / "d2").exists()
@@ -183,8 +184,7 @@ def test_recipe_steps_at_tiny_size(tmp_path, monkeypatch, one_thread, clean_regi
         old = os.getcwd()
         os.chdir(cwd or old)
         try:
-            fn = main if argv[1] == "fcn_port.cli" else synthetic.main
-            assert fn(argv[2:]) == 0, argv
+            assert argv[:2] == ["-m", "fcn_port.cli"] and main(argv[2:]) == 0, argv
         finally:
             os.chdir(old)
 

@@ -18,7 +18,7 @@ STAGES = ("voc-fcn32s", "voc-fcn16s", "voc-fcn8s")
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_smoke_runs_end_to_end_and_resumes(tmp_path):
-    env = dict(os.environ, FCN_PORT=f"{sys.executable} -m fcn_port.cli", PYTHON=sys.executable)
+    env = dict(os.environ, FCN_PORT=f"{sys.executable} -m fcn_port.cli")
     work = tmp_path / "run"
     run = subprocess.run(["bash", str(SCRIPT), "--smoke", "--work", str(work)], env=env,
                          capture_output=True, text=True, timeout=900)
@@ -61,6 +61,37 @@ def test_bad_option_is_one_line_exit_2(tmp_path):
     run = subprocess.run(["bash", str(SCRIPT), "--smoke", "--eval-official"],
                          capture_output=True, text=True)
     assert run.returncode == 2 and "exclude" in run.stderr
+    for argv in (["--work"], ["--work", "--smoke"], ["--device"], ["--iters", "--smoke"]):
+        run = subprocess.run(["bash", str(SCRIPT), *argv], capture_output=True, text=True)
+        assert run.returncode == 2 and run.stderr.count("\n") == 1, (argv, run.stderr)
+        assert run.stderr.startswith(f"voc2011.sh: error: {argv[0]} needs"), run.stderr
+
+
+def test_help_is_the_header_only():
+    run = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True)
+    assert run.returncode == 0 and "bash reproduce/voc2011.sh --smoke" in run.stdout
+    lines = run.stdout.splitlines()
+    assert "set -" not in run.stdout and not any(line.startswith("#") for line in lines)
+    assert "--device to auto" in " ".join(run.stdout.split())
+
+
+def test_needs_no_python_on_path_and_runs_from_any_folder(tmp_path):
+    """Every step is an fcn-port verb: with only the fcn-port given (no ``python`` on PATH),
+    a relative --work from another folder is made there and used by every stage."""
+    fcn = tmp_path / "bin" / "fcn-port"
+    fcn.parent.mkdir()
+    fcn.write_text(f"#!/bin/sh\nexec {sys.executable} -m fcn_port.cli \"$@\"\n")
+    fcn.chmod(0o755)
+    env = {"PATH": f"{fcn.parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    if shutil.which("python", path=env["PATH"]):
+        pytest.skip("a python on the system PATH: the test could not tell")
+    run = subprocess.run(["bash", str(SCRIPT), "--smoke", "--work", "w", "--iters", "1",
+                          "--eval-every", "1"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "device: cpu" in run.stderr or "device: cuda" in run.stderr
+    assert (tmp_path / "w" / "results" / "results.md").is_file()
+    assert (tmp_path / "w" / "voc-fcn8s" / "voc-fcn8s.caffemodel").is_file()
 
 
 STUB = '''
@@ -94,7 +125,7 @@ def test_eval_official_downloads_and_scores_the_released_files(tmp_path):
     stub = tmp_path / "stub.py"
     stub.write_text(STUB)
     log = tmp_path / "calls.log"
-    env = dict(os.environ, FCN_PORT=f"{sys.executable} {stub}", PYTHON=sys.executable,
+    env = dict(os.environ, FCN_PORT=f"{sys.executable} {stub}",
                STUB_LOG=str(log))
     work = tmp_path / "official"
     run = subprocess.run(["bash", str(SCRIPT), "--eval-official", "--work", str(work)], env=env,
