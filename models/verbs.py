@@ -332,8 +332,8 @@ def _bench(args):
     if args.train:
         t = report["train"]
         print(f"  train step ({t['path']}, {t['solver']}) median {t['median_s'] * 1e3:9.1f} ms  "
-              f"min {t['min_s'] * 1e3:9.1f} ms  {t['gflops_per_s']:7.1f} GFLOP/s of "
-              f"{t['gflop']:.1f}  peak RSS {t['peak_rss_mb']:7.0f} MiB")
+              f"min {t['min_s'] * 1e3:9.1f} ms  {t['gflops_per_s']:7.1f} GFLOP/s "
+              f"({t['gflop']:.1f} GFLOP a step)  peak RSS {t['peak_rss_mb']:7.0f} MiB")
 
 
 def _bench_train(args, model, size):

@@ -37,8 +37,9 @@ reads ``B.npz`` as Caffe's data layers would: one entry per pass.)
 Extension point: :func:`register_source_factory` adds a ``factory(layer_param, phase, root)``
 that returns a source for an unbound ``Python`` data layer it recognises (or None); the dataset
 readers of the official layers (``reproduce/``) plug in there, so a net names its data and
-``fcn-port train`` finds it. Explicit sources (by layer name) win over factories, factories over
-the default source (``--batches``).
+``fcn-port train`` finds it. The sources a user gives win: by layer name first, then the
+default source (``--batches``), and only then the factories; :attr:`Feeder.feeds` says which
+source feeds each data layer (``fcn-port train`` logs it).
 """
 import warnings
 from pathlib import Path
@@ -176,31 +177,34 @@ class Feeder:
         if unknown:
             raise UserInputError(f"{what}: no data layer named {', '.join(map(repr, unknown))} "
                                  f"(its data layers: {', '.join(sorted(names)) or 'none'})")
-        self.bound = []
+        self.bound, self.feeds = [], []
         for name, ltype, tops, lp in layers:
             source, how = sources.get(name), "bound by name"
+            if source is None and default is not None:
+                source, how = default, "the given default source"
             if source is None and ltype == "Python":
                 for factory in _FACTORIES:
                     source = factory(lp, phase, root)
                     if source is not None:
-                        how = "from a registered reader"
+                        how = "a registered reader"
                         break
+            target = (f" {lp.python_param.module}.{lp.python_param.layer}"
+                      if ltype == "Python" else "")
             if source is None:
-                source, how = default, "the default source"
-            if source is None:
-                target = (f" {lp.python_param.module}.{lp.python_param.layer}"
-                          if ltype == "Python" else "")
                 raise UserInputError(f"{what}: data layer '{name}' ({ltype}{target}, tops "
                                      f"{', '.join(tops)}) has no source of batches; give one "
                                      "(fcn-port train --batches B.npz), or for an official data "
                                      "layer its data folder (relative to the net, or "
                                      "--data-root DIR)")
+            path = getattr(source, "path", None)
+            label = path or f"source of '{name}' ({how})"
+            self.feeds.append(f"data layer '{name}' ({ltype}{target}; tops {', '.join(tops)}) "
+                              f"<- {type(source).__name__} {path or ''} ({how})")
             same = [b for b in self.bound if b.source is source]
             if same:  # layers sharing a source share each draw (one batch per pass)
                 same[0].layer += f"', '{name}"
                 same[0].tops += tops
                 continue
-            label = getattr(source, "path", None) or f"source of '{name}' ({how})"
             self.bound.append(_Bound(name, list(tops), source, f"{what}: {label}", rank, world))
         for b in self.bound:
             self._check(b, b.peek())

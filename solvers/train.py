@@ -143,6 +143,8 @@ class Trainer:
         self.solver, self.net = from_solver_prototxt(
             solver_path, weights=weights, param=param, shapes=shapes, device=self.device,
             python_layers=python_layers)
+        for line in self.feeder.feeds:
+            self._echo(line)
         self.restored = None
         if self.group.root:  # the folder made and writable now, a killed run's .part removed
             for part in prepare_snapshots(param.snapshot_prefix, solver_path):
@@ -301,6 +303,12 @@ class Trainer:
             return False
         return True
 
+    def _net_file(self):
+        """The train net's file, where the net has no ``name:`` (the official nets have none)."""
+        p = self.param
+        field = next((f for f in ("net", "train_net") if p.HasField(f)), None)
+        return getattr(p, field) if field else "the solver's net_param"
+
     def _fail(self, it, loss, bad_loss):
         self.failed = True
         if bad_loss and bad_loss - 1 != self.group.rank:
@@ -320,7 +328,7 @@ class Trainer:
         """``Solver::Solve``; returns a summary dict (``iter``, ``losses``, ``snapshots``,
         ``log``, ``plot``, ``tests``, ``stopped_early``)."""
         p, s = self.param, self.solver
-        self.echo(f"Solving {self.net.name}")
+        self.echo(f"Solving {self.net.name or self._net_file()}")
         self.echo(f"Learning Rate Policy: {p.lr_policy}")
         log = TrainLog(p.snapshot_prefix, s.iter) if self.group.root else _NoLog()
         plot = None

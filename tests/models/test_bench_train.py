@@ -2,6 +2,7 @@
 import solvers; fcn_port.cli hands it ``solvers.bench.official_step``). No timing is asserted."""
 import argparse
 import json
+import re
 
 import pytest
 import torch
@@ -57,3 +58,11 @@ def test_train_step_counts_three_forwards_and_trains():
     after = model.state_dict()
     assert not torch.equal(after["fc6.0"], before["fc6.0"])
     assert torch.equal(after["upscore.0"], before["upscore.0"])  # lr_mult 0: bilinear, fixed
+
+
+def test_bench_train_table_says_what_its_numbers_are(capsys):
+    args = _parser(official_step).parse_args(
+        ["bench", "--train", "--runs", "1", "--warmup", "0", "--size", "40", "32"])
+    args.run(args)
+    line = next(x for x in capsys.readouterr().out.splitlines() if "train step" in x)
+    assert re.search(r"\d GFLOP/s \(\d+\.\d GFLOP a step\)", line), line

@@ -138,8 +138,19 @@ def test_cli_then_train_reads_it(tmp_path, monkeypatch, one_thread, clean_regist
     assert main(["surgery", "transplant", "base.caffemodel", "--net", "net/train.prototxt",
                  "-o", "init.caffemodel"]) == 0
     assert main(["train", "--solver", "net/solver.prototxt", "--weights", "init.caffemodel",
-                 "--data-root", "d", "--max-iter", "1", "--quiet"]) == 0
+                 "--data-root", "d", "--max-iter", "1"]) == 0
     assert (tmp_path / "snapshot" / "train_iter_1.caffemodel").is_file()
+    out = capsys.readouterr().out
+    assert "Solving train.prototxt" in out  # the official nets have no name: the file
+    assert "data layer 'data' (Python voc_layers.SBDDSegDataLayer; tops data, label) <- " \
+        "SBDSeg" in out
+    # --batches names the source, and it wins over the reader of the data folder
+    img = np.full((1, 3, 24, 32), 50.0, np.float32)
+    np.savez("b.npz", **{"it/0/data": img, "it/0/label": np.ones((1, 1, 24, 32), np.float32)})
+    assert main(["train", "--solver", "net/solver.prototxt", "--weights", "init.caffemodel",
+                 "--data-root", "d", "--max-iter", "1", "--batches", "b.npz"]) == 0
+    out = capsys.readouterr().out
+    assert "<- NpzBatches b.npz (the given default source)" in out and "SBDSeg" not in out
 
 
 def test_bad_arguments_are_one_line(tmp_path, capsys):
@@ -152,7 +163,7 @@ def test_bad_arguments_are_one_line(tmp_path, capsys):
     # a --base in a missing folder is refused before any image is written
     assert main(["synthetic", str(tmp_path / "d2"), "--base",
                  str(tmp_path / "no" / "b.caffemodel"),
-                           "--train", "1", "--val", "1"]) == 2
+                 "--train", "1", "--val", "1"]) == 2
     err = capsys.readouterr().err
     assert "--base" in err and err.count("\n") == 1 and not (tmp_path / "d2").exists()
 

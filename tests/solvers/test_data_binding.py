@@ -78,6 +78,22 @@ def test_registered_readers_serve_python_data_layers(monkeypatch):
     assert seen == [("voc_layers", "TEST", "/x")] and float(feed(0)["data"].max()) == 7
 
 
+def test_the_source_a_user_gives_wins_over_readers_and_is_named(monkeypatch, tmp_path):
+    """``--batches`` (the default source) feeds every data layer not bound by name, even one a
+    registered reader recognises; each layer's feed is described (train logs it)."""
+    monkeypatch.setattr(data, "_FACTORIES", [])
+    data.register_source_factory(lambda lp, phase, root: lambda: _batch(7))
+    np.savez(tmp_path / "b.npz", **{f"it/0/{b}": v for b, v in _batch(3).items()})
+    feed = Feeder(_layers(), NpzBatches(tmp_path / "b.npz"))
+    assert float(feed(0)["data"].max()) == 3
+    assert len(feed.feeds) == 2 and all("b.npz" in line for line in feed.feeds)
+    assert feed.feeds[0].startswith("data layer 'data' (Python voc_layers.SBDDSegDataLayer")
+    # a layer bound by name wins over the default; the reader serves only what is left
+    feed = Feeder(_layers(), {"extra": lambda: _batch(1)})
+    assert float(feed(0)["data"].max()) == 7 and "registered reader" in feed.feeds[0]
+    assert "bound by name" in feed.feeds[1]
+
+
 def test_missing_sources_and_blobs_are_user_errors(tmp_path):
     with pytest.raises(UserInputError, match=r"data layer 'data' \(Python voc_layers\."):
         Feeder(_layers(), None)

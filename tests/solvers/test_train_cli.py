@@ -39,7 +39,9 @@ def test_train_runs_the_official_fcn32s_solver_on_an_npz(fcn32s, tmp_path, monke
     lines = out.splitlines()
     result = json.loads(lines[-1])
     # the official solver: test_net val.prototxt (not written), never tested; display 20
-    assert lines[0].startswith("Test net(s) not built: test_interval 999999999")
+    assert lines[0].startswith("data layer 'data' (Python voc_layers.SBDDSegDataLayer; tops "
+                               "data, label) <- NpzBatches ")
+    assert lines[1].startswith("Test net(s) not built: test_interval 999999999")
     assert "Iteration 0, lr = 1e-10" in lines and "Learning Rate Policy: fixed" in lines
     assert result["iter"] == 6 and len(result["losses"]) == 6
     assert all(np.isfinite(result["losses"])) and result["losses"][0] > 1000  # summed loss

@@ -36,7 +36,10 @@ def test_loop_equals_the_solver_stepped_by_hand_and_logs_as_caffe(folder, kit):
     assert result["losses"] == losses and result["iter"] == 5
     ours, ref = kit.params_of(t.net), kit.params_of(net)
     assert all(torch.equal(ours[k], ref[k]) for k in ref)
-    assert lines[0] == "Solving " + t.net.name and lines[1] == "Learning Rate Policy: step"
+    assert lines[0].startswith("data layer 'data' (Input; tops data) <- NpzBatches ")
+    assert lines[1].startswith("data layer 'label' (Input; tops label) <- NpzBatches ")
+    assert lines[2] == "Solving " + (t.net.name or "train.prototxt")  # unnamed: its file
+    assert lines[3] == "Learning Rate Policy: step"
     assert "Iteration 0, lr = 0.01" in lines and "Iteration 4, lr = 0.005" in lines
     shown = [float(m.group(1)) for m in (re.fullmatch(r"Iteration 4, loss = (\S+)", x)
                                          for x in lines) if m]
@@ -64,7 +67,7 @@ def test_resume_from_a_snapshot_is_bit_exact(folder, kit, fmt):
     assert os.path.exists("snap/tiny_iter_4" + ext)
     lines = []
     resumed, result = _train(folder, lines, snapshot="snap/tiny_iter_2" + ext)
-    assert lines[0].startswith("Restoring previous solver status from snap/tiny_iter_2")
+    assert lines[2].startswith("Restoring previous solver status from snap/tiny_iter_2")
     assert result["iter"] == 5 and result["losses"] == full.losses[2:]
     a, b = kit.params_of(full.net), kit.params_of(resumed.net)
     assert all(torch.equal(a[k], b[k]) for k in a)
