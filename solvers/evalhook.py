@@ -23,8 +23,8 @@ accuracy and the confusion matrix included; rewritten whole after each) and ``_e
 four metrics over the iterations, one panel per head) at the end.
 
 Where we differ: the official loop evaluates only after full ``step(N)`` calls and has no
-evaluation at the end; a resumed run starts a new CSV/JSON (the old evaluations are kept when
-their iteration is before the resume point).
+evaluation at the end; a resumed run rewrites the CSV/JSON, keeping the old evaluations up to the resume point
+(the one taken at a stop included: it scored the very weights the run resumes from).
 """
 import csv
 import datetime
@@ -57,10 +57,14 @@ class SegTestHook:
         if start_iter and self.json_path.exists():
             try:
                 old = json.loads(self.json_path.read_text())
+                # the resumed weights at start_iter are the snapshot's, so an evaluation
+                # taken there (at a stop) holds; later ones were of a run now replaced
                 self.evaluations = [e for e in old.get("evaluations", [])
-                                    if int(e["iter"]) < start_iter]
+                                    if int(e["iter"]) <= start_iter]
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 self.evaluations = []
+            if self.evaluations and self.evaluations[-1]["iter"] == start_iter:
+                self._last = start_iter
 
     # ---- files --------------------------------------------------------------------------
 

@@ -70,6 +70,24 @@ def test_eval_every_matches_eval_of_the_snapshots(setup, capsys):
     assert evals[0]["heads"][0]["loss"] != evals[-1]["heads"][0]["loss"]  # the weights moved
 
 
+def test_a_resume_keeps_the_evaluation_taken_at_the_stop(setup, capsys):
+    """A run that stops at iteration 3 (SIGINT and max_iter end alike: a snapshot, then the
+    evaluation of those weights) and is resumed with --snapshot latest keeps the evaluation
+    at 3 in the CSV, the JSON and the plot, and does not score iteration 3 twice."""
+    tmp_path, args, ids = setup
+    assert main(args + ["--max-iter", "3", "--eval-every", "2"]) == 0
+    snap = tmp_path / "snapshot"
+    first = json.loads((snap / "train_eval.json").read_text())["evaluations"]
+    assert [e["iter"] for e in first] == [2, 3]
+    resume = [a for a in args if a != args[args.index("--weights") + 1] and a != "--weights"]
+    assert main(resume + ["--snapshot", "latest", "--max-iter", "5", "--eval-every", "2"]) == 0
+    evals = json.loads((snap / "train_eval.json").read_text())["evaluations"]
+    assert [e["iter"] for e in evals] == [2, 3, 4, 5] and evals[1] == first[1]
+    with open(snap / "train_eval.csv", newline="") as f:
+        assert [int(r["iter"]) for r in csv.DictReader(f)] == [2, 3, 4, 5]
+    assert capsys.readouterr().out.count("Iteration 3 score vs label") == 1
+
+
 def test_eval_split_and_json(setup, capsys):
     tmp_path, args, ids = setup
     voc = tmp_path / "data" / "pascal" / "VOC2011" / "ImageSets" / "Segmentation"
