@@ -100,43 +100,48 @@ def _check_geometry(args):
 
 
 def _net(args):
+    """The official prototxts. ``-o DIR`` gets every file asked for, and with ``--solver`` also
+    the nets the solver names (train and test), so ``train --eval-every`` finds its test net;
+    ``-o X.prototxt`` (one file only) or no ``-o`` with one file writes that file / stdout."""
     from ..port.fileio import atomic_output
     from ..port.formats.text import to_text
     from . import config
     from .spec import net_param, solver_param
 
     _check_geometry(args)
-    one = bool(args.split) != bool(args.solver)  # exactly one file
-    if args.output == "-" and not one:
-        raise UserInputError("-o -: stdout takes one file; give --split S or --solver alone, "
-                             "or -o DIR")
-    if args.output != "-" and not (args.output is None and one):
-        check_output_dir(args.output or args.name,
-                         "-o" if args.output else "the default output folder (-o)")
     cfg = config(args.name, classes=args.classes, widths=args.widths, fc=args.fc)
     train, test = cfg.solver["splits"]
     # VOC and Context nets are train/val, SIFT Flow and NYUD trainval/test: either name works
     split = {"train": train, "trainval": train, "val": test, "test": test}.get(args.split,
                                                                               args.split)
-    files = {}
-    if args.split:
-        files[f"{split}.prototxt" if split != "deploy" else "deploy.prototxt"] = \
-            to_text(net_param(cfg, split))
-    if args.solver:
-        files["solver.prototxt"] = to_text(solver_param(cfg))
-    if not files:
-        for s in (train, test, "deploy"):
-            files[f"{s}.prototxt"] = to_text(net_param(cfg, s))
-        files["solver.prototxt"] = to_text(solver_param(cfg))
-    if args.output in (None, "-") and len(files) == 1:
+    out = args.output
+    asked = ([split] if args.split else []) + (["solver"] if args.solver else [])
+    if not asked:
+        asked = [train, test, "deploy", "solver"]
+    to_file = out is not None and out != "-" and out.endswith(".prototxt")
+    if args.solver and out not in (None, "-") and not to_file:  # what the solver refers to
+        order = [train, test, "deploy", "solver"]
+        asked = sorted(set(asked) | {train, test}, key=order.index)
+    if len(asked) > 1 and (out == "-" or to_file):
+        raise UserInputError(f"-o {out}: {len(asked)} files ({', '.join(asked)}); "
+                             f"{'stdout' if out == '-' else 'a .prototxt name'} takes one: give "
+                             "--split S or --solver alone, or -o DIR")
+    files = {f"{s}.prototxt": to_text(solver_param(cfg) if s == "solver" else net_param(cfg, s))
+             for s in asked}
+    if to_file:
+        check_output_file(out, "-o", "a .prototxt file name")
+    elif out != "-" and not (out is None and len(files) == 1):
+        check_output_dir(out or args.name, "-o" if out else "the default output folder (-o)")
+    if out in (None, "-") and len(files) == 1:
         print(next(iter(files.values())), end="")
         return
-    out_dir = args.output or args.name
-    os.makedirs(out_dir, exist_ok=True)
+    paths = {fname: out if to_file else os.path.join(out or args.name, fname) for fname in files}
+    if not to_file:
+        os.makedirs(out or args.name, exist_ok=True)
     for fname, text in files.items():
-        with atomic_output(os.path.join(out_dir, fname), "w") as f:
+        with atomic_output(paths[fname], "w") as f:
             f.write(text)
-        print(os.path.join(out_dir, fname))
+        print(paths[fname])
 
 
 def _list(args):
@@ -181,8 +186,9 @@ def _add_model_verbs(verbs):
     p.add_argument("name", choices=list(OFFICIAL), metavar="NAME")
     p.add_argument("--split", choices=["train", "val", "trainval", "test", "deploy"])
     p.add_argument("--solver", action="store_true", help="write solver.prototxt")
-    p.add_argument("-o", "--output", help="directory (or '-' for stdout with one file; the "
-                                          "default for one file)")
+    p.add_argument("-o", "--output", help=(
+        "directory (with --solver: also the train and test nets it names), X.prototxt for one "
+        "file, or '-' for stdout with one file (the default for one file)"))
     p.add_argument("--classes", type=int, nargs="+", help="another class count (per head)")
     p.add_argument("--widths", type=int, nargs=5, help="the five conv widths")
     p.add_argument("--fc", type=int, help="fc6/fc7 width")

@@ -91,6 +91,27 @@ def test_net_single_file_to_stdout_and_alexnet_solver():
     assert run.returncode == 0 and "num_output: 5" in run.stdout and "num_output: 21" not in run.stdout
 
 
+def test_net_solver_to_a_folder_brings_the_nets_it_names(tmp_path):
+    """-o DIR with --solver writes what the solver refers to (train_net and test_net), so
+    ``train --eval-every`` finds its val net; -o X.prototxt is one file, not a folder."""
+    for extra, stem in (([], "s"), (["--split", "train"], "t")):
+        run = fcn_port("net", "siftflow-fcn32s", "--solver", *extra, "-o", tmp_path / stem)
+        assert run.returncode == 0, run.stderr
+        names = sorted(p.name for p in (tmp_path / stem).iterdir())
+        assert names == ["solver.prototxt", "test.prototxt", "trainval.prototxt"], names
+        solver, _ = read_solver(tmp_path / stem / "solver.prototxt")
+        assert (solver.train_net, list(solver.test_net)) == ("trainval.prototxt",
+                                                              ["test.prototxt"])
+    run = fcn_port("net", "voc-fcn32s", "--split", "val", "-o", tmp_path / "v.prototxt")
+    assert run.returncode == 0 and (tmp_path / "v.prototxt").is_file()
+    assert read_net(tmp_path / "v.prototxt")[0].layer[0].python_param.layer == "VOCSegDataLayer"
+    for argv in (["--split", "val", "-o", tmp_path / "nodir" / "x.prototxt"],
+                 ["--split", "val", "--solver", "-o", tmp_path / "y.prototxt"]):
+        run = fcn_port("net", "voc-fcn32s", *argv)
+        assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert not (tmp_path / "nodir").exists() and not (tmp_path / "y.prototxt").exists()
+
+
 def test_models_list_and_parity_model_cli():
     run = fcn_port("models", "--json")
     listed = {m["model"]: m for m in json.loads(run.stdout)}
