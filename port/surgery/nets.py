@@ -30,17 +30,25 @@ NOMINAL_SIZE = 500
 
 def resolve_net(spec, *, by_name=None):
     """The target net of a surgery as a NetParameter: one given as is, or a prototxt path
-    (train, val or deploy; read and upgraded). ``by_name`` maps a name that is no file (an
-    official model such as ``voc-fcn16s``) to its net: the CLI passes the model zoo's
-    (:func:`fcn_port.models.deploy_net`); port/ itself knows no model names."""
+    (train, val or deploy; read and upgraded). ``by_name`` maps a plain name (no folder, no
+    dot: an official model such as ``voc-fcn16s``) to its net, even where a folder or file of
+    that name exists (the official recipe makes a ``voc-fcn16s/`` folder): a path is written as
+    one (``./voc-fcn16s/train.prototxt``). Only a name ``by_name`` does not know is read as a
+    file when one exists. The CLI passes the model zoo's (:func:`fcn_port.models.deploy_net`);
+    port/ itself knows no model names."""
+    from ..errors import UserInputError
     from ..formats.proto import caffe_pb2
     from ..formats.text import read_net
 
     if isinstance(spec, caffe_pb2.NetParameter):
         return spec
     path = os.fspath(spec)
-    if by_name is not None and not os.path.exists(path) and os.sep not in path and "." not in path:
-        return by_name(path)
+    if by_name is not None and os.sep not in path and "/" not in path and "." not in path:
+        try:
+            return by_name(path)
+        except UserInputError:
+            if not os.path.isfile(path):
+                raise
     return read_net(path)[0]
 
 

@@ -249,6 +249,25 @@ def test_untouched_layers_keep_their_fillers_and_suffix_transplants_chain():
     assert second["convcolor"][0].tolist() == [[1], [1]] and second["convhha"][0].tolist() == [[2], [2]]
 
 
+def test_a_model_name_means_the_model_even_beside_a_folder_of_that_name(tmp_path, monkeypatch):
+    from fcn_port.models import deploy_net
+    from fcn_port.port.errors import UserInputError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "voc-fcn8s").mkdir()            # what `fcn-port net voc-fcn8s -o voc-fcn8s` makes
+    net = S.resolve_net("voc-fcn8s", by_name=deploy_net)
+    assert net == deploy_net("voc-fcn8s")
+    # a path is written as one; a plain name no model has is read as a file when there is one
+    (tmp_path / "voc-fcn8s" / "train.prototxt").write_text(
+        (FCN / "voc-fcn8s" / "net.prototxt").read_text())
+    assert S.resolve_net("./voc-fcn8s/train.prototxt", by_name=deploy_net) == \
+        S.resolve_net(FCN / "voc-fcn8s" / "net.prototxt")
+    (tmp_path / "mynet").write_text((FCN / "voc-fcn8s" / "net.prototxt").read_text())
+    assert S.resolve_net("mynet", by_name=deploy_net) == S.resolve_net(tmp_path / "mynet")
+    with pytest.raises(UserInputError):
+        S.resolve_net("voc-fcn9s", by_name=deploy_net)
+
+
 def test_cli_transplant_end_to_end(tmp_path, capsys):
     out = tmp_path / "out.caffemodel"
     rc = main(["surgery", "transplant", str(FCN / "voc-fcn16s" / "weights.caffemodel"),
