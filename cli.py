@@ -29,6 +29,10 @@ def _model_case(case, model, rtol):
     return importlib.import_module("fcn_port.models.parity").run_model_case(case, model, rtol)
 
 
+def _model_check(model):
+    return importlib.import_module("fcn_port.models.parity").check_model(model)
+
+
 def _train_step(model):
     return importlib.import_module("fcn_port.solvers.bench").official_step(model)
 
@@ -50,6 +54,7 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"fcn-port {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     port_verbs.add_verbs(verbs, net_by_name=_official_net, model_runner=_model_case,
+                         model_check=_model_check,
                          solver_runner=solvers_verbs.solver_case,
                          loss_plotter=solvers_verbs.plot_case)
     models_verbs.add_verbs(verbs, train_step=_train_step)

@@ -23,6 +23,7 @@ import os
 
 from fcn_port.port.errors import CaffeFormatError, FcnPortError, NetError, UserInputError
 from fcn_port.port.fileio.hashing import in_background, sha256
+from fcn_port.port.formats.records import refuse_nonfinite
 
 from .shapes import ConvertError, detect, match_arrays  # noqa: F401  (public here too)
 from .zoo import FCNConfig
@@ -68,6 +69,8 @@ def _meta_common(path, digest):
 def convert(path, out=None, *, model=None, prototxt=None):
     """Convert caffemodel ``path`` (binary or HDF5) into a checkpoint at ``out`` (default:
     ``path`` with ``.pt``). Returns (out, meta). Nothing is written if anything mismatches.
+    ``prototxt``: the net of weights that are no FCN (an interpreter checkpoint); given with an
+    FCN's weights it is refused rather than ignored.
     An ``out`` ending in ``.safetensors`` is a safetensors checkpoint (:mod:`.portable`); an
     FCN's is written without importing torch."""
     from fcn_port.port.formats.caffemodel import read_weights
@@ -89,8 +92,13 @@ def convert(path, out=None, *, model=None, prototxt=None):
             raise ConvertError(f"{path}: no FCN layers (score_fr, score_fr_sem, ...) in these "
                                f"weights; give --prototxt to convert any Caffe net for the "
                                f"interpreter, or --model NAME")
-        _refuse_nonfinite(path, finite())
+        refuse_nonfinite(path, finite())
         return _convert_caffenet(weights, path, out, prototxt, digest)
+    if prototxt is not None:
+        raise UserInputError(f"--prototxt {prototxt}: {path} holds {cfg.name} (found from its "
+                             "layer names and shapes), which convert writes as the FCN model "
+                             "with no prototxt; --prototxt is for nets that are no FCN (drop "
+                             "it; --model forces a family)")
     sd = match_arrays(cfg, weights)  # numpy views of the mapped file: no torch needed here
     if _is_safetensors(out):  # the copy runs beside the sha256, which fills the header last
         from .portable import write_checkpoint
@@ -98,9 +106,9 @@ def convert(path, out=None, *, model=None, prototxt=None):
         meta = {"kind": "fcn", **cfg.meta(), **_meta_common(path, "0" * 64)}
         return out, write_checkpoint(
             out, meta, sd, late_meta=lambda: {"sha256": digest()},
-            refuse_nonfinite=lambda bad: _refuse_nonfinite(
+            refuse_nonfinite=lambda bad: refuse_nonfinite(
                 path, [(*k.rsplit(".", 1), n) for k, n in bad]))
-    _refuse_nonfinite(path, finite())
+    refuse_nonfinite(path, finite())
     meta = {"kind": "fcn", **cfg.meta(), **_meta_common(path, digest())}
     save({"format": FORMAT, "meta": meta, "state_dict": sd}, out)
     return out, meta
@@ -116,16 +124,6 @@ def convert_to_safetensors(path, out=None, *, model=None, prototxt=None):
         raise UserInputError(f"-o {out}: a safetensors checkpoint's name must end in "
                              f"{SAFETENSORS}")
     return convert(path, out, model=model, prototxt=prototxt)
-
-
-def _refuse_nonfinite(path, bad):
-    """NaN or Inf in weights: a net that can only output NaN; Caffe would load it silently,
-    fcn-port refuses to write it, naming the blobs."""
-    if bad:
-        listed = ", ".join(f"layer '{n}' blob {i}: {k} values" for n, i, k in bad[:5])
-        more = f" and {len(bad) - 5} more blobs" if len(bad) > 5 else ""
-        raise CaffeFormatError(path, "", f"NaN/Inf weights ({listed}{more}); expected finite "
-                               "values (a diverged training snapshot?)")
 
 
 def _convert_caffenet(weights, path, out, prototxt, digest):
@@ -235,7 +233,7 @@ def _from_caffemodel(path, model):
     check and as the module the file's tensors are assigned to."""
     from fcn_port.port.formats.caffemodel import read_weights
 
-    weights = read_weights(path)
+    weights = read_weights(path).check_finite()
     try:
         cfg = detect(weights.params, model)
     except ConvertError as e:

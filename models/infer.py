@@ -120,12 +120,13 @@ def upscale_labels(labels, size):
 
 def check_fits_memory(meta, image, size, max_size, device):
     """Refuse (UserInputError) an input whose estimated peak memory exceeds what ``device``
-    has available, naming the estimate and a --max-size that fits."""
+    has available, naming the estimate and a --max-size that fits in :data:`memory.HEADROOM`
+    of it (all of it would leave nothing to the rest of the machine)."""
     h, w = memory.scaled_size(*size, max_size)
     need, have = memory.peak_bytes(meta, h, w), memory.available_bytes(device or "cpu")
     if need is None or have is None or need <= have:
         return
-    fits = memory.fitting_size(meta, *size, have)
+    fits = memory.fitting_size(meta, *size, int(have * memory.HEADROOM))
     hint = (f"give --max-size {fits} (or smaller) to downscale it" if fits else
             "it does not fit even at --max-size 32")
     raise UserInputError(f"{image}: {w} x {h} pixels with {meta.get('model', 'this model')} "

@@ -23,6 +23,8 @@ for CUDA, the device's free memory (``torch.cuda.mem_get_info``; the formula is 
 there, cuDNN's workspaces come on top). None when nothing can be read: then nothing is refused.
 """
 _PAD = 198  # conv1_1: kernel 3, pad 100 -> (H + 200 - 2) rows
+HEADROOM = 0.75  # a size fcn-port suggests leaves a quarter of the free memory to the rest
+TRAIN_FACTOR = 3  # a training step keeps the forward's activations for backward, and grads
 
 
 def peak_bytes(meta, height, width):
@@ -111,6 +113,21 @@ def available_bytes(device="cpu"):
             return None
     known = [b for b in (_meminfo_available(), _cgroup_room()) if b is not None]
     return min(known) if known else None
+
+
+def check_size(meta, height, width, *, option="--size", device="cpu", factor=1, what="a pass"):
+    """Refuse (UserInputError, one line) a ``height x width`` input whose estimated peak
+    (times ``factor``: :data:`TRAIN_FACTOR` for a training step) exceeds what ``device`` has
+    free, naming ``option``, the estimate and the free memory; nothing is refused when either
+    is unknown."""
+    need, have = peak_bytes(meta, height, width), available_bytes(device)
+    if need is None or have is None or need * factor <= have:
+        return
+    from fcn_port.port.errors import UserInputError
+
+    raise UserInputError(f"{option} {height} {width}: {what} of {meta.get('model', 'the model')} "
+                         f"needs about {gb(need * factor)} of memory at its peak (estimated), "
+                         f"{gb(have)} is available on {device}; give a smaller {option}")
 
 
 def gb(n):

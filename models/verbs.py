@@ -12,6 +12,7 @@ from pathlib import Path
 from ..port import DEFAULT_WEIGHTS
 from ..port.verbs import check_output_dir, check_output_file
 from ..port.errors import CaffeFormatError, FcnPortError, NetError, UnsupportedError, UserInputError
+from . import memory
 from .infer_verb import add_infer_verb
 from .zoo import OFFICIAL
 
@@ -69,6 +70,9 @@ def _convert(args):
         args.output = args.output or DEMO_WEIGHTS.with_suffix(".pt").name
     check_output_file(args.output or _default_out(args.caffemodel),
                       "-o" if args.output else "the default output (-o)", "a checkpoint file name")
+    if args.output and not args.output.endswith(CHECKPOINT_ENDINGS):
+        raise UserInputError(f"-o {args.output}: a checkpoint's name ends in .pt or .pth "
+                             "(torch.save) or .safetensors, which says the format written")
     out, meta = convert(args.caffemodel, args.output, model=args.model, prototxt=args.prototxt)
     if args.json:
         print(json.dumps({**meta, "output": out}))
@@ -83,6 +87,10 @@ def _convert(args):
           f"  from {args.caffemodel} (sha256 {meta['sha256'][:12]}...), "
           f"fcn-port {meta['fcn_port']}\n"
           f"  load with: fcn_port.models.load({out!r})")
+
+
+CHECKPOINT_ENDINGS = (".pt", ".pth", ".safetensors")
+CAFFEMODEL_ENDINGS = (".caffemodel", ".caffemodel.h5", ".h5")
 
 
 def _default_out(path):
@@ -211,13 +219,29 @@ def _stem(path):
 
 def _export(args):
     out = args.output
+    if out is not None and not out.endswith(CAFFEMODEL_ENDINGS):
+        raise UserInputError(f"-o {out}: a caffemodel's name ends in .caffemodel (binary) or "
+                             ".caffemodel.h5 / .h5 (HDF5, as --h5)")
+    if out is not None and out.endswith(".h5"):
+        args.h5 = True   # the name says HDF5; the report line says which format was written
+    if args.h5 and out is None and args.onnx is not None:
+        raise UserInputError("--h5 is the caffemodel's format (-o X.caffemodel.h5); with "
+                             "--onnx alone no caffemodel is written")
+    if args.onnx is not None and not args.onnx.endswith(".onnx"):
+        raise UserInputError(f"--onnx {args.onnx}: an ONNX file's name ends in .onnx")
     if out is None and args.onnx is None:
         out = _stem(args.checkpoint) + (".caffemodel.h5" if args.h5 else ".caffemodel")
     check_output_file(out, "-o" if args.output else "the default output (-o)",
                       "a caffemodel file name")
     check_output_file(args.prototxt, "--prototxt", "a prototxt file name")
     check_output_file(args.onnx, "--onnx", "an .onnx file name")
+    if args.onnx is not None and min(args.size) < 1:
+        raise UserInputError(f"--size {' '.join(map(str, args.size))}: the ONNX trace's input "
+                             "size must be positive")
     model = load_checkpoint(args.checkpoint)
+    if args.onnx is not None and hasattr(model, "cfg"):
+        memory.check_size(model.cfg.meta(), *args.size, what="the ONNX trace (and its checks)",
+                          factor=2)
     reports = []
     if out is not None:
         from .deploy.export import export
@@ -302,11 +326,17 @@ def _bench(args):
     from .deploy.bench import bench, keep_freed_memory
 
     if min(args.size) < 1 or args.runs < 1 or args.warmup < 0:
-        raise UserInputError("--size must be positive, --runs >= 1, --warmup >= 0")
+        raise UserInputError(f"--size must be positive, --runs >= 1, --warmup >= 0; got --size "
+                             f"{' '.join(map(str, args.size))}, --runs {args.runs}, --warmup "
+                             f"{args.warmup}")
+    if args.threads is not None and args.threads < 1:
+        raise UserInputError(f"--threads must be >= 1; got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
     model, label = _model(args)
     size = tuple(args.size)
+    memory.check_size(model.cfg.meta(), *size, factor=memory.TRAIN_FACTOR if args.train else 1,
+                      what="a training step" if args.train else "a forward pass")
     report = {"source": label, "eager": bench(model, size, args.runs, args.warmup)}
     if args.fast:
         from .deploy.fast import fast_model

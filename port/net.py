@@ -280,11 +280,13 @@ def copy_trained_layers(weights, targets, error=NetError):
     HDF5, or ``Weights``) into ``targets`` ({layer name: [tensor per blob]}) by layer name and
     blob index. Source layers with no target are ignored; a layer's blob count and each blob's
     shape must agree (legacy 4-D dims match as ``Weights.fits`` says), else ``error`` names the
-    file, layer and shapes. Returns the ``Weights``. Used by :meth:`CaffeNet.load_caffemodel`
+    file, layer and shapes; NaN/Inf weights are refused (:meth:`Weights.check_finite`).
+    Returns the ``Weights``. Used by :meth:`CaffeNet.load_caffemodel`
     and by the solvers' ``Solver.load_weights`` (any model's param list)."""
     from .formats.caffemodel import Weights, read_weights
 
     w = weights if isinstance(weights, Weights) else read_weights(weights)
+    w.check_finite()
     where = w.path or "weights"
     with torch.no_grad():
         for name, blobs in w.params.items():

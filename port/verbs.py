@@ -19,9 +19,9 @@ from .errors import UnsupportedError, UserInputError
 from .outputs import check_output_dir, check_output_file
 
 
-def add_verbs(verbs, *, net_by_name=None, model_runner=None, solver_runner=None,
-              loss_plotter=None):
-    _add_file_verbs(verbs, model_runner, solver_runner, loss_plotter)
+def add_verbs(verbs, *, net_by_name=None, model_runner=None, model_check=None,
+              solver_runner=None, loss_plotter=None):
+    _add_file_verbs(verbs, model_runner, solver_runner, loss_plotter, model_check)
     _add_offsets_verb(verbs)
     _add_surgery_verbs(verbs, net_by_name)
 
@@ -83,13 +83,17 @@ def _inspect(args):
             print(f"fcn-port: warning: {path}: {line}", file=sys.stderr)
 
 
-def _parity(args, model_runner, solver_runner=None, loss_plotter=None):
+def _parity(args, model_runner, solver_runner=None, loss_plotter=None, model_check=None):
     from .parity import format_table, run_case
 
+    if args.rtol is not None and not args.rtol >= 0:
+        raise UserInputError(f"--rtol must be >= 0 (a relative error bound); got {args.rtol}")
     how = {"solver_run": solver_runner}
     if args.model:  # the hand-written models (fcn_port.models) instead of the interpreter
         if model_runner is None:
             raise UnsupportedError("parity --model needs fcn_port.models (run it as fcn-port)")
+        if model_check is not None:  # a checkpoint that does not load is one line, up front
+            model_check(args.model)
         how.update(run=lambda case, rtol: model_runner(case, args.model, rtol),
                    kind=f"model {args.model}", solver_run=None)  # --model runs forward cases
     if args.plot and loss_plotter is None:
@@ -118,7 +122,8 @@ def layer_table():
     return "\n".join(rows)
 
 
-def _add_file_verbs(verbs, model_runner, solver_runner=None, loss_plotter=None):
+def _add_file_verbs(verbs, model_runner, solver_runner=None, loss_plotter=None,
+                    model_check=None):
     p = verbs.add_parser("inspect", help="describe any Caffe file", description=(
         "Describe a prototxt (net or solver), caffemodel (binary or HDF5) or solverstate: "
         "format and version, layers with types, bottoms, tops and param shapes, totals, and "
@@ -147,7 +152,8 @@ def _add_file_verbs(verbs, model_runner, solver_runner=None, loss_plotter=None):
         "run forward cases through a hand-written model instead of the interpreter: an "
         "official name or 'auto' (weights converted from the case's caffemodel, the family "
         "detected for 'auto'), or a checkpoint"))
-    p.set_defaults(run=lambda args: _parity(args, model_runner, solver_runner, loss_plotter))
+    p.set_defaults(run=lambda args: _parity(args, model_runner, solver_runner, loss_plotter,
+                                            model_check))
 
     p = verbs.add_parser("layers", help="list the supported Caffe layer types")
     p.set_defaults(run=lambda args: print(layer_table()))

@@ -223,12 +223,24 @@ def _download(args):
 
     folder = args.out
     check_output_dir(folder, "download -o")
+    made, at = [], os.path.abspath(folder)
+    while not os.path.lexists(at):  # the folders this run makes, innermost first
+        made.append(at)
+        at = os.path.dirname(at)
     os.makedirs(folder, exist_ok=True)
     mirror = os.environ.get(MIRROR_ENV)
-    for entry in entries:
-        url = args.url or (mirrored(entry.url, mirror) if mirror else entry.url)
-        path = get(entry, folder, url, force=args.force, timeout=args.timeout,
-                   retries=args.retries)
-        if args.extract:
-            extract(entry, folder, path)
+    try:
+        for entry in entries:
+            url = args.url or (mirrored(entry.url, mirror) if mirror else entry.url)
+            path = get(entry, folder, url, force=args.force, timeout=args.timeout,
+                       retries=args.retries)
+            if args.extract:
+                extract(entry, folder, path)
+    except BaseException:  # a failed first download leaves no empty folders behind (a
+        for d in made:     # partial .part stays for the resume, and so does its folder)
+            try:
+                os.rmdir(d)
+            except OSError:
+                break
+        raise
     return 0

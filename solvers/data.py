@@ -68,9 +68,16 @@ class NpzBatches:
     no gaps, every ``k`` holding the same blobs. ``batches[k]`` is ``{blob: array}``."""
 
     def __init__(self, path):
+        from fcn_port.port.formats.sniff import WORDS, sniff
+
         self.path = Path(path)
+        kind = sniff(self.path)
+        if kind != "zip":  # np.load would take a pickle's word for it (or advise allow_pickle)
+            raise CaffeFormatError(path, "", f"not an .npz of batches (this is "
+                                   f"{WORDS.get(kind, kind)}); expected arrays named "
+                                   "it/<k>/<blob> in an .npz (numpy.savez)")
         try:
-            self._npz = np.load(self.path)
+            self._npz = np.load(self.path, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise UserInputError(f"{path}: cannot read batches: {e}") from None
         found = {}

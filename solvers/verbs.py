@@ -69,12 +69,26 @@ def add_verbs(verbs, *, data_sources=None, seg_tests=None):
 
 def _check_file(path, what):
     if path is not None and not os.path.isfile(path):
-        raise UserInputError(f"{what} {path}: no such file")
+        why = "is a folder, not a file" if os.path.isdir(path) else "no such file"
+        raise UserInputError(f"{what} {path}: {why}")
 
 
 def _check_dir(path, what):
     if path is not None and not os.path.isdir(path):
-        raise UserInputError(f"{what} {path}: no such directory")
+        why = "is a file, not a folder" if os.path.exists(path) else "no such folder"
+        raise UserInputError(f"{what} {path}: {why}")
+
+
+def _check_snapshot(path):
+    """``--snapshot`` names a solverstate; a caffemodel there is a common slip (weights)."""
+    from fcn_port.port.formats.sniff import sniff
+
+    if path.endswith((".caffemodel", ".caffemodel.h5")) or (
+            not path.endswith((".solverstate", ".solverstate.h5")) and sniff(path) != "hdf5"
+            and path.endswith(".h5")):
+        raise UserInputError(f"--snapshot {path}: a caffemodel (weights), not a solverstate; "
+                             "resume with the .solverstate Caffe wrote beside it, or start from "
+                             f"these weights with --weights {path}")
 
 
 def _latest_snapshot(args):
@@ -102,6 +116,8 @@ def _train(args):
     if args.snapshot == "latest":
         _latest_snapshot(args)
     _check_file(args.snapshot, "--snapshot")
+    if args.snapshot:
+        _check_snapshot(args.snapshot)
     _check_file(args.batches, "--batches")
     _check_file(args.test_batches, "--test-batches")
     if args.weights and args.snapshot:

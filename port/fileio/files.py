@@ -102,13 +102,15 @@ def atomic_output(path, mode="wb", *, same_name=False, durable=None):
     durable = _DURABLE.get() if durable is None else durable
     hold = os.environ.get(HOLD_ENV)
     hold = bool(hold) and fnmatch.fnmatchcase(name, hold)
+    remove_stale_parts(folder, name)
+    tag = f".{name}.{os.getpid()}-"  # the writer's pid: a later run can tell a dead one's part
     if same_name:
-        private = tempfile.mkdtemp(prefix=f".{name}.", suffix=".part", dir=folder)
+        private = tempfile.mkdtemp(prefix=tag, suffix=".part", dir=folder)
         tmp = os.path.join(private, name)
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     else:
         private = None
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=tag, suffix=".part", dir=folder)
     try:
         if mode is None:
             os.close(fd)
@@ -136,6 +138,40 @@ def atomic_output(path, mode="wb", *, same_name=False, durable=None):
     finally:
         if private is not None:
             shutil.rmtree(private, ignore_errors=True)
+
+
+def remove_stale_parts(folder, name):
+    """Remove the temporary ``.<name>.<pid>-<random>.part`` files and folders that a killed
+    writer of ``name`` left in ``folder`` (a SIGKILL runs no cleanup; a convert leaves a
+    538 MB one). Only parts whose process is gone are removed: a live writer's stays. Links
+    are unlinked, never followed. Returns the paths removed."""
+    prefix, removed = f".{name}.", []
+    try:
+        entries = [e for e in os.scandir(folder)
+                   if e.name.startswith(prefix) and e.name.endswith(".part")]
+    except OSError:
+        return removed
+    for entry in entries:
+        pid = entry.name[len(prefix):].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed.append(entry.path)
+    return removed
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 def _fsync_path(path, directory=False):

@@ -77,5 +77,5 @@ def parse_strict(cls, data, path, where="", strict=True):
                 path, where,
                 f"fields that {cls.DESCRIPTOR.name} does not define (BVLC master schema): "
                 f"{describe_unknown(found)}; a corrupt file, or a Caffe fork's extension "
-                "(pass strict=False / --lenient to read it anyway)")
+                "(from Python, strict=False reads it anyway)")
     return msg

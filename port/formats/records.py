@@ -52,6 +52,12 @@ class Weights:
                     bad.append((name, i, n))
         return bad
 
+    def check_finite(self):
+        """Refuse NaN/Inf weights (:func:`refuse_nonfinite`): every place that loads weights
+        calls this (a net with them can only output NaN; Caffe loads them silently)."""
+        refuse_nonfinite(self.path or "weights", self.nonfinite())
+        return self
+
     def fits(self, name, i, shape):
         """Whether blob ``i`` of layer ``name`` loads into a param of ``shape``: the same shape,
         or a legacy num/channels/height/width blob whose leading 1s pad ``shape`` to 4-D (the
@@ -99,3 +105,15 @@ class SolverState:
     def __repr__(self):
         return (f"SolverState(iter={self.iter}, current_step={self.current_step}, "
                 f"learned_net={self.learned_net!r}, {len(self.history)} history blobs)")
+
+
+def refuse_nonfinite(path, bad):
+    """One CaffeFormatError naming the file and the blobs of ``bad`` ([(layer, blob, count)],
+    :meth:`Weights.nonfinite`) when there are any."""
+    if bad:
+        from ..errors import CaffeFormatError
+
+        listed = ", ".join(f"layer '{n}' blob {i}: {k} values" for n, i, k in bad[:5])
+        more = f" and {len(bad) - 5} more blobs" if len(bad) > 5 else ""
+        raise CaffeFormatError(path, "", f"NaN/Inf weights ({listed}{more}); expected finite "
+                               "values (a diverged training snapshot?)")

@@ -170,6 +170,11 @@ def inspect_file(path, *, stats=False, known_types=None):
     elif kind == "safetensors":
         report = _safetensors_report(path)
     elif kind == "text":
+        from .sniff import first_words, prototxt_like
+
+        if not prototxt_like(path):
+            raise CaffeFormatError(path, "", f"text that is no prototxt ({first_words(path)}); "
+                                   "expected a prototxt, a caffemodel or a solverstate")
         report = _text_report(path, known_types)
     elif kind == "hdf5":
         import h5py

@@ -10,6 +10,7 @@ and never decides whether a reader runs: it only words the error of a reader tha
 failed (a tiny binary caffemodel can be valid UTF-8 text, so text-looking bytes are no proof).
 """
 import os
+import re
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _MAGICS = [(HDF5_MAGIC, "hdf5"), (b"PK\x03\x04", "zip"), (b"PK\x05\x06", "zip"),
@@ -71,10 +72,41 @@ def is_prototxt(path):
     return sniff(path) == "text"
 
 
+_FIELD = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*\s*[:{]")
+
+
+def _meaningful_lines(path, n=4096):
+    with open(path, "rb") as f:
+        head = f.read(n)
+    return [line.strip() for line in head.splitlines()
+            if line.strip() and not line.strip().startswith(b"#")]
+
+
+def prototxt_like(path):
+    """Whether the first line that is no comment starts as protobuf text does: ``field:`` or
+    ``message {`` (a README, a CSV or a Python file does not)."""
+    try:
+        lines = _meaningful_lines(path)
+    except OSError:
+        return True
+    return not lines or bool(_FIELD.match(lines[0]))
+
+
+def first_words(path):
+    try:
+        lines = _meaningful_lines(path)
+    except OSError:
+        return "unreadable"
+    words = lines[0].decode("utf-8", "replace") if lines else ""
+    return f"it begins '{words[:40]}'" if words else "only comments"
+
+
 def hint(path, wanted):
     """A clause for an error about ``path`` (which failed to read as ``wanted``, e.g.
     'caffemodel'), saying what the file seems to be instead; '' when nothing useful is known."""
     kind = sniff(path)
+    if kind == "text" and not prototxt_like(path):
+        return f"this is text, not a {wanted} (nor a prototxt: {first_words(path)})"
     if kind == "text":
         if wanted == "caffemodel":
             return ("this is a prototxt (text), not a binary caffemodel; convert takes the "

@@ -15,6 +15,7 @@ state dicts by their tensors.
 import math
 import pickle
 import re
+import zipfile
 
 from ..errors import CaffeFormatError
 from .sniff import sniff
@@ -37,6 +38,10 @@ def load(path, map_location="cpu", expected=EXPECTED):
     if kind not in ("zip", "pickle"):
         raise CaffeFormatError(path, "", f"not a PyTorch checkpoint (this looks like "
                                f"{_kind_words(kind)}); expected {expected}")
+    if kind == "zip" and not zipfile.is_zipfile(path):
+        raise CaffeFormatError(path, "", "truncated: a PyTorch zip checkpoint without its "
+                               "closing directory (cut short by a download or a copy?); "
+                               f"expected {expected}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -63,9 +68,13 @@ def _kind_words(kind):
 
 
 def _first_line(error):
+    """The first sentence of ``error``'s first line: whole words, never cut mid-sentence."""
     text = str(error).strip()
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return (lines[0] if lines else type(error).__name__)[:200]
+    line = lines[0] if lines else type(error).__name__
+    end = line.find(". ")
+    line = line[:end + 1] if end >= 0 else line
+    return line if len(line) <= 200 else line[:line.rfind(" ", 0, 197)] + " ..."
 
 
 def read_checkpoint(path, map_location="cpu"):

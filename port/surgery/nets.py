@@ -57,7 +57,7 @@ def _load(weights):
     if isinstance(weights, (str, os.PathLike)):
         from ..formats.caffemodel import read_weights
 
-        return read_weights(weights)
+        return read_weights(weights).check_finite()
     return weights
 
 

@@ -193,6 +193,17 @@ def test_wrong_model_or_broken_file_refused(server, tmp_path, capsys):
     assert nothing_kept(tmp_path, FCN8S_FILE)
 
 
+def test_a_failed_first_download_leaves_no_empty_folders(server, tmp_path, capsys):
+    base, st = server
+    fails(capsys, "voc-fcn8s", "-o", tmp_path / "new" / "weights", "--url", f"{base}/missing",
+          words=("404",))
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "old").mkdir()  # a folder that was there stays
+    fails(capsys, "voc-fcn8s", "-o", tmp_path / "old", "--url", f"{base}/missing",
+          words=("404",))
+    assert (tmp_path / "old").is_dir()
+
+
 @pytest.mark.parametrize("ctype", ["text/html; charset=utf-8", "application/octet-stream"])
 def test_html_page_refused(server, tmp_path, capsys, ctype):
     base, st = server

@@ -116,3 +116,30 @@ def test_snapshot_latest_resumes_the_newest_or_starts_afresh(fcn32s, tmp_path, m
     (tmp_path / "snapshot" / "train_iter_4.caffemodel").unlink()
     assert main(base + ["--max-iter", "5"]) == 0
     assert "resuming from snapshot/train_iter_2.solverstate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["--snapshot", "{d}/w.caffemodel"], "--weights"),   # advised a --lenient that is not
+    (["--batches", "{d}/photo.jpg"], "photo.jpg"),        # numpy's allow_pickle advice
+    (["--data-root", "{d}/photo.jpg"], "--data-root"),
+])
+def test_train_messages_say_what_is_wrong(fcn32s, tmp_path, monkeypatch, capsys, argv, names):
+    from fcn_port.port import DEFAULT_WEIGHTS
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.caffemodel").write_bytes(DEFAULT_WEIGHTS.read_bytes())
+    (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(100))
+    _batches(tmp_path / "b.npz", n=1)
+    argv = [a.format(d=tmp_path) for a in argv]
+    base = ["train", "--solver", str(fcn32s / "solver.prototxt"), "--quiet"]
+    base += [] if "--batches" in argv else ["--batches", str(tmp_path / "b.npz")]
+    assert main(base + argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and names in err, err
+    assert "lenient" not in err and "allow_pickle" not in err
+    assert not (tmp_path / "snapshot").exists()
+
+
+def test_a_folder_given_as_solver_is_called_a_folder(tmp_path, capsys):
+    assert main(["train", "--solver", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err

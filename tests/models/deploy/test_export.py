@@ -129,6 +129,9 @@ def test_two_head_model_exports_against_its_deploy_net(tmp_path):
     with torch.device("meta"):
         model = models.FCN(models.OFFICIAL["siftflow-fcn8s"].replace(widths=(2,) * 5, fc=4))
     model = model.to_empty(device="cpu")
+    with torch.no_grad():  # uninitialised memory may hold NaN, which loading refuses
+        for p in model.parameters():
+            p.zero_()
     report = export(model, tmp_path / "s.caffemodel", prototxt=tmp_path / "d.prototxt")
     w = read_weights(report["caffemodel"])
     assert set(w.params) == {k.rsplit(".", 1)[0] for k in model.state_dict()}
