@@ -18,20 +18,6 @@ from fcn_port.port.parity import DEFAULT_RTOL, Comparison
 from .checkpoint import load
 
 
-def check_model(model):
-    """``parity --model``'s value checked before any case runs: an official name, ``auto``, or
-    a checkpoint that loads (else one error line, not a failed row per case)."""
-    from .verbs import load_checkpoint
-    from .zoo import official
-
-    if model == "auto":
-        return
-    if Path(model).exists() or "/" in model or "." in model:
-        load_checkpoint(model)
-    else:
-        official(model)
-
-
 def _models(case, model):
     """(tag, module) pairs: the checkpoint, or ``model`` fed each of the case's weight files."""
     if Path(model).is_file():

@@ -1,7 +1,7 @@
 """The house is one-way: every import, including those inside functions, points down.
 
 Packages, top to bottom: cli -> reproduce -> solvers -> models -> port. Inside a package its
-``verbs`` come first, then its ``__init__`` where it re-exports (one that imports nothing of
+``verbs`` (and the ``*_verb``/``*_verbs`` modules its verbs are split into) come first, then its ``__init__`` where it re-exports (one that imports nothing of
 fcn_port, like port's, is a leaf). Inside port the tools (verbs, parity, coord_map, surgery)
 sit above net, net above layers, layers above formats, formats above fileio; ``errors`` is a
 leaf anyone may import. Within one rank any import is allowed as long as the whole module graph
@@ -78,7 +78,7 @@ def rank(name):
         return (0, 0)                                          # port.errors, an __init__ of data
     if not rest:
         return (pkg, 8)                                        # a package's facade: re-exports
-    if rest[0] == "verbs":
+    if rest[0] == "verbs" or rest[0].endswith(("_verb", "_verbs")):
         return (pkg, 9)
     if parts[0] == "port":
         return (pkg, {"fileio": 1, "formats": 2, "layers": 3, "net": 4}.get(rest[0], 5))
