@@ -18,7 +18,10 @@ rule, Crop from the top-left, Deconvolution. The data flow is written out below.
 ``forward(*inputs)`` takes the blobs of ``cfg.inputs`` (``data``; NYUD ``color, depth`` or
 ``color, hha``) as float32 N x C x H x W, preprocessed as the official data layers do, and
 returns the score map N x classes x H x W (SIFT Flow: ``(score_sem, score_geo)``).
+``official_loss(batch)`` is the official train net's objective on a batch of the official data
+layer's tops, so ``solvers.forward_backward(model, batch)`` trains it as Caffe would.
 """
+import torch
 from torch import nn
 
 from fcn_port.port.formats.proto import caffe_pb2
@@ -65,6 +68,32 @@ class FCN(nn.Module):
                     spec.CopyFrom(lp.param[i])
                 out.append((lp.name, i, layer.blob(i), spec))
         return out
+
+    def official_loss(self, batch):
+        """The official train net's loss on ``batch`` ({top: array or tensor}: the official data
+        layer's tops, e.g. ``data`` and ``label``; SIFT Flow ``sem`` and ``geo``; NYUD ``color``,
+        ``depth`` / ``hha``): the forward pass, then each head's ``SoftmaxWithLoss`` as the
+        official net declares it (the port's layer; ``ignore_label 255``, summed over the pixels,
+        FCN-AlexNet's normalized), added with Caffe's loss weight 1 each. A scalar tensor."""
+        if getattr(self, "_loss_lps", None) is None:
+            train = self.cfg.solver["splits"][0]
+            self._loss_lps = [lp for lp in net_param(self.cfg, train).layer
+                              if lp.type == "SoftmaxWithLoss"]
+        missing = [b for b in (*self.cfg.inputs, *(lp.bottom[1] for lp in self._loss_lps))
+                   if b not in batch]
+        if missing:
+            raise KeyError(f"{self.cfg.name}: the batch has no {', '.join(missing)} (it needs "
+                           f"{', '.join(self.cfg.inputs)} and the labels)")
+        device = next(self.parameters()).device
+        blob = {k: torch.as_tensor(v, device=device, dtype=torch.float32) for k, v in batch.items()}
+        scores = self(*(blob[k] for k in self.cfg.inputs))
+        scores = scores if isinstance(scores, tuple) else (scores,)
+        total = 0
+        for lp, score in zip(self._loss_lps, scores):
+            label = blob[lp.bottom[1]]
+            layer = lookup(lp)(lp, [tuple(score.shape), tuple(label.shape)], "TRAIN")
+            total = total + layer(score, label)
+        return total
 
     def _layers(self, suffix=""):
         return _Suffixed(self._modules, suffix,

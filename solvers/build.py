@@ -135,10 +135,15 @@ def load_weights(solver, param, folder, weights=None):
 def forward_backward(net, feed):
     """A ``forward_backward`` for :meth:`Solver.step`: forward ``net`` on ``feed()`` (a
     callable returning the input blobs, called once per pass) or on a fixed dict, backward of
-    Caffe's weighted loss sum, return the loss."""
+    Caffe's weighted loss sum, return the loss. ``net``: a :class:`CaffeNet` of a train net,
+    or a hand-written FCN (``fcn_port.models``; its ``official_loss``: the official train
+    net's losses, the blobs named as the official data layer's tops)."""
     def run():
-        out = net(record=True, **(feed() if callable(feed) else feed))
-        loss = net.loss(out["_tops"])
+        blobs = feed() if callable(feed) else feed
+        if hasattr(net, "official_loss"):
+            loss = net.official_loss(blobs)
+        else:
+            loss = net.loss(net(record=True, **blobs)["_tops"])
         loss.backward()
         return float(loss.detach())
     return run
