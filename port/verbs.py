@@ -22,6 +22,7 @@ from .outputs import check_output_dir, check_output_file
 def add_verbs(verbs, *, net_by_name=None, model_runner=None, model_check=None,
               solver_runner=None, loss_plotter=None):
     _add_file_verbs(verbs, model_runner, solver_runner, loss_plotter, model_check)
+    verbs.choices["inspect"].set_defaults(net_by_name=net_by_name)
     _add_offsets_verb(verbs)
     _add_surgery_verbs(verbs, net_by_name)
 
@@ -74,7 +75,8 @@ def _inspect(args):
     files = args.files or [str(DEFAULT_WEIGHTS)]
     known = set(types())
     for i, path in enumerate(files):
-        report = inspect_file(path, stats=not args.no_stats, known_types=known)
+        report = inspect_file(path, stats=not args.no_stats, known_types=known,
+                              net_by_name=args.net_by_name)
         if args.json:
             print(json.dumps(report))
         else:

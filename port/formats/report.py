@@ -131,13 +131,13 @@ def _text_report(path, known_types=None):
     return report
 
 
-def _safetensors_report(path):
+def _safetensors_report(path, net_by_name=None):
     """``inspect``'s dict for a safetensors file (fcn-port's checkpoints are ``fcn-port/1``):
     its metadata (JSON values decoded, as ``json_keys`` lists them) and tensors by layer."""
     import json
 
     from ..fileio import safetensors
-    from .torchfile import layer_rows
+    from .torchfile import checkpoint_net, layer_rows
 
     arrays, meta = safetensors.read(path, "a safetensors file")
     info = dict(meta)
@@ -147,9 +147,10 @@ def _safetensors_report(path):
     except (ValueError, TypeError, KeyError):
         pass  # shown as the strings they are
     ours = info.pop("format", None) == "fcn-port/1"
+    net = checkpoint_net(info, net_by_name) if ours else None
     info.pop("prototxt", None)
     report = {"kind": "fcn-port checkpoint" if ours else "safetensors file (not fcn-port's)",
-              "format": "safetensors", "meta": info, **layer_rows(arrays)}
+              "format": "safetensors", "meta": info, **layer_rows(arrays, net)}
     bad = [(k, int((~np.isfinite(a)).sum())) for k, a in arrays.items()
            if a.dtype.kind == "f" and not np.isfinite(a).all()]
     if bad:
@@ -157,18 +158,19 @@ def _safetensors_report(path):
     return report
 
 
-def inspect_file(path, *, stats=False, known_types=None):
+def inspect_file(path, *, stats=False, known_types=None, net_by_name=None):
     """Describe ``path`` as a dict; raise CaffeFormatError for anything unreadable. A net's
     problems (unknown types when ``known_types`` is given, bottoms no earlier layer makes,
-    duplicate tops) are listed under ``warnings``, as are NaN/Inf values in weights."""
+    duplicate tops) are listed under ``warnings``, as are NaN/Inf values in weights.
+    ``net_by_name``: an official model's net, for the layer types of an FCN checkpoint."""
     path = os.fspath(path)
     kind = detect(path)
     if kind == "torch":
         from .torchfile import describe
 
-        report = describe(path)
+        report = describe(path, net_by_name)
     elif kind == "safetensors":
-        report = _safetensors_report(path)
+        report = _safetensors_report(path, net_by_name)
     elif kind == "text":
         from .sniff import first_words, prototxt_like
 

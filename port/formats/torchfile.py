@@ -98,17 +98,40 @@ def read_checkpoint(path, map_location="cpu"):
     return meta, sd
 
 
-def layer_rows(tensors):
+def layer_rows(tensors, net=None):
     """``inspect``'s ``layers`` (one row per layer, its blobs' shapes and count) and
     ``total_params`` of a state dict whose keys are ``<layer>.<blob>`` (torch tensors or numpy
-    arrays), layers in first-key order."""
-    layers = {}
+    arrays), layers in first-key order; each layer's type, bottoms and tops from ``net`` (a
+    NetParameter: the checkpoint's own, or its model's; see :func:`checkpoint_net`)."""
+    layers, lps = {}, {lp.name: lp for lp in net.layer} if net is not None else {}
     for key, t in tensors.items():
         layers.setdefault(key.rsplit(".", 1)[0], []).append(tuple(t.shape))
-    rows = [{"index": i, "name": n, "type": "", "bottoms": [], "tops": [],
-             "params": [list(s) for s in shapes], "count": sum(math.prod(s) for s in shapes)}
-            for i, (n, shapes) in enumerate(layers.items())]
+    rows = []
+    for i, (n, shapes) in enumerate(layers.items()):
+        lp = lps.get(n)
+        rows.append({"index": i, "name": n, "type": lp.type if lp else "",
+                     "bottoms": list(lp.bottom) if lp else [], "tops": list(lp.top) if lp else [],
+                     "params": [list(s) for s in shapes],
+                     "count": sum(math.prod(s) for s in shapes)})
     return {"layers": rows, "total_params": sum(r["count"] for r in rows)}
+
+
+def checkpoint_net(meta, net_by_name=None):
+    """The NetParameter a checkpoint's layers come from: an interpreter checkpoint's own
+    prototxt, or for an FCN its official model's net (``net_by_name``: the CLI passes the
+    model zoo's; port/ knows no model names). None when neither is there or readable."""
+    from ..errors import FcnPortError
+    from .proto import caffe_pb2
+    from .text import parse_text
+
+    try:
+        if isinstance(meta.get("prototxt"), str):
+            return parse_text(meta["prototxt"], caffe_pb2.NetParameter, "checkpoint prototxt")[0]
+        if net_by_name is not None and isinstance(meta.get("model"), str):
+            return net_by_name(meta["model"])
+    except FcnPortError:
+        pass
+    return None
 
 
 def nonfinite(state_dict):
@@ -124,11 +147,12 @@ def nonfinite(state_dict):
     return bad
 
 
-def describe(path):
+def describe(path, net_by_name=None):
     """``fcn-port inspect``'s dict for a PyTorch file (see the module docstring)."""
     import torch
 
     obj = load(path, "cpu", expected="a PyTorch checkpoint")
+    meta = {}
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         meta, sd = read_checkpoint(path)
         kind, info = "fcn-port checkpoint", {k: v for k, v in meta.items() if k != "prototxt"}
@@ -136,7 +160,8 @@ def describe(path):
         sd = obj if isinstance(obj, dict) else {}
         kind, info = "PyTorch file (not an fcn-port checkpoint)", {"holds": type(obj).__name__}
     tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-    report = {"kind": kind, "format": "PyTorch zip", "meta": info, **layer_rows(tensors)}
+    net = checkpoint_net(meta, net_by_name)
+    report = {"kind": kind, "format": "PyTorch zip", "meta": info, **layer_rows(tensors, net)}
     bad = nonfinite(tensors)
     if bad:
         report["warnings"] = [f"tensor '{k}' holds {n} NaN/Inf values" for k, n in bad]

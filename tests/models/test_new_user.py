@@ -137,3 +137,23 @@ def test_bad_numbers_names_and_ignored_options_are_one_line(tmp_path, capsys, ar
     if "trunc.pt" in names:  # torch's own message was cut mid-sentence
         assert "is)" not in err
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("ext", [".pt", ".safetensors"])
+def test_inspect_a_checkpoint_names_every_layer_type(tmp_path, capsys, ext):
+    from helpers import ORACLE
+
+    import json
+
+    fcn, caffenet = tmp_path / f"fcn{ext}", tmp_path / f"v1{ext}"
+    assert main(["convert", "-o", str(fcn)]) == 0
+    v1 = ORACLE / "formats" / "v1_legacy"
+    assert main(["convert", str(v1 / "weights.caffemodel"), "--prototxt",
+                 str(v1 / "net.prototxt"), "-o", str(caffenet)]) == 0
+    capsys.readouterr()
+    assert main(["inspect", "--json", str(fcn), str(caffenet)]) == 0
+    a, b = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    types = {r["name"]: r["type"] for r in a["layers"]}
+    assert types["conv1_1"] == "Convolution" and types["upscore8"] == "Deconvolution"
+    assert all(types.values()) and all(r["tops"] for r in a["layers"])
+    assert all(r["type"] for r in b["layers"])
