@@ -156,7 +156,7 @@ def _check_out_dir(out_dir):
 
 def infer_files(model, image_paths, out_dir, *, hha=None, depth=None, device=None, alpha=0.5,
                 palette=vis.VOC_PALETTE, overlay_format="png", log=None, max_size=None,
-                check_memory=True, progress=False):
+                check_memory=True, progress=False, legend=False):
     """Segment each image and write its label PNG and overlay into ``out_dir`` (created).
 
     ``hha`` / ``depth``: lists paired with ``image_paths`` for NYUD nets that take them.
@@ -164,7 +164,9 @@ def infer_files(model, image_paths, out_dir, *, hha=None, depth=None, device=Non
     eval mode. Returns the written paths, in order. ``log``: optional callable given one
     line per image. ``max_size``: run on inputs downscaled to that longer side, labels
     scaled back. ``check_memory``: refuse inputs the device cannot hold (estimated).
-    ``progress``: a tqdm bar over the images on stderr."""
+    ``progress``: a tqdm bar over the images on stderr. ``legend``: a strip below each overlay
+    naming the classes in it (:func:`.vis.with_legend`; the image part is vis_seg's, unchanged;
+    the CLI's default)."""
     meta = dict(getattr(model, "meta", None) or {})
     images = [os.fspath(p) for p in image_paths]
     extras = {"hha": hha, "depth": depth}
@@ -223,12 +225,17 @@ def infer_files(model, image_paths, out_dir, *, hha=None, depth=None, device=Non
                                f"expected the input size {run}")
         labels = tuple(upscale_labels(lab, size) for lab in labels)
         shown = np.asarray(preprocess.open_rgb(images[i]))
-        for (label_path, over_path), lab in zip(pairs, labels):
+        heads = [int(n) for _, n in meta.get("heads") or []] or [0] * len(pairs)
+        for (label_path, over_path), lab, n in zip(pairs, labels, heads):
             lab = lab[0].numpy()
             if lab.max() > 255:
                 raise NetError(f"class {lab.max()} predicted; a label PNG holds classes 0..255")
             vis.save_label_png(lab, label_path, palette)
-            blend = Image.fromarray(vis.overlay(shown, lab, palette, alpha))
+            blend = vis.overlay(shown, lab, palette, alpha)
+            if legend:
+                blend = vis.with_legend(blend, vis.present(lab), vis.names_for(n) if n else [],
+                                        palette)
+            blend = Image.fromarray(blend)
             with atomic_output(over_path) as f:
                 if overlay_format == "png":
                     blend.save(f, format="PNG")

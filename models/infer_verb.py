@@ -9,6 +9,8 @@ estimate and a ``--max-size`` that fits, unless ``--force``.
 A progress bar over the images goes to stderr when there is more than one image or stderr is
 a terminal. :mod:`.verbs` adds the verb, passing its checkpoint loader down.
 """
+import glob
+import os
 import sys
 
 from ..port.errors import UserInputError
@@ -25,14 +27,42 @@ def _run(args, load_checkpoint, demo_image, keep_freed_memory):
         raise UserInputError(f"--max-size must be at least 32 pixels; got {args.max_size}")
     check_output_dir(args.out, "-o")
     model = load_checkpoint(args.checkpoint, args.device)
-    args.images = args.images or [str(demo_image)]  # the bundled demo model's held-out image
+    args.images = expand_images(args.images) or [str(demo_image)]  # default: the demo image
     if len(args.images) > 1 and keep_freed_memory:  # later passes reuse the first one's
         keep_freed_memory()                           # pages (~25% faster on CPU)
     infer_files(model, args.images, args.out, hha=args.hha, depth=args.depth,
                 device=args.device, alpha=args.alpha, overlay_format=args.overlay_format,
                 log=None if args.quiet else lambda line: print(line, file=sys.stdout),
                 max_size=args.max_size, check_memory=not args.force,
-                progress=len(args.images) > 1 or sys.stderr.isatty())
+                progress=len(args.images) > 1 or sys.stderr.isatty(), legend=not args.no_legend)
+
+
+IMAGE_ENDINGS = (".jpg", ".jpeg", ".png")
+
+
+def expand_images(items):
+    """The image files an IMAGE list names: a file as it is; a folder, its ``.jpg``/``.jpeg``/
+    ``.png`` files (sorted; links leading out of the folder skipped); a pattern the shell did
+    not expand (``'photos/*.jpg'``), its matches, sorted. A folder or pattern with no image is
+    one UserInputError line."""
+    out = []
+    for item in items:
+        if os.path.isdir(item):
+            root = os.path.realpath(item)
+            found = [os.path.join(item, n) for n in sorted(os.listdir(item))
+                     if n.lower().endswith(IMAGE_ENDINGS) and os.path.isfile(os.path.join(item, n))
+                     and os.path.dirname(os.path.realpath(os.path.join(item, n))) == root]
+            what = f"folder {item} holds no .jpg or .png image"
+        elif not os.path.lexists(item) and glob.has_magic(item):
+            found = sorted(p for p in glob.glob(item) if os.path.isfile(p))
+            what = f"no file matches {item}"
+        else:
+            out.append(item)
+            continue
+        if not found:
+            raise UserInputError(f"IMAGE: {what}")
+        out += found
+    return out
 
 
 def add_infer_verb(verbs, load_checkpoint, demo_image, keep_freed_memory=None):
@@ -48,8 +78,9 @@ def add_infer_verb(verbs, load_checkpoint, demo_image, keep_freed_memory=None):
         "an image whose estimated peak memory exceeds what is available is refused (see "
         "--max-size, --force)."))
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by fcn-port convert")
-    p.add_argument("images", nargs="*", metavar="IMAGE",
-                   help="default: the bundled demo image (models/data/demo.jpg)")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help=(
+        "image files, folders (their .jpg/.png files) or quoted patterns ('photos/*.jpg'); "
+        "default: the bundled demo image (models/data/demo.jpg)"))
     p.add_argument("-o", "--out", default=".", metavar="DIR",
                    help="output folder (created; default: the current folder)")
     p.add_argument("--device", type=device_arg, default="cpu",
@@ -69,5 +100,8 @@ def add_infer_verb(verbs, load_checkpoint, demo_image, keep_freed_memory=None):
         "resizes), but a phone photo fits in memory and runs in seconds (500: the VOC size)"))
     p.add_argument("--force", action="store_true",
                    help="run even when the estimated peak memory exceeds what is available")
+    p.add_argument("--no-legend", action="store_true", help=(
+        "write the overlay exactly as the official vis_seg (by default a strip below it names "
+        "the classes shown, VOC's names for 21 classes)"))
     p.add_argument("-q", "--quiet", action="store_true", help="do not list the files written")
     p.set_defaults(run=lambda args: _run(args, load_checkpoint, demo_image, keep_freed_memory))

@@ -9,6 +9,9 @@ SegmentationClass PNGs. The official vis.make_palette(21) is the first 21 rows o
 ``overlay`` is the official vis_seg: in float32, pixels whose label is > 0 become
 ``(1 - alpha) * image + alpha * colour``, then the result is truncated (not rounded) to uint8;
 background (label 0) pixels are left exactly as they were.
+
+``with_legend`` adds what the official overlay lacks, a key to its colours: a strip below the
+image (the image's pixels untouched) with a swatch and the name of every class present.
 """
 import numpy as np
 from PIL import Image
@@ -31,6 +34,20 @@ def make_palette(n=256):
 
 
 VOC_PALETTE = make_palette(256)
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor")
+
+
+def names_for(n, names=None):
+    """``names`` checked against ``n``; by default the VOC names for 21 classes, else '0'..'n-1'."""
+    if names is None:
+        return list(VOC_CLASSES) if n == len(VOC_CLASSES) else [str(k) for k in range(n)]
+    names = [str(s) for s in names]
+    if len(names) != n:
+        raise UserInputError(f"{len(names)} class names for {n} classes")
+    return names
 
 
 def _labels(labels):
@@ -85,3 +102,44 @@ def overlay(image_rgb, labels, palette=VOC_PALETTE, alpha=0.5):
     vis[mask] *= 1.0 - alpha
     vis[mask] += alpha * colours[mask]  # float64 products added into float32, as vis_seg does
     return vis.astype(np.uint8)
+
+
+def present(*label_maps, skip=(0, 255)):
+    """The sorted classes found in any of ``label_maps``, less ``skip`` (background, void)."""
+    found = set()
+    for a in label_maps:
+        found.update(int(v) for v in np.unique(_labels(a)))
+    return sorted(found - set(skip))
+
+
+LEGEND_MIN_WIDTH = 64
+
+
+def with_legend(image_rgb, classes, names, palette=VOC_PALETTE):
+    """``image_rgb`` (H x W x 3 uint8) with a legend strip below it: a swatch and the name of
+    each class in ``classes`` (e.g. :func:`present`), wrapped to the image's width; the image
+    itself unchanged. No classes, or an image under :data:`LEGEND_MIN_WIDTH` pixels wide (no
+    room for a name): the image as it is."""
+    from PIL import ImageDraw, ImageFont
+
+    image = np.asarray(image_rgb, dtype=np.uint8)
+    if not classes or image.shape[1] < LEGEND_MIN_WIDTH:
+        return image
+    font = ImageFont.load_default()
+    row_h, pad, width = 16, 4, image.shape[1]
+    items, rows, x = [], 0, pad
+    for c in classes:
+        label = names[c] if c < len(names) else str(c)
+        w = 12 + 4 + int(font.getlength(label)) + 10
+        if x + w > width and x > pad:
+            rows, x = rows + 1, pad
+        items.append((x, rows, c, label))
+        x += w
+    strip = Image.new("RGB", (width, (rows + 1) * row_h + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    for x, r, c, label in items:
+        y = pad + r * row_h
+        draw.rectangle([x, y, x + 11, y + 11], fill=tuple(int(v) for v in palette[c]),
+                       outline=(0, 0, 0))
+        draw.text((x + 16, y), label, fill=(0, 0, 0), font=font)
+    return np.concatenate([image, np.asarray(strip)], axis=0)

@@ -37,26 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..models.vis import VOC_CLASSES, names_for  # noqa: F401  (score's names, re-exported)
 from ..port.errors import CaffeFormatError, UserInputError
 
-VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
-    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
-    "sheep", "sofa", "train", "tvmonitor")
 
 METRICS = ("overall_acc", "mean_acc", "mean_iu", "fwavacc")
 METRIC_TITLES = {"overall_acc": "pixel acc", "mean_acc": "mean acc", "mean_iu": "mean IU",
                  "fwavacc": "fw IU"}
-
-
-def names_for(n, names=None):
-    """``names`` checked against ``n``; by default the VOC names for 21 classes, else '0'..'n-1'."""
-    if names is None:
-        return list(VOC_CLASSES) if n == len(VOC_CLASSES) else [str(k) for k in range(n)]
-    names = [str(s) for s in names]
-    if len(names) != n:
-        raise UserInputError(f"{len(names)} class names for {n} classes")
-    return names
 
 
 def fast_hist(gt, pred, n):

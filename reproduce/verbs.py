@@ -231,7 +231,8 @@ def _eval(args):
     if args.grid:
         from .grid import draw_grid
 
-        draw_grid(args.grid, samples, title=f"{ev.meta['model']} on {args.dataset} {ev.split}")
+        draw_grid(args.grid, samples, title=f"{ev.meta['model']} on {args.dataset} {ev.split}",
+                  names=[c["class"] for c in results[0]["per_class"]] if results else None)
     images = results[0]["images"] if results else 0
     if args.json:
         heads = [{k: v for k, v in r.items() if k != "confusion"} for r in results]

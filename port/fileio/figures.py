@@ -12,10 +12,11 @@ from .files import atomic_output
 
 
 @contextmanager
-def png_figure(path, **subplots):
+def png_figure(path, rect=None, **subplots):
     """``with png_figure(path, figsize=(7, 4), dpi=100) as (fig, axes):`` draw on
     ``plt.subplots(**subplots)``. When the block ends without an error the figure is laid out
-    (``tight_layout``) and written to the PNG ``path`` at the figure's dpi, its folder made if
+    (``tight_layout``, within ``rect`` (left, bottom, right, top) when given: room for a
+    figure legend) and written to the PNG ``path`` at the figure's dpi, its folder made if
     needed; the figure is closed either way."""
     import matplotlib
 
@@ -25,7 +26,7 @@ def png_figure(path, **subplots):
     fig, axes = plt.subplots(**subplots)
     try:
         yield fig, axes
-        fig.tight_layout()
+        fig.tight_layout(rect=rect)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(path) as f:

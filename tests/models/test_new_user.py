@@ -157,3 +157,41 @@ def test_inspect_a_checkpoint_names_every_layer_type(tmp_path, capsys, ext):
     assert types["conv1_1"] == "Convolution" and types["upscore8"] == "Deconvolution"
     assert all(types.values()) and all(r["tops"] for r in a["layers"])
     assert all(r["type"] for r in b["layers"])
+
+
+def test_infer_takes_folders_and_patterns_and_names_the_classes(tmp_path, capsys):
+    from PIL import Image
+
+    from fcn_port.models import vis
+    from fcn_port.port import DEFAULT_WEIGHTS
+
+    demo = models.verbs.DEMO_IMAGE
+    ckpt = tmp_path / "demo.pt"
+    assert main(["convert", "-o", str(ckpt)]) == 0
+    (tmp_path / "photos").mkdir()
+    for name in ("a.jpg", "b.JPG", "notes.txt"):
+        (tmp_path / "photos" / name).write_bytes(demo.read_bytes())
+    assert main(["infer", str(ckpt), str(tmp_path / "photos"), "-o", str(tmp_path / "f"),
+                 "-q"]) == 0
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == \
+        ["a.png", "a_overlay.png", "b.png", "b_overlay.png"]
+    assert main(["infer", str(ckpt), str(tmp_path / "photos" / "*.jpg"), "-o",
+                 str(tmp_path / "g"), "-q"]) == 0
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["a.png", "a_overlay.png"]
+    capsys.readouterr()  # the progress bars
+    for pattern in (tmp_path / "none" / "*.jpg", tmp_path / "f" / "*.jpeg"):
+        assert main(["infer", str(ckpt), str(pattern), "-o", str(tmp_path / "h")]) == 2
+        assert str(pattern) in _one_line(capsys)
+    # the overlay: vis_seg's image, exactly (--no-legend), with a legend strip below it
+    assert main(["infer", str(ckpt), str(demo), "-o", str(tmp_path / "n"), "--no-legend",
+                 "-q"]) == 0
+    labels = np.asarray(Image.open(tmp_path / "f" / "a.png"))
+    plain = np.asarray(Image.open(tmp_path / "n" / "demo_overlay.png"))
+    with_key = np.asarray(Image.open(tmp_path / "f" / "a_overlay.png").convert("RGB"))
+    rgb = np.asarray(Image.open(demo).convert("RGB"))
+    assert np.array_equal(plain, vis.overlay(rgb, labels))
+    assert with_key.shape[0] > plain.shape[0] and np.array_equal(with_key[:plain.shape[0]], plain)
+    strip = with_key[plain.shape[0]:].reshape(-1, 3)
+    for c in vis.present(labels):  # each class's colour is in the key
+        assert (strip == vis.VOC_PALETTE[c]).all(axis=1).any(), c
+    assert DEFAULT_WEIGHTS.exists()
