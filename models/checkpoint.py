@@ -60,6 +60,14 @@ def match(cfg, weights, want=None):
     return {k: torch.from_numpy(a) for k, a in match_arrays(cfg, weights, want).items()}
 
 
+def _input_layer(weights):
+    """``{"input_layer": name}`` of the source net's Input layer where it has one and the name
+    is not the official deploy net's ``input`` (Caffe's own files call it ``data``), so that
+    ``export`` writes the net back with the source's name."""
+    names = [lp.name for lp in weights.net.layer if lp.type == "Input"]
+    return {"input_layer": names[0]} if len(names) == 1 and names[0] != "input" else {}
+
+
 def _meta_common(path, digest):
     from fcn_port import __version__
 
@@ -103,13 +111,14 @@ def convert(path, out=None, *, model=None, prototxt=None):
     if _is_safetensors(out):  # the copy runs beside the sha256, which fills the header last
         from .portable import write_checkpoint
 
-        meta = {"kind": "fcn", **cfg.meta(), **_meta_common(path, "0" * 64)}
+        meta = {"kind": "fcn", **cfg.meta(), **_input_layer(weights),
+                **_meta_common(path, "0" * 64)}
         return out, write_checkpoint(
             out, meta, sd, late_meta=lambda: {"sha256": digest()},
             refuse_nonfinite=lambda bad: refuse_nonfinite(
                 path, [(*k.rsplit(".", 1), n) for k, n in bad]))
     refuse_nonfinite(path, finite())
-    meta = {"kind": "fcn", **cfg.meta(), **_meta_common(path, digest())}
+    meta = {"kind": "fcn", **cfg.meta(), **_input_layer(weights), **_meta_common(path, digest())}
     save({"format": FORMAT, "meta": meta, "state_dict": sd}, out)
     return out, meta
 
@@ -243,7 +252,8 @@ def _from_caffemodel(path, model):
                            f"other nets with fcn_port.port.net.from_prototxt")
     net = _on_meta(cfg)
     net.load_state_dict(match(cfg, weights, _shapes(net)), strict=True, assign=True)
-    return net, {"kind": "fcn", **cfg.meta(), "source": os.path.basename(path)}
+    return net, {"kind": "fcn", **cfg.meta(), **_input_layer(weights),
+                 "source": os.path.basename(path)}
 
 
 def _kind(path):

@@ -24,7 +24,9 @@ two formats apart by content (``H5Fis_hdf5``), the name is free (snapshots use
 
 The deploy prototxt of an FCN checkpoint is the official deploy net of its configuration
 (:func:`fcn_port.models.net_param` ``"deploy"``: an ``Input`` layer 1 x C x 500 x 500, no
-Dropout, no loss; Caffe reshapes to any input size with ``net.blobs['data'].reshape``). An
+Dropout, no loss; Caffe reshapes to any input size with ``net.blobs['data'].reshape``), its
+Input layer named as in the converted caffemodel (``meta["input_layer"]``; Caffe's own files
+say ``data`` where the official deploy.prototxt says ``input``). An
 interpreter checkpoint (``meta["kind"] == "caffenet"``) gets its own prototxt back, as stored.
 """
 import os
@@ -47,6 +49,11 @@ def caffe_parts(model):
 
     if isinstance(model, FCN):
         deploy = net_param(model.cfg, "deploy")
+        name = (getattr(model, "meta", None) or {}).get("input_layer")
+        if isinstance(name, str) and name:  # the source's name of the Input layer, kept
+            for lp in deploy.layer:
+                if lp.type == "Input":
+                    lp.name = name
         params = {}
         for key, t in model.state_dict().items():
             layer, i = key.rsplit(".", 1)
