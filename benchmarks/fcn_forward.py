@@ -109,10 +109,10 @@ def _child(args, variant, ref, ref_out=None):
 def _undisturbed(args, variant, ref, ref_out, t0, log, probes, spread=1.10, budget_s=240):
     """Run a variant's child between two quick sgemm probes. It counts as disturbed (another
     process took the CPUs) when its timed passes spread over more than ``spread`` (max / min)
-    or a probe ran under 85 % of the best probe so far; then it is run again, at most twice,
-    while the whole run is young. The calmest attempt is kept, with ``disturbed``."""
+    or a probe ran under 85 % of the best probe so far; then it is run again, at most
+    ``--retries`` times (2), while the whole run is young. The calmest attempt is kept, with ``disturbed``."""
     best = None
-    for attempt in range(3):
+    for attempt in range(1 + args.retries):
         before = B.sgemm_rate(2048, runs=3)
         r = _child(args, variant, ref, ref_out)
         after = B.sgemm_rate(2048, runs=3)
@@ -138,6 +138,8 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    ap.add_argument("--retries", type=int, default=2,
+                    help="runs again of a disturbed variant (default 2; 0: a quick check)")
     ap.add_argument("--variant", choices=list(VARIANTS), help=argparse.SUPPRESS)
     ap.add_argument("--ref", help=argparse.SUPPRESS)
     ap.add_argument("--ref-out", help=argparse.SUPPRESS)
