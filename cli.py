@@ -9,7 +9,6 @@ Heavy modules (torch) are imported by the verbs that need them, so ``--help`` st
 
     python -m fcn_port.cli VERB ...   # the same as fcn-port VERB ... (torchrun uses this)
 """
-import argparse
 import importlib
 import os
 import sys
@@ -49,10 +48,11 @@ def _seg_tests(param, train_net, root, *, split=None, device="cpu"):
 def build_parser():
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="fcn-port", description=(
+    parser = port_verbs.Parser(prog="fcn-port", description=(
         "Caffe FCN nets, weights and solvers in PyTorch, with no numerical drift."))
     parser.add_argument("--version", action="version", version=f"fcn-port {__version__}")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB",
+                                  parser_class=port_verbs.Parser)
     port_verbs.add_verbs(verbs, net_by_name=_official_net, model_runner=_model_case,
                          model_check=_model_check,
                          solver_runner=solvers_verbs.solver_case,

@@ -9,7 +9,7 @@ import os
 
 from ..port import DEFAULT_WEIGHTS
 from ..port.errors import UnsupportedError, UserInputError
-from ..port.verbs import check_output_file
+from ..port.verbs import check_output_file, examples
 from . import memory
 
 CAFFEMODEL_ENDINGS = (".caffemodel", ".caffemodel.h5", ".h5")
@@ -111,6 +111,8 @@ def _add_export_verb(verbs, load_checkpoint):
         "ONNX: use the torch.export-based exporter (needs onnxscript; slower) instead of "
         "the TorchScript one"))
     p.add_argument("--json", action="store_true", help="the report as JSON")
+    p.epilog = examples(
+        "fcn-port export voc-fcn8s.pt -o voc-fcn8s.caffemodel --prototxt deploy.prototxt")
     p.set_defaults(run=lambda args: _export(args, load_checkpoint))
 
 
@@ -222,4 +224,6 @@ def _add_bench_verb(verbs, load_checkpoint, train_step):
         "(iter_size 1); with --fast, malloc keeps freed memory (2x here). --json adds "
         "a 'train' object"))
     p.add_argument("--json", action="store_true", help="one JSON object")
+    p.epilog = examples(
+        "fcn-port bench --model voc-fcn8s --fast")
     p.set_defaults(run=lambda args: _bench(args, load_checkpoint), train_step=train_step)

@@ -14,7 +14,7 @@ import os
 import sys
 
 from ..port.errors import UserInputError
-from ..port.verbs import check_device, check_output_dir, device_arg
+from ..port.verbs import check_device, check_output_dir, device_arg, examples
 
 
 def _run(args, load_checkpoint, demo_image, keep_freed_memory):
@@ -104,4 +104,7 @@ def add_infer_verb(verbs, load_checkpoint, demo_image, keep_freed_memory=None):
         "write the overlay exactly as the official vis_seg (by default a strip below it names "
         "the classes shown, VOC's names for 21 classes)"))
     p.add_argument("-q", "--quiet", action="store_true", help="do not list the files written")
+    p.epilog = examples(
+        "fcn-port infer voc-fcn8s-demo.pt",
+        "fcn-port infer voc-fcn8s.pt image.jpg -o out/")
     p.set_defaults(run=lambda args: _run(args, load_checkpoint, demo_image, keep_freed_memory))

@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from ..port.verbs import check_output_dir, check_output_file
+from ..port.verbs import check_output_dir, check_output_file, examples
 from ..port.errors import CaffeFormatError, FcnPortError, NetError, UserInputError
 from .deploy_verbs import add_deploy_verbs
 from .infer_verb import add_infer_verb
@@ -195,6 +195,10 @@ def _add_model_verbs(verbs):
     p.add_argument("--prototxt", help="for a net that is no FCN: its prototxt; writes an "
                                       "interpreter checkpoint")
     p.add_argument("--json", action="store_true", help="print the metadata as JSON")
+    p.epilog = examples(
+        "fcn-port convert",
+        "fcn-port convert fcn8s-heavy-pascal.caffemodel -o voc-fcn8s.pt",
+        "fcn-port convert fcn8s-heavy-pascal.caffemodel -o voc-fcn8s.safetensors")
     p.set_defaults(run=_convert)
 
     p = verbs.add_parser("net", help="write the official prototxts of a model", description=(
@@ -211,6 +215,8 @@ def _add_model_verbs(verbs):
     p.add_argument("--classes", type=int, nargs="+", help="another class count (per head)")
     p.add_argument("--widths", type=int, nargs=5, help="the five conv widths")
     p.add_argument("--fc", type=int, help="fc6/fc7 width")
+    p.epilog = examples(
+        "fcn-port net voc-fcn32s --split train --solver -o voc-fcn32s/")
     p.set_defaults(run=_net)
 
     p = verbs.add_parser("models", help="list the official FCN models")

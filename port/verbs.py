@@ -27,6 +27,32 @@ def add_verbs(verbs, *, net_by_name=None, model_runner=None, model_check=None,
     _add_surgery_verbs(verbs, net_by_name)
 
 
+# help: examples keep their lines
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, except that an ``examples:`` epilog (:func:`examples`) keeps its
+    lines: each is a command as a user types it."""
+
+    def _fill_text(self, text, width, indent):
+        if text.startswith("examples:"):
+            return "\n".join(indent + line for line in text.splitlines())
+        return super()._fill_text(text, width, indent)
+
+
+class Parser(argparse.ArgumentParser):
+    """fcn-port's parsers (the top one, each verb's, surgery's): :class:`HelpFormatter`."""
+
+    def __init__(self, *args, formatter_class=HelpFormatter, **kw):
+        super().__init__(*args, formatter_class=formatter_class, **kw)
+
+
+def examples(*lines):
+    """A verb's ``epilog``: the commands of the README that use it, as typed (the docs test,
+    tests/test_docs.py, runs each)."""
+    return "examples:\n" + "\n".join("  " + line for line in lines)
+
+
 # --device, for every verb that takes one
 
 def device_arg(text):
@@ -56,8 +82,8 @@ def check_device(device):
 
 # output paths: every verb that writes checks them first (port/outputs.py)
 
-__all__ = ["add_verbs", "check_device", "check_output_dir", "check_output_file", "device_arg",
-           "layer_table", "offsets_table"]
+__all__ = ["HelpFormatter", "Parser", "add_verbs", "check_device", "check_output_dir",
+           "check_output_file", "device_arg", "examples", "layer_table", "offsets_table"]
 
 
 # inspect, parity, layers
@@ -134,6 +160,11 @@ def _add_file_verbs(verbs, model_runner, solver_runner=None, loss_plotter=None,
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--no-stats", action="store_true",
                    help="skip the per-layer value summary (min/max/mean/NaN count)")
+    p.epilog = examples(
+        "fcn-port inspect voc-fcn8s.caffemodel",
+        "fcn-port inspect VGG_ILSVRC_16_layers.caffemodel",
+        "fcn-port inspect train.prototxt solver.prototxt snapshot/train_iter_4000.solverstate",
+        "fcn-port inspect --json X.caffemodel")
     p.set_defaults(run=_inspect)
 
     p = verbs.add_parser("parity", help="compare with real Caffe outputs", description=(
@@ -154,6 +185,9 @@ def _add_file_verbs(verbs, model_runner, solver_runner=None, loss_plotter=None,
         "run forward cases through a hand-written model instead of the interpreter: an "
         "official name or 'auto' (weights converted from the case's caffemodel, the family "
         "detected for 'auto'), or a checkpoint"))
+    p.epilog = examples(
+        "fcn-port parity tests/data/oracle/layers/* tests/data/oracle/fcn/*",
+        "fcn-port parity --json --rtol 2e-6 tests/data/oracle/fcn/voc-fcn8s")
     p.set_defaults(run=lambda args: _parity(args, model_runner, solver_runner, loss_plotter,
                                             model_check))
 
@@ -344,6 +378,10 @@ def _add_surgery_verbs(verbs, net_by_name):
     p.add_argument("--no-interp", action="store_true", help="leave the 'up' layers as they are")
     p.add_argument("--interp-layers", action="extend", type=_names, metavar="LAYER",
                    help="bilinear-initialise these instead of every layer whose name has 'up'")
+    p.epilog = examples(
+        "fcn-port surgery transplant VGG_ILSVRC_16_layers.caffemodel --net voc-fcn32s -o "
+        "vgg16-fcn.caffemodel",
+        "fcn-port surgery transplant voc-fcn32s.caffemodel --net voc-fcn16s -o start16s.caffemodel")
     p.set_defaults(run=_output_checked(_transplant))
 
     p = sub.add_parser("interp", help="set upsampling layers to bilinear", description=(
@@ -369,6 +407,8 @@ def _add_surgery_verbs(verbs, net_by_name):
     p.add_argument("--skip", action="extend", type=_names, default=[], metavar="LAYER",
                    help="with --net: source layers to drop (e.g. old-size upscore layers)")
     p.add_argument("--no-interp", action="store_true", help="with --net: no bilinear 'up' layers")
+    p.epilog = examples(
+        "fcn-port surgery expand-score voc-fcn8s.caffemodel --classes 25 -o wide.caffemodel")
     p.set_defaults(run=_output_checked(_expand), expand_parser=p)
 
     p = sub.add_parser("color-d", help="NYUD color-D: VGG16 into a 4-channel (BGR-D) net",
@@ -380,4 +420,7 @@ def _add_surgery_verbs(verbs, net_by_name):
                    help="the 4-channel conv (default %(default)s)")
     p.add_argument("--base-layer", default="conv1_1", help="source conv (default %(default)s)")
     p.add_argument("--no-interp", action="store_true", help="leave the 'up' layers as they are")
+    p.epilog = examples(
+        "fcn-port surgery color-d VGG_ILSVRC_16_layers.caffemodel --net "
+        "nyud-fcn32s-color-d -o color-d.caffemodel")
     p.set_defaults(run=_output_checked(_color_d))

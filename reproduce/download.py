@@ -17,6 +17,8 @@ import json
 import os
 import sys
 
+from fcn_port.port.verbs import examples
+
 from .fetch import MIRROR_ENV, DownloadError, fetch, mirrored
 
 MANIFEST = "downloads.json"
@@ -48,6 +50,11 @@ def add_verbs(verbs):
                    help="seconds to wait for the server at each step (default 60)")
     p.add_argument("--retries", type=int, default=3, metavar="N", help=(
         "resume up to N times after a dropped connection, timeout or HTTP 5xx (default 3)"))
+    p.epilog = examples(
+        "fcn-port download --list",
+        "fcn-port download voc-fcn8s -o weights/",
+        "fcn-port download voc2011 sbd seg11valid --extract -o data/",
+        "fcn-port download vgg16 -o ilsvrc-nets/")
     p.set_defaults(run=_download)
 
 

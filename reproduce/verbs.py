@@ -13,6 +13,8 @@ and exit status 2, with no table and no ``--png``.
 import os
 import sys
 
+from fcn_port.port.verbs import examples
+
 
 def add_verbs(verbs):
     from . import download, report
@@ -175,6 +177,10 @@ def _add_eval(verbs):
                    help="images in --grid, the first K scored (default 4)")
     p.add_argument("--device", type=device_arg, default="cpu",
                    help="cpu (default), cuda, cuda:N, or auto (CUDA when available)")
+    p.epilog = examples(
+        "fcn-port eval voc-fcn8s.pt --dataset voc --root data/pascal/VOC2011",
+        "fcn-port eval fcn8s-heavy-pascal.caffemodel --dataset voc --root VOC2011 --json "
+        "--grid grid.png")
     p.set_defaults(run=_eval)
 
 

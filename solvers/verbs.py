@@ -14,7 +14,7 @@ import sys
 import warnings
 
 from fcn_port.port.errors import UserInputError
-from fcn_port.port.verbs import check_device, device_arg
+from fcn_port.port.verbs import check_device, device_arg, examples
 
 
 def add_verbs(verbs, *, data_sources=None, seg_tests=None):
@@ -64,6 +64,14 @@ def add_verbs(verbs, *, data_sources=None, seg_tests=None):
             "IU, fwavacc) and <snapshot_prefix>_eval.csv, _eval.json, _eval.png"))
         p.add_argument("--eval-split", metavar="NAME",
                        help="with --eval-every: score this split instead of the test net's own")
+    p.epilog = examples(
+        "fcn-port net voc-fcn32s --split train --solver -o voc-fcn32s/",
+        "fcn-port train --solver voc-fcn32s/solver.prototxt --weights "
+        "vgg16-fcn.caffemodel --data-root data/",
+        "fcn-port train --solver voc-fcn32s/solver.prototxt --weights "
+        "vgg16-fcn.caffemodel --batches b.npz",
+        "fcn-port train --solver voc-fcn32s/solver.prototxt --snapshot "
+        "snapshot/train_iter_4000.solverstate --batches b.npz")
     p.set_defaults(run=_train, argv=None, data_sources=data_sources, seg_tests=seg_tests)
 
 
