@@ -6,7 +6,7 @@
 #
 #   bash reproduce/voc2011.sh [--work DIR] [--atonce] [--device D] [--eval-every N]
 #   bash reproduce/voc2011.sh --eval-official   # score the released caffemodels instead
-#   bash reproduce/voc2011.sh --smoke           # the same steps on generated data, minutes on CPU
+#   bash reproduce/voc2011.sh --smoke           # the same steps on generated data, ~30 s on CPU
 #
 # Every stage resumes: a finished stage (its final snapshot) is skipped, an interrupted one goes
 # on from its newest .solverstate, a finished download or evaluation is not redone. The stages

@@ -76,6 +76,15 @@ COMMANDS = {
             "runs a part of it from the checkout", instead="python -m pytest -q -p "
             "no:cacheprovider tests/test_layout.py"),
     "pip install torch==2.13.0 -e .": Cmd(why=INSTALL, instead=None),
+    "fcn-port download voc-fcn8s -o weights/ && fcn-port convert "
+    "weights/fcn8s-heavy-pascal.caffemodel": Cmd(
+        ("weights/fcn8s-heavy-pascal.pt",), why=NET, instead="FCN_PORT_MIRROR=$MIRROR fcn-port "
+        "download voc-fcn8s -o weights/ && fcn-port convert weights/fcn8s-heavy-pascal.caffemodel"),
+    "taskset -c 1 python -m fcn_port.reproduce.demo.recipe OUT --install models/data": Cmd(
+        ("OUT/demo.json", "OUT/heldout.png"), "checkout", why="13 minutes of training; the "
+        "stand-in runs the recipe for 3 iterations on 8 images and installs nothing",
+        instead="taskset -c 1 python -m fcn_port.reproduce.demo.recipe OUT --iters 3 --train 8 "
+        "--val 4"),
     # ---- README: usage
     "fcn-port convert fcn8s-heavy-pascal.caffemodel -o voc-fcn8s.pt": Cmd(("voc-fcn8s.pt",)),
     "fcn-port infer voc-fcn8s.pt image.jpg -o out/":
