@@ -194,10 +194,11 @@ def infer_files(model, image_paths, out_dir, *, hha=None, depth=None, device=Non
     inputs_all = set()
     for i in range(len(images)):
         ex = example(i)
-        size = tuple(preprocess.load_inputs(meta, **ex)[0].shape[2:])
+        if check_memory:  # from the header, before any pixel is decoded
+            check_fits_memory(meta, images[i], preprocess.image_size(images[i]), max_size,
+                              device)
+        preprocess.load_inputs(meta, **ex)
         preprocess.open_rgb(images[i])
-        if check_memory:
-            check_fits_memory(meta, images[i], size, max_size, device)
         inputs_all.update(os.path.realpath(p) for p in ex.values() if p is not None)
     for pairs in targets:
         for target in (t for pair in pairs for t in pair):

@@ -32,6 +32,12 @@ single-channel image without zeros (log 0 = -inf would poison the net).
 Labels: a paletted (P) or grayscale (L) PNG read as uint8 palette indices, 255 = void, like the
 VOC SegmentationClass PNGs. Errors are :class:`CaffeFormatError` naming the file and what was
 expected.
+
+Decoders: every image fcn-port reads goes through :func:`open_image`, which lets Pillow try only
+JPEG and PNG (:data:`FORMATS`: the formats of every official dataset and of infer.py's photos).
+``Image.open`` with no format list tries about 40 formats by content, and one of them (EPS)
+runs Ghostscript on the file: a PostScript program named ``photo.jpg`` would run. A source scan
+(tests/port/test_no_code.py) keeps every ``Image.open`` in this one function.
 """
 import os
 
@@ -59,27 +65,39 @@ MEAN_DTYPES = {"voc": np.float64, "pascalcontext": np.float32, "siftflow": np.fl
 _TO_RGB = {"RGB", "L", "1", "P", "PA", "RGBA", "RGBX", "LA", "La", "RGBa", "CMYK", "YCbCr"}
 _DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 _IMAGE_HINT = "a JPEG or PNG image"
+FORMATS = ("JPEG", "PNG")  # the only decoders Pillow may run (see the module docstring)
 
 
 def _name(source):
     return os.fspath(source) if isinstance(source, (str, bytes, os.PathLike)) else "<image>"
 
 
-def open_image(source, expected=_IMAGE_HINT):
-    """Open and fully decode ``source`` (a path or a PIL image); bad files raise CaffeFormatError."""
+def open_image(source, expected=_IMAGE_HINT, *, decode=True):
+    """Open ``source`` (a path or a PIL image) as JPEG or PNG only (:data:`FORMATS`) and fully
+    decode it (``decode=False``: the header only, for its size before any pixel is inflated);
+    bad files raise CaffeFormatError."""
     if isinstance(source, Image.Image):
         return source
     path = os.fspath(source)
     try:
-        with Image.open(path) as im:
-            im.load()
+        with Image.open(path, formats=FORMATS) as im:
+            if decode:
+                im.load()
             return im
     except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
         raise CaffeFormatError(path, "", f"cannot open ({e.strerror}); expected {expected}") from None
     except Image.UnidentifiedImageError:
-        raise CaffeFormatError(path, "", f"not an image PIL can read; expected {expected}") from None
+        raise CaffeFormatError(path, "", f"not a JPEG or PNG image (fcn-port decodes no other "
+                               f"format); expected {expected}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise CaffeFormatError(path, "", f"cannot decode ({e}); expected {expected}") from None
+
+
+def image_size(source, expected=_IMAGE_HINT):
+    """(H, W) of an image from its header alone: nothing decoded (infer's memory check runs
+    before a 12000 x 12000 PNG inflates to gigabytes)."""
+    im = open_image(source, expected, decode=False)
+    return im.size[1], im.size[0]
 
 
 def open_rgb(source):

@@ -125,12 +125,13 @@ def heldout_png(shown, voc_dir, path):
     """Rows of image | ground truth | prediction, VOC colours (void in its colour)."""
     from PIL import Image
 
+    from ...models.preprocess import open_rgb
     from ...models.vis import color_seg
     from ...port.fileio import atomic_output
 
     rows = []
     for name, gt, pred in shown:
-        rgb = np.array(Image.open(Path(voc_dir) / "JPEGImages" / f"{name}.jpg").convert("RGB"))
+        rgb = np.array(open_rgb(Path(voc_dir) / "JPEGImages" / f"{name}.jpg"))
         rows.append(np.concatenate([rgb, color_seg(gt), color_seg(pred)], 1))
     with atomic_output(path) as f:
         Image.fromarray(np.concatenate(rows, 0)).save(f, format="PNG")

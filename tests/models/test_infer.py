@@ -93,7 +93,7 @@ def test_image_modes(tmp_path):
     assert torch.equal(a, b)
     with pytest.raises(CaffeFormatError, match=r"w\.png: image mode I;16"):
         preprocess.preprocess_image(_png(tmp_path / "w.png", np.array([[7, 900]], np.uint16)))
-    with pytest.raises(CaffeFormatError, match=r"x\.jpg: not an image"):
+    with pytest.raises(CaffeFormatError, match=r"x\.jpg: not a JPEG or PNG image"):
         (tmp_path / "x.jpg").write_text("hello")
         preprocess.preprocess_image(tmp_path / "x.jpg")
     with pytest.raises(CaffeFormatError, match="cannot open"):

@@ -224,3 +224,23 @@ def test_expand_score_one_layer_of_an_8s_says_what_else_is_needed(tmp_path, caps
     err = capsys.readouterr().err
     assert "score_pool4" in err and "score_pool3" in err and "--layer" in err
     assert not out.exists()
+
+
+def test_infer_checks_memory_from_the_header_before_decoding_any_pixel(tmp_path, capsys,
+                                                                       monkeypatch):
+    """A small PNG that declares a large image (a 12000 x 12000 one is 140 KB) is refused from
+    its header: no pixel is decoded before the memory check."""
+    from PIL import ImageFile
+
+    from fcn_port.models import preprocess
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 60 * 10**6)
+    img = _png(tmp_path / "big.png", np.zeros((1500, 2000, 3), np.uint8))
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load",
+                        lambda im: decoded.append(im) or real_load(im))
+    assert preprocess.image_size(img) == (1500, 2000) and not decoded
+    assert main(["infer", str(DEFAULT_WEIGHTS), img, "-o", str(tmp_path / "o")]) == 2
+    assert "--max-size" in capsys.readouterr().err
+    assert not [im for im in decoded if im.size == (2000, 1500)]

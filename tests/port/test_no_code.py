@@ -186,3 +186,32 @@ def test_no_source_file_evaluates_unpickles_or_imports_what_a_file_names():
             and arg.values[0].value.startswith(".") and _kw(node, "package") is None \
             and len(node.args) == 2
         assert literal or relative, f"{rel}:{node.lineno} imports a computed module name"
+
+
+def test_every_image_is_opened_by_the_one_reader_with_its_format_list():
+    """Image.open with no format list tries ~40 decoders by content, EPS among them (which runs
+    Ghostscript on the file): every Image.open is models/preprocess.open_image's, with
+    ``formats=``; images come in through it."""
+    opens = [(rel, node) for rel, node, name in _calls() if name.endswith("Image.open")]
+    assert [rel for rel, _ in opens] == ["models/preprocess.py"], opens
+    assert all(_kw(node, "formats") is not None for _, node in opens)
+
+
+def test_a_postscript_file_named_jpg_is_refused_unread(tmp_path, monkeypatch, capsys):
+    """A PostScript program named photo.jpg: one line, exit 2, and Ghostscript never runs (a
+    fake ``gs`` on PATH would write a marker)."""
+    from fcn_port.cli import main
+    from fcn_port.port import DEFAULT_WEIGHTS
+
+    marker = tmp_path / "gs-ran"
+    gs = tmp_path / "bin" / "gs"
+    gs.parent.mkdir()
+    gs.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    gs.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{gs.parent}:/usr/bin:/bin")
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n{} loop\n")
+    assert main(["infer", str(DEFAULT_WEIGHTS), str(photo), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "photo.jpg" in err and "JPEG or PNG" in err
+    assert not marker.exists() and not (tmp_path / "out").exists()
