@@ -38,10 +38,8 @@ def load(path, map_location="cpu", expected=EXPECTED):
     if kind not in ("zip", "pickle"):
         raise CaffeFormatError(path, "", f"not a PyTorch checkpoint (this looks like "
                                f"{_kind_words(kind)}); expected {expected}")
-    if kind == "zip" and not zipfile.is_zipfile(path):
-        raise CaffeFormatError(path, "", "truncated: a PyTorch zip checkpoint without its "
-                               "closing directory (cut short by a download or a copy?); "
-                               f"expected {expected}")
+    if kind == "zip":
+        _check_zip(path, expected)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -59,6 +57,41 @@ def load(path, map_location="cpu", expected=EXPECTED):
     except Exception as e:  # noqa: BLE001  (torch raises RuntimeError, ValueError, KeyError, ...)
         raise CaffeFormatError(path, "", f"corrupt or truncated PyTorch checkpoint "
                                f"({type(e).__name__}: {_first_line(e)}); expected {expected}") from None
+
+
+def _check_zip(path, expected):
+    """A PyTorch zip as torch.save writes it: complete, every record stored (a deflated record
+    inflates to whatever it claims before anything could check it)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            packed = [i.filename for i in z.infolist() if i.compress_type != zipfile.ZIP_STORED]
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise CaffeFormatError(path, "", "truncated: a PyTorch zip checkpoint without its "
+                               "closing directory (cut short by a download or a copy?); "
+                               f"expected {expected}") from None
+    if packed:
+        raise CaffeFormatError(path, packed[0], "a compressed record (torch.save stores every "
+                               f"record as is, and a compressed one can inflate to any size); "
+                               f"expected {expected}")
+
+
+def check_tensors(path, tensors):
+    """Every tensor of a state dict a plain one: its storage holds all its values (no expanded
+    or overlapping strides, whose NaN scan or copy would touch ``numel`` values of a tiny
+    storage: 75 KB that read as 7 GB), and float32, the dtype of every Caffe blob."""
+    import torch
+
+    for key, t in tensors.items():
+        need = t.numel() * t.element_size()
+        if not t.is_contiguous() or t.untyped_storage().nbytes() < t.storage_offset() * \
+                t.element_size() + need:
+            raise CaffeFormatError(path, key, f"a tensor of shape {tuple(t.shape)} whose storage "
+                                   "does not hold its values (strides that repeat them); "
+                                   "expected plain contiguous tensors, as torch.save writes "
+                                   "a state dict")
+        if t.dtype != torch.float32:
+            raise CaffeFormatError(path, key, f"a {str(t.dtype).replace('torch.', '')} tensor; "
+                                   "expected float32, as Caffe's blobs are")
 
 
 def _kind_words(kind):
@@ -95,6 +128,7 @@ def read_checkpoint(path, map_location="cpu"):
                                            for k, v in sd.items()):
         raise CaffeFormatError(path, "state_dict", "expected a dict of tensors keyed "
                                "'<layer>.<blob>'")
+    check_tensors(path, sd)
     return meta, sd
 
 
@@ -160,6 +194,10 @@ def describe(path, net_by_name=None):
         sd = obj if isinstance(obj, dict) else {}
         kind, info = "PyTorch file (not an fcn-port checkpoint)", {"holds": type(obj).__name__}
     tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    for key, t in tensors.items():  # the NaN/Inf scan touches numel values: a plain storage
+        if t.untyped_storage().nbytes() < t.numel() * t.element_size():
+            raise CaffeFormatError(path, key, f"a tensor of shape {tuple(t.shape)} whose storage "
+                                   "does not hold its values (strides that repeat them)")
     net = checkpoint_net(meta, net_by_name)
     report = {"kind": kind, "format": "PyTorch zip", "meta": info, **layer_rows(tensors, net)}
     bad = nonfinite(tensors)

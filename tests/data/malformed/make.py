@@ -249,6 +249,16 @@ def checkpoints():
     save("meta-missing-keys.pt", {**good, "meta": {"kind": "fcn"}}, "metadata")
     save("state-dict-not-tensors.pt", {**good, "state_dict": {"conv1_1.0": [1.0]}}, "tensors")
     case("caffemodel-text.pt", "layer { }", "infer", "caffemodel")
+    # issue 16: small files that would take gigabytes, dtypes that ended in internal errors
+    save("expanded-tensor.pt", {**good, "state_dict": {**sd, "fc6.0": torch.zeros(1).expand(
+        35000, 35000)}}, "storage", "fc6.0")
+    save("float64-weights.pt", {**good, "state_dict": {**sd, "fc6.0": sd["fc6.0"].double()}},
+         "float64", "fc6.0")
+    zbuf = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(raw)) as zi, zipfile.ZipFile(zbuf, "w") as zo:
+        for info in zi.infolist():
+            zo.writestr(info.filename, zi.read(info.filename), compress_type=zipfile.ZIP_DEFLATED)
+    case("deflated-record.pt", zbuf.getvalue(), "infer", "compressed")
 
 
 class _Evil:
@@ -273,6 +283,9 @@ def images():
     Image.fromarray(np.full((4, 4), 1000, np.uint16)).save(deep, "PNG")
     case("sixteen-bit.png", deep.getvalue(), "infer-image", "16-bit")
     case("bomb-100000x100000.png", _png_header(100000, 100000), "infer-image", "bomb")
+    # issue 16: a PostScript program under a photo's name never reaches Pillow's EPS decoder
+    case("postscript-named.jpg", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n{} loop\n",
+         "infer-image", "JPEG or PNG")
 
 
 def _png_header(w, h):
