@@ -289,6 +289,11 @@ def _read_checkpoint(path, map_location, kind="torch"):
 
 
 def _load_caffenet(meta, sd, path="checkpoint"):
+    """The interpreter net of a checkpoint, loaded strictly (every param layer, every shape),
+    checked on the ``meta`` device first: an embedded prototxt declaring a huge layer the state
+    dict does not fill is refused before the net is built."""
+    import torch
+
     from fcn_port.port.formats.caffemodel import Weights
     from fcn_port.port.net import CaffeNet
     from fcn_port.port.formats.proto import caffe_pb2
@@ -300,6 +305,14 @@ def _load_caffenet(meta, sd, path="checkpoint"):
         layer, i = key.rsplit(".", 1)
         params.setdefault(layer, []).append((int(i), t.numpy()))
     params = {k: [a for _, a in sorted(v)] for k, v in params.items()}
-    net = CaffeNet(net_param, "TEST")  # checkpoints of older fcn-ports kept V1 files' 4-D dims
-    net.load_caffemodel(Weights(net_param, params, legacy=Weights.legacy_like(params)))
+    # checkpoints of older fcn-ports kept V1 files' 4-D dims
+    weights = Weights(net_param, params, legacy=Weights.legacy_like(params))
+    try:  # every param layer filled, each blob's shape right, before anything is allocated
+        with torch.device("meta"):
+            CaffeNet(net_param, "TEST").load_caffemodel(weights, strict=True)
+    except NetError as e:
+        raise CaffeFormatError(path, "state_dict", f"does not fill its prototxt's net ({e}); "
+                               "expected a checkpoint from fcn-port convert") from None
+    net = CaffeNet(net_param, "TEST")
+    net.load_caffemodel(weights, strict=True)
     return net

@@ -259,6 +259,15 @@ def checkpoints():
         for info in zi.infolist():
             zo.writestr(info.filename, zi.read(info.filename), compress_type=zipfile.ZIP_DEFLATED)
     case("deflated-record.pt", zbuf.getvalue(), "infer", "compressed")
+    # an interpreter checkpoint whose prototxt declares a 20-billion-value layer its (empty)
+    # state dict does not fill: refused before the net is built (it took 5.3 GB)
+    huge = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 '
+            'dim: 8 dim: 8 } } }\nlayer { name: "ip" type: "InnerProduct" bottom: "data" '
+            'top: "ip" inner_product_param { num_output: 100000000 } }\n')
+    caffenet = {"kind": "caffenet", "model": "huge", "prototxt": huge, "source": "make.py",
+                "sha256": "0" * 64, "fcn_port": "0.1.0"}
+    save("caffenet-huge-layer.pt", {"format": "fcn-port/1", "meta": caffenet, "state_dict": {}},
+         "does not fill", "ip")
 
 
 class _Evil:
