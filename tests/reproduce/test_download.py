@@ -363,7 +363,10 @@ def test_extract_into_official_layout(server, tmp_path, capsys, monkeypatch, no_
 @pytest.mark.parametrize("evil", [
     ("../evil", b"x"), ("/tmp/fcn-port-evil-abs", b"x"), (VOC + "a/../../../../evil", b"x"),
     (VOC + "link", ("sym", "../../../../../evil")), (VOC + "abs", ("sym", "/etc/passwd")),
-    (VOC + "hard", ("hard", "../evil")), (VOC + "hard2", ("hard", "TrainVal/VOCdevkit/x.txt"))])
+    (VOC + "hard", ("hard", "../evil")), (VOC + "hard2", ("hard", "TrainVal/VOCdevkit/x.txt")),
+    # links inside the archive's root that climb out once VOC2011 moves up to pascal/ (issue 16)
+    (VOC + "up", ("sym", "../../../x")), (VOC + "ImageSets", ("sym", "../VOC2011")),
+    (VOC + "inside", ("hard", VOC + "ok.txt"))])
 def test_unsafe_archive_refused(tmp_path, evil):
     tar = tmp_path / "a.tar"
     _tar(tar, [(VOC + "ok.txt", b"ok"), evil])
