@@ -43,9 +43,10 @@ def _export(args, load_checkpoint):
     if out is None and args.onnx is None:
         out = _stem(args.checkpoint) + (".caffemodel.h5" if args.h5 else ".caffemodel")
     check_output_file(out, "-o" if args.output else "the default output (-o)",
-                      "a caffemodel file name")
-    check_output_file(args.prototxt, "--prototxt", "a prototxt file name")
-    check_output_file(args.onnx, "--onnx", "an .onnx file name")
+                      "a caffemodel file name", inputs=(args.checkpoint,))
+    check_output_file(args.prototxt, "--prototxt", "a prototxt file name",
+                      inputs=(args.checkpoint,))
+    check_output_file(args.onnx, "--onnx", "an .onnx file name", inputs=(args.checkpoint,))
     if args.onnx is not None and min(args.size) < 1:
         raise UserInputError(f"--size {' '.join(map(str, args.size))}: the ONNX trace's input "
                              "size must be positive")

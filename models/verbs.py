@@ -81,7 +81,8 @@ def _convert(args):
         args.caffemodel = str(DEMO_WEIGHTS)
         args.output = args.output or DEMO_WEIGHTS.with_suffix(".pt").name
     check_output_file(args.output or _default_out(args.caffemodel),
-                      "-o" if args.output else "the default output (-o)", "a checkpoint file name")
+                      "-o" if args.output else "the default output (-o)", "a checkpoint file name",
+                      inputs=(args.caffemodel, args.prototxt))
     if args.output and not args.output.endswith(CHECKPOINT_ENDINGS):
         raise UserInputError(f"-o {args.output}: a checkpoint's name ends in .pt or .pth "
                              "(torch.save) or .safetensors, which says the format written")

@@ -20,16 +20,22 @@ def _nearest_existing(path):
     return at
 
 
-def check_output_file(path, option, expected="a file name"):
+def check_output_file(path, option, expected="a file name", *, inputs=()):
     """Refuse an output *file* path that cannot be written, in one UserInputError line naming
     ``option`` and the path: an existing folder, an existing thing that is no regular file (a
     device: the atomic rename would replace it), a folder that does not exist (not made: a
-    typo should not grow folders), or one that is a file or not writable. An existing file is
-    fine: it is replaced atomically. None and '-' (stdout) pass."""
+    typo should not grow folders), one that is a file or not writable, or one of the verb's
+    ``inputs`` (``convert X.caffemodel -o X.caffemodel`` would replace its source). An existing
+    file is fine otherwise: it is replaced atomically. None and '-' (stdout) pass."""
     if path is None or os.fspath(path) == "-":
         return
     path = os.fspath(path)
     head = f"{option} {path}"
+    for given in inputs:
+        if given is not None and os.path.exists(given) and \
+                os.path.realpath(given) == os.path.realpath(path):
+            raise UserInputError(f"{head}: is the input {os.fspath(given)}; writing it would "
+                                 f"replace it: choose another {option}")
     if os.path.isdir(path) or path.endswith(("/", os.sep)):
         raise UserInputError(f"{head}: is a folder; expected {expected} (in an existing folder)")
     if os.path.lexists(path) and not os.path.isfile(path) and not os.path.islink(path):

@@ -102,7 +102,8 @@ def _expand(args):
 def _output_checked(run):
     """``run`` after the -o check: a path that cannot be written is refused before any work."""
     def checked(args):
-        check_output_file(args.output, "-o", "a caffemodel file name (.h5 for HDF5)")
+        check_output_file(args.output, "-o", "a caffemodel file name (.h5 for HDF5)",
+                          inputs=(args.source, getattr(args, "net", None)))
         return run(args)
     return checked
 

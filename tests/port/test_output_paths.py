@@ -91,3 +91,22 @@ def test_checkers_refuse_with_the_option_and_path(tmp_path):
         with pytest.raises(UserInputError) as e:
             call(path, "--out")
         assert f"--out {path}" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("argv", [
+    ["convert", "{w}", "-o", "{w}"],
+    ["surgery", "expand-score", "{w}", "--classes", "25", "-o", "{w}"],
+    ["surgery", "interp", "{w}", "-o", "{w}"],
+    ["export", "{ckpt}", "-o", "{tmp}/e.caffemodel", "--prototxt", "{ckpt}"],
+])
+def test_an_output_that_names_its_own_input_is_refused(tmp_path, capsys, argv):
+    """convert X.caffemodel -o X.caffemodel turned the caffemodel into a .pt (issue 16)."""
+    w, ckpt = tmp_path / "w.caffemodel", tmp_path / "c.pt"
+    w.write_bytes(DEFAULT_WEIGHTS.read_bytes())
+    assert main(["convert", str(w), "-o", str(ckpt)]) == 0
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert main([a.format(w=w, ckpt=ckpt, tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is the input" in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
