@@ -89,6 +89,13 @@ def caffemodels(good):
          "inspect", "field 900")
     case("prototxt-given-as-caffemodel.caffemodel", (BASE / "train.prototxt").read_bytes(),
          "convert", "prototxt", "--prototxt")
+    # issue 16: inputs that took minutes or internal errors, small files
+    n = 30000  # single unpacked data and diff floats in turn (quadratic: minutes at 3 MB)
+    one = (wire.key(5, wire.I32) + b"\0\0\x80\x3f" + wire.key(6, wire.I32) + b"\0\0\0\0") * n
+    case("alternating-unpacked-data-diff.caffemodel", _blob_layer("conv", _shape(n + 1) + one),
+         "inspect", "disagrees")
+    case("blob-shape-40000-dims.caffemodel",
+         _blob_layer("conv", _shape(*([1 << 62] * 40000 + [0]))), "inspect", "32 dims")
 
 
 def _blob_layer(name, blob_bytes):
