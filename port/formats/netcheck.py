@@ -84,12 +84,13 @@ def check_net(net, known_types=None):
         known = set(known_types)
         for i, lp in enumerate(net.layer):
             if lp.type not in known:
-                problems.append(f"layer #{i} '{lp.name}': unknown type '{lp.type}'"
-                                f"{_near(lp.type, known)}")
+                near = _near(lp.type, known) if len(problems) < 20 else ""
+                problems.append(f"layer #{i} '{lp.name}': unknown type '{lp.type}'{near}")
     if net.layers:
         return problems  # V1 layers: the caller checks the upgraded net
     by_phase = {phase: phase_problems(net, phase) for phase in PHASES}
+    found = {phase: set(lines) for phase, lines in by_phase.items()}  # linear: no list lookups
     for p in dict.fromkeys(by_phase["TRAIN"] + by_phase["TEST"]):
-        only = [ph for ph, found in by_phase.items() if p in found]
+        only = [ph for ph in PHASES if p in found[ph]]
         problems.append(p if len(only) == 2 else f"{p} (in {only[0]})")
     return problems
