@@ -71,6 +71,7 @@ def _inspect(args):
     makes, duplicate tops; NaN/Inf weights) go to stderr as ``fcn-port: warning:`` lines."""
     import sys
 
+    from .formats.protoutil import printable
     from .formats.report import format_report, inspect_file
     from .layers import types
 
@@ -84,7 +85,8 @@ def _inspect(args):
         else:
             print(("\n" if i else "") + format_report(report))
         for line in report.get("warnings", ()):
-            print(f"fcn-port: warning: {path}: {line}", file=sys.stderr)
+            print(f"fcn-port: warning: {printable(path, 1 << 20)}: {printable(line, 1 << 20)}",
+                  file=sys.stderr)
 
 
 def _parity(args, model_runner, solver_runner=None, loss_plotter=None, model_check=None):

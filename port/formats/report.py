@@ -11,6 +11,7 @@ import numpy as np
 from google.protobuf import text_format
 
 from ..errors import CaffeFormatError
+from .protoutil import printable
 from .sniff import sniff
 
 BIG = 64 << 20  # files above this get a progress bar while their values are summarised
@@ -199,31 +200,39 @@ def _shape(s):
     return "x".join(map(str, s)) if s else "scalar"
 
 
+def _esc(text):
+    """A name from a file, fit for a terminal: control characters (ESC, OSC, CR, newlines)
+    escaped, so that a file can neither rewrite the user's terminal nor forge output lines."""
+    return printable(text, limit=1 << 20)
+
+
 def format_report(r):
-    """Human-readable text of :func:`inspect_file`'s dict."""
-    head = f"{r['file']}: {r['format']} {r['kind']}"
+    """Human-readable text of :func:`inspect_file`'s dict; every string that came from the
+    file, or is its name, is escaped (:func:`_esc`)."""
+    head = f"{_esc(r['file'])}: {r['format']} {r['kind']}"
     if r.get("version"):
         head += f", format {r['version']}"
     lines = [head + f" ({r['bytes']:,} bytes)"]
     if r.get("net"):
-        lines.append(f"net name: {r['net']}")
+        lines.append(f"net name: {_esc(r['net'])}")
     for note in r.get("upgrades") or []:
-        lines.append(f"upgraded: {note}")
+        lines.append(f"upgraded: {_esc(note)}")
     if r.get("note"):
-        lines.append(f"note: {r['note']}")
+        lines.append(f"note: {_esc(r['note'])}")
     for key, value in (r.get("meta") or {}).items():
-        lines.append(f"{key}: {value}")
+        lines.append(f"{_esc(key)}: {_esc(value)}")
     if r["kind"] == "solver":
         lines.append(f"settings: {r['settings']}")
     if r["kind"] == "solverstate":
         lines += [f"iter {r['iter']}, current_step {r['current_step']}, "
-                  f"learned_net {r['learned_net']!r}",
+                  f"learned_net '{_esc(r['learned_net'])}'",
                   f"history: {len(r['history'])} blobs, {r['total_params']:,} values"]
         lines += [f"  {i:3d}  {_shape(s)}" for i, s in enumerate(r["history"])]
     if "layers" in r:
         stats = r.get("stats", {})
-        rows = [(str(l["index"]), l["name"], l["type"] or "?",
-                 f"{','.join(l['bottoms'])} -> {','.join(l['tops'])}" if l["tops"] or l["bottoms"] else "",
+        rows = [(str(l["index"]), _esc(l["name"]), _esc(l["type"]) or "?",
+                 _esc(f"{','.join(l['bottoms'])} -> {','.join(l['tops'])}")
+                 if l["tops"] or l["bottoms"] else "",
                  "  ".join(_shape(p) for p in l["params"]), f"{l['count']:,}" if l["params"] else "")
                 for l in r["layers"]]
         header = ("#", "layer", "type", "bottoms -> tops", "params", "count")

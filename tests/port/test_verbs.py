@@ -67,3 +67,24 @@ def test_readme_lists_exactly_the_registered_layers():
     from fcn_port.port.verbs import layer_table
 
     assert layer_table() in (REPO / "README.md").read_text()
+
+
+def test_inspect_escapes_what_a_file_names_and_errors_too(tmp_path, capsys):
+    """A layer name holding ESC/OSC, CR and a newline could rewrite the user's terminal or
+    forge an output line; a file name likewise in an error (issue 16)."""
+    import numpy as np
+
+    from fcn_port.cli import main
+    from fcn_port.port.formats.caffemodel import write_weights
+
+    evil = "evil\x1b]0;pwned\x07\rname\nfake: line"
+    write_weights({evil: [np.ones((2, 2), np.float32)]}, tmp_path / "esc.caffemodel")
+    assert main(["inspect", str(tmp_path / "esc.caffemodel")]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out and "\x07" not in out
+    assert not any(line.startswith("fake: line") for line in out.splitlines())
+    bad = tmp_path / "x\x1b[2Jy\rz.caffemodel"
+    bad.write_bytes(b"\x08" + b"\xff" * 16)
+    assert main(["inspect", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\x1b" not in err and "\r" not in err
