@@ -309,15 +309,15 @@ def _learned_net_path(state, root):
     """Where ``state.learned_net`` is (see :meth:`Solver.restore`); SolverError if nowhere."""
     name = state.learned_net
     tried = [name]
-    if os.path.exists(name):
+    if os.path.isfile(name):  # a regular file only: a FIFO named there would block the read
         return name
     if root is not None and not os.path.isabs(name):
         tried.append(os.path.join(root, name))
-        if os.path.exists(tried[-1]):
+        if os.path.isfile(tried[-1]):
             return tried[-1]
     if state.path:
         tried.append(os.path.join(os.path.dirname(state.path), os.path.basename(name)))
-        if os.path.exists(tried[-1]):
+        if os.path.isfile(tried[-1]):
             return tried[-1]
     raise SolverError(f"{state.path or 'solver state'}: learned_net '{name}' not found "
                       f"(tried {', '.join(tried)})")

@@ -12,6 +12,11 @@ Layout Caffe writes (``Net::ToHDF5``, ``SGDSolver::SnapshotSolverStateToHDF5``):
 Caffe loads weights by layer name; the file keeps no layer order (HDF5 lists groups
 alphabetically), no types and no settings, so an HDF5 file read alone gives a header net with
 names only.
+
+What a file may hold here, beyond Caffe's own checks: plain groups and datasets only (Caffe's
+writers make no soft or external links; an external link reads another file, a FIFO included,
+which blocks), and datasets that claim in all at most 16 times the file's size (unallocated
+datasets of fill values inflate from nothing: 400 of them in 562 KB claimed 4 GB).
 """
 import contextlib
 import os
@@ -42,27 +47,49 @@ def _guard(path, expected):
 
 
 def _open(path, expected):
+    if not os.path.isfile(path):
+        raise CaffeFormatError(path, "", f"not a regular file; expected {expected}")
     try:
         return h5py.File(path, "r")
     except (OSError, ValueError) as e:
         raise CaffeFormatError(path, "", f"unreadable HDF5 file ({e}); expected {expected}") from None
 
 
-def _indexed(group, path, where):
-    """The datasets ``0, 1, ...`` of ``group`` as arrays, checking the names are exactly that."""
+def _plain(group, name, path, where):
+    """``group[name]`` if it is a plain (hard-linked) object; a soft or external link is refused
+    before it is followed."""
+    link = group.get(name, getlink=True)
+    if isinstance(link, (h5py.SoftLink, h5py.ExternalLink)):
+        kind = "an external link to another file" if isinstance(link, h5py.ExternalLink) \
+            else "a soft link"
+        raise CaffeFormatError(path, printable(where), f"is {kind}; Caffe's HDF5 files hold "
+                               "plain groups and datasets only")
+    return group.get(name)
+
+
+def _budget(path):
+    """What the datasets of ``path`` may claim in all (see the module docstring)."""
+    return [16 * os.path.getsize(path) + (1 << 20)]
+
+
+def _indexed(group, path, where, room):
+    """The datasets ``0, 1, ...`` of ``group`` as arrays, checking the names are exactly that.
+    ``room``: ``[bytes]`` the file's datasets may still claim, shared by every call on it."""
     names = list(group.keys())
     if sorted(names, key=lambda n: (len(n), n)) != [str(i) for i in range(len(names))]:
         raise CaffeFormatError(path, printable(where), f"expected datasets named "
                                f"0..{len(names) - 1}, found {printable(names, 200)}")
-    out, room = [], 16 * os.path.getsize(path) + (1 << 20)
+    out = []
     for i in range(len(names)):
-        ds = group[str(i)]
+        ds = _plain(group, str(i), path, f"{where}/{i}")
         if not isinstance(ds, h5py.Dataset) or ds.dtype.kind != "f":
             raise CaffeFormatError(path, printable(f"{where}/{i}"), "expected a float dataset")
-        if ds.size * ds.dtype.itemsize > room:  # Caffe writes plain datasets: no huge claims
-            raise CaffeFormatError(path, f"{where}/{i}", f"dataset of shape {ds.shape} claims "
-                                   f"{ds.size * ds.dtype.itemsize:,} bytes in a file of "
-                                   f"{os.path.getsize(path):,}; expected a blob the file holds")
+        room[0] -= ds.size * ds.dtype.itemsize
+        if room[0] < 0:  # Caffe writes plain datasets: no huge claims
+            raise CaffeFormatError(path, f"{where}/{i}", f"dataset of shape {ds.shape} brings "
+                                   f"what the datasets claim past 16 times the file's "
+                                   f"{os.path.getsize(path):,} bytes; expected blobs the file "
+                                   "holds")
         try:
             out.append(ds[()] if ds.shape else np.asarray(ds[()]).reshape(()))
         except OSError as e:
@@ -74,19 +101,24 @@ def read_hdf5_weights(path):
     """Read a ``.caffemodel.h5`` into :class:`~.caffemodel.Weights`."""
     expected = "an HDF5 caffemodel with a /data group"
     with _guard(path, expected), _open(path, expected) as f:
-        data = f.get("data")
+        data, room = _plain(f, "data", path, "/data"), _budget(path)
         if not isinstance(data, h5py.Group):
             raise CaffeFormatError(path, "/data", "no /data group: not a Caffe HDF5 caffemodel")
         params, diffs, names = {}, {}, list(data.keys())
         for name in names:
-            if not isinstance(data[name], h5py.Group):
+            group = _plain(data, name, path, f"/data/{name}")
+            if not isinstance(group, h5py.Group):
                 raise CaffeFormatError(path, printable(f"/data/{name}"),
                                        "expected a group of param datasets")
-            blobs = _indexed(data[name], path, f"/data/{name}")
+            blobs = _indexed(group, path, f"/data/{name}", room)
             if blobs:
                 params[name] = blobs
-        if isinstance(f.get("diff"), h5py.Group):
-            diffs = {n: _indexed(g, path, f"/diff/{n}") for n, g in f["diff"].items() if len(g)}
+        diff = _plain(f, "diff", path, "/diff")
+        if isinstance(diff, h5py.Group):
+            for n in list(diff.keys()):
+                group = _plain(diff, n, path, f"/diff/{n}")
+                if isinstance(group, h5py.Group) and len(group):
+                    diffs[n] = _indexed(group, path, f"/diff/{n}", room)
     net = caffe_pb2.NetParameter(layer=[caffe_pb2.LayerParameter(name=n) for n in names])
     return Weights(net, params, path=str(path), format="hdf5", diffs=diffs)
 
@@ -107,7 +139,7 @@ def write_hdf5_weights(weights, path, *, net=None):
 
 
 def _int_dataset(f, name, path):
-    ds = f.get(name)
+    ds = _plain(f, name, path, f"/{name}")
     if not isinstance(ds, h5py.Dataset) or ds.dtype.kind not in "iu" or ds.size != 1:
         raise CaffeFormatError(path, f"/{name}", "expected an integer dataset of one value")
     return int(np.asarray(ds[()]).reshape(-1)[0])
@@ -115,14 +147,15 @@ def _int_dataset(f, name, path):
 
 def read_hdf5_solverstate(path):
     with _guard(path, "an HDF5 solverstate"), _open(path, "an HDF5 solverstate") as f:
-        history = f.get("history")
+        history = _plain(f, "history", path, "/history")
         if not isinstance(history, h5py.Group):
             raise CaffeFormatError(path, "/history", "no /history group: not a Caffe HDF5 solverstate")
-        learned = f.get("learned_net")
+        learned = _plain(f, "learned_net", path, "/learned_net")
         learned = learned[()] if isinstance(learned, h5py.Dataset) else b""
         learned = learned.decode("utf-8", "replace") if isinstance(learned, bytes) else str(learned)
         return SolverState(_int_dataset(f, "iter", path), _int_dataset(f, "current_step", path),
-                           learned.rstrip("\0"), _indexed(history, path, "/history"),
+                           learned.rstrip("\0"), _indexed(history, path, "/history",
+                                                           _budget(path)),
                            path=str(path), format="hdf5")
 
 

@@ -150,8 +150,20 @@ def hdf5_files(weights, good):
        "inspect", "float")
     h5("dataset-claims-4tb.caffemodel.h5",
        lambda f: f.create_dataset("data/conv/0", shape=(1 << 40,), dtype="f4", chunks=(1024,)),
-       "inspect", "claims")
+       "inspect", "16 times")
     h5("solverstate-without-iter.solverstate.h5", lambda f: f.create_group("history"), "inspect", "/iter")
+    # issue 16: a link that reads another file (a FIFO there blocks), and many unallocated
+    # datasets each under the per-file bound that together claim gigabytes
+
+    def external(f):
+        f.create_group("data/conv")
+        f["data/conv/0"] = h5py.ExternalLink("/etc/hostname", "/x")
+    h5("external-link.caffemodel.h5", external, "inspect", "external link")
+
+    def fill_values(f):
+        for i in range(400):
+            f.create_dataset(f"data/l{i}/0", shape=(1 << 20,), dtype="f4", chunks=(1 << 14,))
+    h5("fill-value-datasets.caffemodel.h5", fill_values, "inspect", "16 times")
 
 
 # --------------------------------------------------------------------------- solverstates
