@@ -76,6 +76,7 @@ class NpzBatches:
             raise CaffeFormatError(path, "", f"not an .npz of batches (this is "
                                    f"{WORDS.get(kind, kind)}); expected arrays named "
                                    "it/<k>/<blob> in an .npz (numpy.savez)")
+        declared = _declared_arrays(self.path)
         try:
             self._npz = np.load(self.path, allow_pickle=False)
         except (OSError, ValueError) as e:
@@ -97,6 +98,12 @@ class NpzBatches:
                 raise CaffeFormatError(path, f"it/{k}", f"holds blobs {sorted(names)}, it/0 holds "
                                                         f"{self.blobs}")
         self._n = len(found)
+        per_batch = {}
+        for key, nbytes in declared.items():
+            parts = key.split("/")
+            if len(parts) == 3 and parts[0] == "it" and parts[1].isdigit():
+                per_batch[parts[1]] = per_batch.get(parts[1], 0) + nbytes
+        _fits_memory(path, max(per_batch.values(), default=0))
 
     def __len__(self):
         return self._n
@@ -106,6 +113,53 @@ class NpzBatches:
 
     def __repr__(self):
         return f"NpzBatches({str(self.path)!r}, {self._n} batches of {self.blobs})"
+
+
+def _declared_arrays(path):
+    """``{array name: bytes}`` of an npz from each member's .npy header alone (nothing is
+    inflated but the header): numeric dtypes only (an object array needs a pickle), and a
+    member whose zip entry would inflate past what its header declares is refused."""
+    import zipfile
+
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                with z.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                        np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read(f)
+                    header = f.tell() if f.seekable() else 0
+                if dtype.hasobject or dtype.kind not in "biuf":
+                    raise CaffeFormatError(path, info.filename, f"a {dtype} array; expected "
+                                           "numbers (an object array would need a pickle)")
+                nbytes = dtype.itemsize
+                for d in shape:
+                    nbytes *= int(d)
+                if not nbytes <= info.file_size <= nbytes + max(header, 4096):
+                    raise CaffeFormatError(path, info.filename, f"inflates to {info.file_size:,} "
+                                           f"bytes for an array of {nbytes:,}; expected an npz "
+                                           "written by numpy.savez")
+                out[info.filename[:-4] if info.filename.endswith(".npy") else info.filename] = \
+                    nbytes
+    except CaffeFormatError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise CaffeFormatError(path, "", f"not an .npz numpy can read ({e}); expected "
+                               "arrays named it/<k>/<blob> (numpy.savez)") from None
+    return out
+
+
+def _fits_memory(path, nbytes):
+    """One batch's declared bytes against half the memory free (a deflated member inflates
+    whole when its batch is drawn: 2 GB from a small file)."""
+    from fcn_port.models.memory import available_bytes, gb
+
+    have = available_bytes("cpu")
+    if have is not None and nbytes > have // 2:  # the net's activations need the rest
+        raise CaffeFormatError(path, "", f"a batch declares {gb(nbytes)} of arrays, more than "
+                               f"half the {gb(have)} free; expected batches that fit in memory")
 
 
 def source_layers(layers, bound=()):

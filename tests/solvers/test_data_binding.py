@@ -104,3 +104,41 @@ def test_missing_sources_and_blobs_are_user_errors(tmp_path):
     np.savez(tmp_path / "odd.npz", **{"it/0/a": np.zeros(1), "it/1/b": np.zeros(1)})
     with pytest.raises(CaffeFormatError, match="it/1"):
         NpzBatches(tmp_path / "odd.npz")
+
+
+def _member(path, header_shape, payload, dtype="<f4", compress=True):
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as z:
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_2_0(buf, {"descr": dtype, "fortran_order": False,
+                                                   "shape": header_shape})
+        z.writestr("it/0/data.npy", buf.getvalue() + payload)
+    return path
+
+
+def test_npz_batches_are_checked_from_their_headers_before_inflating(tmp_path, monkeypatch):
+    """Issue 16: an object array (it needs a pickle), a deflated member whose header declares
+    other than it inflates to, and a batch that would not fit in memory are refused before any
+    array is inflated."""
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "obj.npz", "w") as z:
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+        z.writestr("it/0/data.npy", buf.getvalue())
+    with pytest.raises(CaffeFormatError, match="object"):
+        NpzBatches(tmp_path / "obj.npz")
+    bomb = _member(tmp_path / "bomb.npz", (1, 3, 4000, 4000), bytes(1 << 20))
+    with pytest.raises(CaffeFormatError, match="inflates to"):
+        NpzBatches(bomb)
+    from fcn_port.models import memory
+
+    ok = _member(tmp_path / "ok.npz", (1, 3, 64, 64), bytes(4 * 3 * 64 * 64))
+    assert len(NpzBatches(ok)) == 1
+    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 40000)
+    with pytest.raises(CaffeFormatError, match="free"):
+        NpzBatches(ok)
