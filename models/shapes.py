@@ -27,7 +27,13 @@ class ConvertError(NetError):
 
 
 def _out(params, layer):
-    return int(params[layer][0].shape[0])
+    """The output count of ``layer``'s weights: its first dim (a blob without dims, or a layer
+    without blobs, is no FCN layer: ConvertError naming it)."""
+    blobs = params[layer]
+    if not blobs or not blobs[0].shape:
+        raise ConvertError(f"layer '{layer}' has {'a weight of shape ()' if blobs else 'no blobs'}"
+                           "; expected the 4-D weights of a convolution")
+    return int(blobs[0].shape[0])
 
 
 def detect(params, name=None):

@@ -145,8 +145,8 @@ def _safetensors_report(path, net_by_name=None):
     try:
         for key in json.loads(info.pop("json_keys", "[]")):
             info[key] = json.loads(info[key])
-    except (ValueError, TypeError, KeyError):
-        pass  # shown as the strings they are
+    except (ValueError, TypeError, KeyError, RecursionError):
+        pass  # shown as the strings they are (nested past the parser's depth, too)
     ours = info.pop("format", None) == "fcn-port/1"
     net = checkpoint_net(info, net_by_name) if ours else None
     info.pop("prototxt", None)

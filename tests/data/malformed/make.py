@@ -94,6 +94,8 @@ def caffemodels(good):
     one = (wire.key(5, wire.I32) + b"\0\0\x80\x3f" + wire.key(6, wire.I32) + b"\0\0\0\0") * n
     case("alternating-unpacked-data-diff.caffemodel", _blob_layer("conv", _shape(n + 1) + one),
          "inspect", "disagrees")
+    case("scalar-score-fr.caffemodel", _blob_layer("score_fr", _shape() + _floats([1.0])),
+         "convert", "shape ()")
     case("blob-shape-40000-dims.caffemodel",
          _blob_layer("conv", _shape(*([1 << 62] * 40000 + [0]))), "inspect", "32 dims")
 
