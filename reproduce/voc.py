@@ -47,6 +47,7 @@ Where we differ:
 differ only in files, tops and label decoding. :func:`load_mat` / :func:`mat_plane` /
 :func:`to_uint8` are their shared ``.mat`` helpers.
 """
+import os
 import random
 import sys
 from pathlib import Path
@@ -279,13 +280,59 @@ class SBDSeg(SegReader):
         return read_sbd_mat(path)
 
 
+MAT_INFLATE_LIMIT = 1 << 26  # 64 MB: a dataset's label .mat inflates to a few MB at most
+
+
+def check_mat(path, expected, limit=MAT_INFLATE_LIMIT):
+    """Bound what a MATLAB v5 file inflates to before scipy reads it: each compressed element
+    (``miCOMPRESSED``, a zlib stream) is inflated into nothing, counting, and refused past
+    ``limit`` (a zlib bomb of 1000:1 took 7 GB in ``loadmat``). Uncompressed elements hold what
+    the file holds. Files that are not v5 are left to scipy."""
+    import mmap
+    import struct
+    import zlib
+
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < 136:
+            return
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            order = {b"IM": "<", b"MI": ">"}.get(bytes(data[126:128]))
+            pos = 128
+            while order and pos + 8 <= size:
+                kind, nbytes = struct.unpack_from(order + "II", data, pos)
+                if kind >> 16:  # a small element: tag and data in 8 bytes
+                    pos += 8
+                    continue
+                if kind == 15:
+                    inflate, total = zlib.decompressobj(), 0
+                    for at in range(pos + 8, min(pos + 8 + nbytes, size), 1 << 16):
+                        piece = data[at:min(at + (1 << 16), pos + 8 + nbytes)]
+                        while piece:
+                            try:
+                                total += len(inflate.decompress(piece, 1 << 20))
+                            except zlib.error:
+                                return  # broken: scipy says so
+                            if total > limit:
+                                raise CaffeFormatError(path, f"byte {pos}", f"a compressed "
+                                                       f"element inflating past {limit >> 20} "
+                                                       f"MB; {expected}")
+                            piece = inflate.unconsumed_tail
+                    pos += 8 + nbytes
+                else:
+                    pos += 8 + nbytes + (-nbytes % 8)
+
+
 def load_mat(path, expected):
-    """``scipy.io.loadmat(path)``; a missing or unreadable file is a CaffeFormatError naming it
-    and ``expected`` (what the file should be)."""
+    """``scipy.io.loadmat(path)`` after :func:`check_mat`; a missing or unreadable file is a
+    CaffeFormatError naming it and ``expected`` (what the file should be)."""
     import scipy.io
 
     try:
+        check_mat(path, expected)
         return scipy.io.loadmat(str(path))
+    except CaffeFormatError:
+        raise
     except FileNotFoundError:
         raise CaffeFormatError(path, "", f"cannot open (no such file); {expected}") from None
     except (OSError, ValueError, TypeError, NotImplementedError, scipy.io.matlab.MatReadError) as e:

@@ -206,3 +206,27 @@ def test_overrides_for_eval(tmp_path):
     assert isinstance(v, VOCSeg) and v.split == "val" and not v.random and len(v) == 5
     with pytest.raises(CaffeFormatError, match="plain file name"):
         datasets.reader_for(layer, folders={"voc_dir": tmp_path / "VOC"}, split="../val")
+
+
+def test_a_mat_zlib_bomb_is_refused_before_scipy_inflates_it(tmp_path):
+    """Issue 16: an SBD cls/<id>.mat whose compressed element inflates 1000:1 (7 GB in
+    loadmat) is refused from a bounded count of its inflated bytes; a real file still reads."""
+    import struct
+    import zlib
+
+    import scipy.io
+
+    from fcn_port.port.errors import CaffeFormatError
+    from fcn_port.reproduce.voc import MAT_INFLATE_LIMIT, load_mat, read_sbd_mat
+
+    header = b"MATLAB 5.0 MAT-file".ljust(116, b" ") + bytes(8) + struct.pack("<H", 0x0100) + b"IM"
+    packed = zlib.compress(bytes(MAT_INFLATE_LIMIT + (1 << 20)), 9)
+    bomb = tmp_path / "bomb.mat"
+    bomb.write_bytes(header + struct.pack("<II", 15, len(packed)) + packed)
+    assert bomb.stat().st_size < MAT_INFLATE_LIMIT // 500
+    with pytest.raises(CaffeFormatError, match="inflating past"):
+        read_sbd_mat(bomb)
+    ok = tmp_path / "ok.mat"
+    scipy.io.savemat(ok, {"GTcls": {"Segmentation": np.ones((20, 30), np.uint8)}},
+                     do_compression=True)
+    assert "GTcls" in load_mat(ok, "a label")
