@@ -16,6 +16,7 @@ import contextlib
 import contextvars
 import dataclasses
 import fnmatch
+import functools
 import mmap
 import os
 import shutil
@@ -145,16 +146,10 @@ def remove_stale_parts(folder, name):
     writer of ``name`` left in ``folder`` (a SIGKILL runs no cleanup; a convert leaves a
     538 MB one). Only parts whose process is gone are removed: a live writer's stays. Links
     are unlinked, never followed. Returns the paths removed."""
-    prefix, removed = f".{name}.", []
-    try:
-        entries = [e for e in os.scandir(folder)
-                   if e.name.startswith(prefix) and e.name.endswith(".part")]
-    except OSError:
-        return removed
-    for entry in entries:
-        pid = entry.name[len(prefix):].split("-", 1)[0]
-        if not pid.isdigit() or _alive(int(pid)):
-            continue
+    removed = []
+    stale = _stale_parts(os.path.realpath(folder))
+    for target, entry in [t for t in stale if t[0] == name]:
+        stale.remove((target, entry))
         with contextlib.suppress(OSError):
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path)
@@ -162,6 +157,26 @@ def remove_stale_parts(folder, name):
                 os.unlink(entry.path)
             removed.append(entry.path)
     return removed
+
+
+@functools.lru_cache(maxsize=None)
+def _stale_parts(folder):
+    """``[(output name, entry)]`` of the ``.part`` entries of ``folder`` whose writer was gone
+    when this process first wrote there. One listing per folder and process, not one per file
+    written (infer writes two files an image into one folder): a dead writer's parts cannot
+    appear later."""
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.startswith(".")
+                   and e.name.endswith(".part")]
+    except OSError:
+        return []
+    out = []
+    for entry in entries:
+        target, _, tag = entry.name[1:-len(".part")].rpartition(".")
+        pid = tag.split("-", 1)[0]
+        if target and pid.isdigit() and not _alive(int(pid)):
+            out.append((target, entry))
+    return out
 
 
 def _alive(pid):
