@@ -90,9 +90,10 @@ def main(argv=None):
 def _fail(line, status):
     """Print ``fcn-port: <line>`` as exactly one line: newlines in a message folded, other
     control characters (a name from a file could hold ESC or CR) escaped."""
-    text = " ".join(str(line).split("\n"))
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    print("fcn-port: " + text, file=sys.stderr)
+    from .port.formats.protoutil import printable
+
+    print("fcn-port: " + printable(" ".join(str(line).split("\n")), limit=1 << 20),
+          file=sys.stderr)
     return status
 
 

@@ -82,9 +82,7 @@ def check_tensors(path, tensors):
     import torch
 
     for key, t in tensors.items():
-        need = t.numel() * t.element_size()
-        if not t.is_contiguous() or t.untyped_storage().nbytes() < t.storage_offset() * \
-                t.element_size() + need:
+        if not t.is_contiguous() or not _holds_its_values(t):
             raise CaffeFormatError(path, key, f"a tensor of shape {tuple(t.shape)} whose storage "
                                    "does not hold its values (strides that repeat them); "
                                    "expected plain contiguous tensors, as torch.save writes "
@@ -92,6 +90,12 @@ def check_tensors(path, tensors):
         if t.dtype != torch.float32:
             raise CaffeFormatError(path, key, f"a {str(t.dtype).replace('torch.', '')} tensor; "
                                    "expected float32, as Caffe's blobs are")
+
+
+def _holds_its_values(t):
+    """Whether ``t``'s storage holds every value it reads (strides that repeat a tiny storage
+    over a huge shape do not)."""
+    return t.untyped_storage().nbytes() >= (t.storage_offset() + t.numel()) * t.element_size()
 
 
 def _kind_words(kind):
@@ -195,7 +199,7 @@ def describe(path, net_by_name=None):
         kind, info = "PyTorch file (not an fcn-port checkpoint)", {"holds": type(obj).__name__}
     tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
     for key, t in tensors.items():  # the NaN/Inf scan touches numel values: a plain storage
-        if t.untyped_storage().nbytes() < t.numel() * t.element_size():
+        if not _holds_its_values(t):
             raise CaffeFormatError(path, key, f"a tensor of shape {tuple(t.shape)} whose storage "
                                    "does not hold its values (strides that repeat them)")
     net = checkpoint_net(meta, net_by_name)
