@@ -143,3 +143,35 @@ def layer_setup_fails(text, bottom_shapes, *needles, phase="TEST"):
     for needle in needles:
         assert needle in str(info.value), str(info.value)
     return str(info.value)
+
+
+def kill_at_hold(argv, hold, *, cwd=None, env=None, timeout=120):
+    """Run ``argv`` in a child whose writes of files matching ``hold`` pause
+    (``atomic_output``'s test hook), SIGKILL it once it announces the paused temporary path, and
+    return ``(that path, the stderr lines before it, the child's exit status)``."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from fcn_port.port.fileio.files import HOLD_ENV
+
+    env = dict(os.environ if env is None else env, **{HOLD_ENV: hold})
+    child = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        start, before, line = time.monotonic(), [], child.stderr.readline()
+        while "test hold:" not in line:
+            assert line or child.poll() is None, f"the child ended ({child.poll()}) unheld"
+            assert time.monotonic() - start < timeout, "the child never reached the hold"
+            before.append(line)
+            line = child.stderr.readline()
+        assert line.startswith("fcn-port: test hold: "), line  # the hook's announcement
+        child.send_signal(signal.SIGKILL)
+        status = child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stderr.close()
+    return line.split("test hold:", 1)[1].strip(), before, status

@@ -1,7 +1,6 @@
 """Issue 15, what a new user hit (models side): each finding reproduced as the user met it,
 through the CLI where they used it."""
 import os
-import signal
 import subprocess
 import sys
 
@@ -12,10 +11,10 @@ from fcn_port import models
 from fcn_port.cli import main
 from fcn_port.models import deploy_net
 from fcn_port.port.errors import CaffeFormatError
-from fcn_port.port.fileio.files import HOLD_ENV
 from fcn_port.port.formats.caffemodel import read_weights, write_weights
 from fcn_port.port.net import from_prototxt
 from fcn_port.port.formats.text import write_text
+from helpers import kill_at_hold
 import vocdata as VOC
 
 
@@ -69,22 +68,8 @@ def test_nan_weights_are_refused_from_python(nan_model, tmp_path):
 def test_a_convert_killed_mid_write_leaves_no_part_after_the_next_run(tmp_path):
     """SIGKILL runs no cleanup: the hidden ``.NAME.pt.<pid>-XXXX.part`` a killed convert left is
     removed by the next run writing that output (a live writer's part is kept)."""
-    env = dict(os.environ, **{HOLD_ENV: "demo.pt"})
-    child = subprocess.Popen([sys.executable, "-m", "fcn_port.cli", "convert", "-o", "demo.pt"],
-                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
-    try:
-        line = ""
-        while "test hold:" not in line:
-            line = child.stderr.readline()
-            assert line or child.poll() is None, "the child ended unheld"
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        child.stderr.close()
+    kill_at_hold([sys.executable, "-m", "fcn_port.cli", "convert", "-o", "demo.pt"], "demo.pt",
+                 cwd=tmp_path)
     parts = [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")]
     assert parts and not (tmp_path / "demo.pt").exists()
     live = tmp_path / f".demo.pt.{os.getpid()}-live.part"

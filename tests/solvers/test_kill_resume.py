@@ -7,18 +7,16 @@ of the named file pauses after its first write call (binary) or before its renam
 so on stderr, and waits to be killed."""
 import os
 import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 from fcn_port.cli import main
-from fcn_port.port.fileio.files import HOLD_ENV
 from fcn_port.port.formats.caffemodel import read_weights
 from fcn_port.port.formats.solverstate import read_solverstate
 from fcn_port.solvers.snapshots import newest_snapshot
+from helpers import kill_at_hold
 
 EXTRA = {"BINARYPROTO": "snapshot: 2\n", "HDF5": "snapshot: 2\nsnapshot_format: HDF5\n"}
 EXT = {"BINARYPROTO": "", "HDF5": ".h5"}
@@ -32,26 +30,12 @@ def _train(folder, *extra):
 def _run_killed(folder, hold, timeout=120):
     """``fcn-port train`` to iteration 6 in a child, killed with SIGKILL once the write of the
     file matching ``hold`` is paused; returns the temporary path it was writing."""
-    env = dict(os.environ, **{HOLD_ENV: hold, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-    child = subprocess.Popen([sys.executable, "-m", "fcn_port.cli", *_train(folder, "--max-iter",
-                                                                            "6")],
-                             cwd=folder, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
-    try:
-        start, line = time.monotonic(), ""
-        while "test hold:" not in line:
-            line = child.stderr.readline()
-            assert line or child.poll() is None, f"the child ended ({child.poll()}) unheld"
-            assert time.monotonic() - start < timeout, "the child never reached the hold"
-        held = line.split("test hold:", 1)[1].strip()
-        assert os.path.exists(held)  # the temporary file, written in part or whole
-        child.send_signal(signal.SIGKILL)
-        assert child.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        child.stderr.close()
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    held, _, status = kill_at_hold([sys.executable, "-m", "fcn_port.cli",
+                                    *_train(folder, "--max-iter", "6")], hold, cwd=folder,
+                                   env=env, timeout=timeout)
+    assert os.path.exists(held)  # the temporary file, written in part or whole
+    assert status == -signal.SIGKILL
     return held
 
 

@@ -1,7 +1,6 @@
 """fcn_port.port.fileio.atomic_output: all or nothing, never through a symlink, durable on
 request, and its test hook (a write paused half-way, killed: no final name, only the .part)."""
 import os
-import signal
 import subprocess
 import sys
 
@@ -9,6 +8,7 @@ import pytest
 
 from fcn_port.port.fileio import atomic_output, durable_writes
 from fcn_port.port.fileio.files import HOLD_ENV
+from helpers import kill_at_hold
 
 
 def _hidden(folder):
@@ -80,20 +80,9 @@ with atomic_output(sys.argv[1]) as f:
 
 def test_the_hold_hook_pauses_after_the_first_write_and_a_kill_leaves_only_the_part(tmp_path):
     out = tmp_path / "snap_iter_4.caffemodel"
+    held, before, _ = kill_at_hold([sys.executable, "-c", CHILD, str(out)], "*_iter_4.caffemodel")
+    assert before == []  # the hold is announced first, as fcn-port: test hold: PATH
     env = dict(os.environ, **{HOLD_ENV: "*_iter_4.caffemodel"})
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(out)], env=env,
-                             stderr=subprocess.PIPE, text=True)
-    try:
-        line = child.stderr.readline()
-        assert line.startswith("fcn-port: test hold: "), line
-        held = line.split(": ", 2)[2].strip()
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        child.stderr.close()
     assert not out.exists()
     assert _hidden(tmp_path) == [os.path.basename(held)]
     with open(held, "rb") as f:
