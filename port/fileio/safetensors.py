@@ -44,6 +44,8 @@ from ..errors import CaffeFormatError
 
 EXPECTED = "a safetensors file"
 MAX_HEADER = 100_000_000  # bytes, as the reference reader
+MAX_DIMS = 64  # axes of a tensor: numpy's limit (Caffe's blobs have at most 32)
+MAX_ELEMENTS = 1 << 48  # the product of a shape's nonzero sizes: beyond any file's 2^63 bytes
 PIECE = 2 << 20  # bytes per pwrite: stays in the cache; threads share the pieces
 MAX_HELPERS = 1  # threads beside the calling one
 
@@ -314,6 +316,11 @@ def _parse_header(raw, path, expected):
             raise bad(where, f"dtype {str(dtype)[:20]!r} (fcn-port reads {', '.join(DTYPES)})")
         if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
             raise bad(where, f"shape {str(shape)[:60]}, not a list of sizes")
+        if len(shape) > MAX_DIMS:
+            raise bad(where, f"a shape of {len(shape):,} axes (at most {MAX_DIMS})")
+        if math.prod(d for d in shape if d) > MAX_ELEMENTS:
+            raise bad(where, f"shape {str(shape)[:60]}: sizes whose product passes "
+                             f"{MAX_ELEMENTS:,} (2^48) values")
         if not (isinstance(offsets, list) and len(offsets) == 2
                 and all(type(o) is int and o >= 0 for o in offsets) and offsets[0] <= offsets[1]):
             raise bad(where, f"data_offsets {str(offsets)[:60]}, not [begin, end]")

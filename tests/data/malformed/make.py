@@ -296,6 +296,22 @@ class _Evil:
         return os.system, ("echo this must never run",)
 
 
+# ----------------------------------------------------------------------------- safetensors
+
+def safetensors_files():
+    """Headers whose shapes numpy cannot hold (issue 16: internal errors in ``inspect``)."""
+    def st(name, header, *words):
+        head = (header if isinstance(header, str) else json.dumps(header)).encode()
+        case(name, len(head).to_bytes(8, "little") + head, "inspect", *words)
+
+    def empty(shape):
+        return {"w": {"dtype": "F32", "shape": shape, "data_offsets": [0, 0]}}
+    st("65-axes.safetensors", empty([0] * 65), "65 axes")
+    st("dims-overflow.safetensors", empty([1 << 70, 0]), "2^48")
+    st("dims-product-overflows.safetensors", empty([1 << 62, 1 << 62, 0]), "2^48")
+    st("deep-json.safetensors", '{"w":' * 100000 + "{}" + "}" * 100000, "JSON")
+
+
 # ---------------------------------------------------------------------------------- images
 
 def images():
@@ -342,6 +358,7 @@ def main():
     solverstates()
     solvers(nets())
     checkpoints()
+    safetensors_files()
     images()
     (HERE / "cases.json").write_text(json.dumps(CASES, indent=1) + "\n")
     size = sum(p.stat().st_size for p in HERE.iterdir())
