@@ -47,7 +47,8 @@ def add_verbs(verbs):
     p.add_argument("--force", action="store_true",
                    help="download again even if the file is present and checked")
     p.add_argument("--timeout", type=float, default=60.0, metavar="S",
-                   help="seconds to wait for the server at each step (default 60)")
+                   help="seconds to wait for the server at each step (default 60); a "
+                   "transfer under 1 KB/s for twice that is given up as stalled")
     p.add_argument("--retries", type=int, default=3, metavar="N", help=(
         "resume up to N times after a dropped connection, timeout or HTTP 5xx (default 3)"))
     p.epilog = examples(
@@ -61,20 +62,27 @@ def add_verbs(verbs):
 # ------------------------------------------------------------------------------ manifest
 
 def read_manifest(folder):
-    """{file name: record} from ``DIR/downloads.json`` ({} if there is none)."""
+    """{file name: record} from ``DIR/downloads.json`` ({} if there is none); each record a
+    dict whose ``size`` and ``sha256`` (what later runs check) are of the types written."""
     from fcn_port.port.errors import CaffeFormatError
+    from fcn_port.port.fileio import read_json
 
     path = os.path.join(folder, MANIFEST)
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError) as e:
-        raise CaffeFormatError(path, "", f"not a readable downloads manifest ({e})") from None
+    expected = f"a downloads manifest ({FORMAT!r})"
+    data = read_json(path, expected)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CaffeFormatError(path, "format", f"expected {FORMAT!r}")
-    return data.get("files", {})
+    files = data.get("files", {})
+    if not isinstance(files, dict):
+        raise CaffeFormatError(path, "files", f"not an object; expected {expected}")
+    for name, rec in files.items():
+        if not (isinstance(rec, dict) and type(rec.get("size")) is int
+                and isinstance(rec.get("sha256"), str)):
+            raise CaffeFormatError(path, f"files.{name[:80]}", "not a record with a size and a "
+                                   f"sha256; expected {expected}")
+    return files
 
 
 def write_manifest(folder, files):

@@ -45,44 +45,73 @@ def parse_stage(text):
     return {"name": name, "eval": parts[0], "log": parts[1] or None, "evals": parts[2] or None}
 
 
+EVAL_JSON = "the output of 'fcn-port eval --json'"
+MAX_CSV = 64 << 20  # bytes: a 1M-iteration train log is about 40 MB
+
+
 def _read_eval(path):
-    """The first head of an ``fcn-port eval --json`` file: its four metrics and per-class rows."""
+    """The first head of an ``fcn-port eval --json`` file: its four metrics and per-class rows,
+    each of the type eval writes (a hostile file is one line, not an error deep in the table)."""
+    from ..port.fileio import read_json
     from .score import METRICS  # score's numpy stays out of fcn-port's start-up
 
     try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
+        doc = read_json(path, EVAL_JSON)
     except FileNotFoundError:
         raise UserInputError(f"{path}: no such file (the stage's 'fcn-port eval --json' "
                              "output)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CaffeFormatError(path, "", f"not a JSON file ({e}); expected the output of "
-                               "'fcn-port eval --json'") from None
     heads = doc.get("heads") if isinstance(doc, dict) else None
-    if not heads or not isinstance(heads[0], dict) or not all(k in heads[0] for k in METRICS):
-        raise CaffeFormatError(path, "", "no 'heads' with the four metrics; expected the output "
-                               "of 'fcn-port eval --json'")
-    return doc, heads[0]
+    if not (isinstance(heads, list) and heads and isinstance(heads[0], dict)
+            and all(k in heads[0] for k in METRICS)):
+        raise CaffeFormatError(path, "", f"no 'heads' with the four metrics; expected {EVAL_JSON}")
+    head = heads[0]
+
+    def need(where, value, ok, what):
+        if value is not None and not ok(value):
+            raise CaffeFormatError(path, where, f"{str(value)[:40]!r}, not {what}; expected "
+                                   f"{EVAL_JSON}")
+    for k in METRICS + ("loss",):
+        need(k, head.get(k), _is_number, "a number")
+    for k in ("model", "split", "checkpoint"):
+        need(k, doc.get(k), lambda v: isinstance(v, str), "a string")
+    need("images", doc.get("images"), lambda v: type(v) is int, "a count")
+    need("per_class", head.get("per_class"), lambda v: isinstance(v, list), "a list")
+    for row in head.get("per_class") or ():
+        need("per_class", row, lambda r: isinstance(r, dict) and isinstance(r.get("class"), str)
+             and all(r.get(k) is None or _is_number(r.get(k)) for k in ("iu", "acc")),
+             "a row of class, iu and acc")
+    return doc, head
+
+
+def _is_number(v):
+    return type(v) in (int, float)
 
 
 def _read_csv(path, fields, what):
     """Rows of a CSV written by ``fcn-port train`` (numbers as floats, iterations as ints)."""
     try:
+        if not os.path.isfile(path) and os.path.exists(path):  # a FIFO would block the read
+            raise CaffeFormatError(path, "", f"not a regular file; expected {what}")
+        if os.path.getsize(path) > MAX_CSV:
+            raise CaffeFormatError(path, "", f"over {MAX_CSV >> 20} MB; expected {what}")
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             missing = [k for k in fields if k not in (reader.fieldnames or ())]
             if missing:
                 raise CaffeFormatError(path, "", f"no column {missing[0]!r}; expected {what}")
             rows = []
-            for k, row in enumerate(reader, 2):
+            for row in reader:
                 try:
                     rows.append({f: int(row[f]) if f == "iter" else float(row[f]) for f in fields})
                 except (TypeError, ValueError):
-                    raise CaffeFormatError(path, f"line {k}", f"not a number; expected {what}") \
-                        from None
+                    raise CaffeFormatError(path, f"line {reader.line_num}", "not a number; "
+                                           f"expected {what}") from None
             return rows
     except FileNotFoundError:
         raise UserInputError(f"{path}: no such file ({what})") from None
+    except csv.Error as e:  # a field over csv's limit (128 KB), a NUL byte
+        raise CaffeFormatError(path, f"after line {reader.line_num}", f"{e}; expected "
+                               f"{what}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise CaffeFormatError(path, "", f"cannot read ({e}); expected {what}") from None
 

@@ -55,14 +55,10 @@ class SegTestHook:
         self.png_path = Path(f"{prefix}_eval.png")
         self.evaluations, self._last, self._file, self._drawn = [], None, None, False
         if start_iter and self.json_path.exists():
-            try:
-                old = json.loads(self.json_path.read_text())
-                # the resumed weights at start_iter are the snapshot's, so an evaluation
-                # taken there (at a stop) holds; later ones were of a run now replaced
-                self.evaluations = [e for e in old.get("evaluations", [])
-                                    if int(e["iter"]) <= start_iter]
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
-                self.evaluations = []
+            # the resumed weights at start_iter are the snapshot's, so an evaluation taken
+            # there (at a stop) holds; later ones were of a run now replaced
+            self.evaluations = [e for e in _earlier(self.json_path)
+                                if e["iter"] <= start_iter]
             if self.evaluations and self.evaluations[-1]["iter"] == start_iter:
                 self._last = start_iter
 
@@ -130,6 +126,28 @@ class SegTestHook:
             return None
         self._drawn = True
         return plot_evaluations(self.png_path, self.evaluations)
+
+
+def _earlier(path):
+    """The evaluations an earlier run wrote to ``path`` that are of the shape this hook writes
+    (an unreadable file, or an entry of another shape, is dropped: the CSV is rewritten)."""
+    from fcn_port.port.errors import CaffeFormatError
+    from fcn_port.port.fileio import read_json
+
+    def number(v):
+        return v is None or type(v) in (int, float)
+
+    def head(h):
+        return (isinstance(h, dict) and isinstance(h.get("score"), str)
+                and all(number(h.get(k)) for k in METRICS + ("loss",)))
+    try:
+        old = read_json(path, "an eval JSON written by fcn-port train")
+    except (OSError, CaffeFormatError):
+        return []
+    found = old.get("evaluations") if isinstance(old, dict) else None
+    return [e for e in found if isinstance(e, dict) and type(e.get("iter")) is int
+            and isinstance(e.get("heads"), list) and all(head(h) for h in e["heads"])] \
+        if isinstance(found, list) else []
 
 
 def _row(it, head):

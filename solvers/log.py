@@ -29,15 +29,8 @@ class TrainLog:
         self.csv_path = Path(f"{os.fspath(prefix)}_log.csv")
         self.png_path = Path(f"{os.fspath(prefix)}_loss.png")
         self.rows = []
-        if start_iter and self.csv_path.exists():  # resumed: keep the earlier iterations
-            with open(self.csv_path, newline="") as f:
-                for row in csv.DictReader(f):
-                    try:
-                        row = {k: (int(row[k]) if k == "iter" else float(row[k])) for k in FIELDS}
-                    except (KeyError, TypeError, ValueError):
-                        continue
-                    if row["iter"] < start_iter:
-                        self.rows.append(row)
+        if start_iter and self.csv_path.is_file():  # resumed: keep the earlier iterations
+            self.rows = [r for r in read_rows(self.csv_path) if r["iter"] < start_iter]
         self._file = open_csv_log(self.csv_path, FIELDS, self.rows)
         self._writer = csv.DictWriter(self._file, FIELDS)
 
@@ -58,6 +51,24 @@ class TrainLog:
                   ("smoothed loss (average_loss)", its, [r["smoothed_loss"] for r in self.rows])]
         plot_curves(self.png_path, curves, title=title or "training loss")
         return self.png_path
+
+
+def read_rows(path, fields=FIELDS):
+    """The rows of a CSV log an earlier run wrote, numbers parsed; a row that does not parse
+    (the last, cut by a crash; one with bytes that are not UTF-8) is skipped, and reading
+    stops at anything csv refuses (a field over its 128 KB limit)."""
+    rows = []
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+            for row in csv.DictReader(f):
+                try:
+                    rows.append({k: (int(row[k]) if k == "iter" else float(row[k]))
+                                 for k in fields})
+                except (KeyError, TypeError, ValueError):
+                    continue
+    except (OSError, csv.Error):
+        pass
+    return rows
 
 
 def open_csv_log(path, fields, rows=()):

@@ -6,7 +6,7 @@ Named ``fileio``, not ``io``: a package named like a standard-library module sha
 script run from inside ``port/`` (the reason ``inspect.py`` became ``formats/report.py``).
 """
 from .files import (HDF5_MAGIC, FileSpan, atomic_output, durable_writes, file_span, is_hdf5,
-                    map_file)
+                    map_file, read_json)
 
 __all__ = ["HDF5_MAGIC", "FileSpan", "atomic_output", "durable_writes", "file_span", "is_hdf5",
-           "map_file"]
+           "map_file", "read_json"]

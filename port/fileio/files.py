@@ -62,6 +62,32 @@ def is_hdf5(path, expected="a caffemodel (binary or HDF5)"):
         raise _cannot_open(path, e, expected) from None
 
 
+MAX_JSON = 64 << 20  # bytes: far above any JSON fcn-port writes (an eval's is ~1 MB)
+
+
+def read_json(path, expected, *, limit=MAX_JSON):
+    """The JSON value in the regular file ``path`` (UTF-8, at most ``limit`` bytes, nested less
+    than Python's recursion allows). A FIFO, a folder, a bigger file or one that does not parse
+    is one CaffeFormatError naming it and ``expected``; a missing one is FileNotFoundError."""
+    import json
+
+    if os.path.exists(path) and not os.path.isfile(path):  # a FIFO would block the read
+        raise CaffeFormatError(path, "", f"not a regular file; expected {expected}")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(limit + 1)
+    except (IsADirectoryError, PermissionError) as e:
+        raise _cannot_open(path, e, expected) from None
+    if len(raw) > limit:
+        raise CaffeFormatError(path, "", f"over {limit >> 20} MB; expected {expected}")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        what = "nested too deeply" if isinstance(e, RecursionError) else str(e)[:120]
+        raise CaffeFormatError(path, "", f"not a UTF-8 JSON file ({what}); expected "
+                               f"{expected}") from None
+
+
 _DURABLE = contextvars.ContextVar("fcn_port_durable_writes", default=False)
 HOLD_ENV = "FCN_PORT_TEST_HOLD_WRITE"
 

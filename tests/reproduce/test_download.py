@@ -1,115 +1,25 @@
 """fcn-port download against a local HTTP server (127.0.0.1, a thread): full and resumed
-transfers (bytes counted at the server), restarts, the manifest, refused files, safe extraction
+transfers (bytes counted at the server, download_server.py), restarts, the manifest, refused files, safe extraction
 into the official data/ layout, and every error as one line with exit status 2."""
 import dataclasses
 import errno
 import hashlib
-import http.server
 import io
-import json
 import re
 import socket
 import tarfile
-import threading
-import time
 
 import numpy as np
 import pytest
 
-from fcn_port import cli
 from fcn_port.port.formats.caffemodel import write_weights
 from fcn_port.reproduce import archive, catalog, fetch
+from download_server import fails, manifest, nothing_kept, run
 from helpers import ORACLE
 
 FCN8S = (ORACLE / "fcn" / "voc-fcn8s" / "weights.caffemodel").read_bytes()
 FCN16S = (ORACLE / "fcn" / "voc-fcn16s" / "weights.caffemodel").read_bytes()
 FCN8S_FILE = "fcn8s-heavy-pascal.caffemodel"
-
-
-class State:
-    def __init__(self):
-        self.files, self.types = {}, {}
-        self.sent, self.requests = 0, []
-        self.status, self.drops, self.drop_after = None, 0, 0
-        self.ignore_range, self.delay = False, 0.0
-
-    def serve(self, path, body, ctype="application/octet-stream"):
-        self.files[path], self.types[path] = body, ctype
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        st = self.server.state
-        rng = self.headers.get("Range")
-        st.requests.append((self.path, rng))
-        body = st.files.get(self.path)
-        if st.status or body is None:
-            self.send_error(st.status or 404)
-            return
-        start = 0
-        if rng and not st.ignore_range:
-            start = int(re.fullmatch(r"bytes=(\d+)-", rng).group(1))
-            if start >= len(body):
-                self.send_error(416)
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Type", st.types[self.path])
-        self.send_header("Content-Length", str(len(body) - start))
-        self.end_headers()
-        if st.delay:
-            time.sleep(st.delay)
-        chunk = body[start:]
-        if st.drops:
-            st.drops -= 1
-            chunk = chunk[:st.drop_after]
-        try:
-            self.wfile.write(chunk)
-            self.wfile.flush()
-            st.sent += len(chunk)
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout tests)
-            pass
-
-
-@pytest.fixture
-def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    httpd.state = State()
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", httpd.state
-    httpd.shutdown()
-    httpd.server_close()
-
-
-def run(*argv):
-    return cli.main(["download", *map(str, argv)])
-
-
-def fails(capsys, *argv, words=()):
-    """Runs the CLI expecting one error line and exit status 2; returns the line."""
-    capsys.readouterr()
-    assert run(*argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("fcn-port: error:"), err
-    for w in words:
-        assert w in err[0], (w, err[0])
-    return err[0]
-
-
-def manifest(folder):
-    return json.loads((folder / "downloads.json").read_text())["files"]
-
-
-def nothing_kept(folder, name):
-    return not any((folder / n).exists() for n in (name, f"{name}.part"))
-
 
 
 def test_full_download_and_manifest(server, tmp_path):

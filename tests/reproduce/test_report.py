@@ -82,3 +82,38 @@ def test_bad_files_one_line_and_nothing_written(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
     assert main(["report", "--stage", f"voc-fcn8s={good}", "-o", str(tmp_path / "out")]) == 0
     assert "| voc-fcn8s |" in capsys.readouterr().out
+
+
+def _hostile(tmp_path):
+    """Files that ended in internal errors before issue 16 (deep JSON, wrong types, a CSV field
+    over csv's 128 KB limit, a heads object instead of a list)."""
+    good = json.loads(_eval(tmp_path / "good.json", 0.5).read_text())
+
+    def variant(name, change):
+        doc = json.loads(json.dumps(good))
+        change(doc)
+        (tmp_path / name).write_text(json.dumps(doc))
+        return f"a={tmp_path / name}"
+    (tmp_path / "deep.json").write_text("[" * 100000 + "]" * 100000)
+    (tmp_path / "big.csv").write_text("iter,loss\n0," + "1" * 200_000 + "\n")
+    (tmp_path / "nul.csv").write_text("iter,loss\n0,\x001\n")
+    return [f"a={tmp_path / 'deep.json'}",
+            variant("metric-text.json", lambda d: d["heads"][0].update(mean_iu="high")),
+            variant("heads-object.json", lambda d: d.update(heads={"0": d["heads"][0]})),
+            variant("per-class-text.json", lambda d: d["heads"][0].update(per_class="all")),
+            variant("per-class-row.json", lambda d: d["heads"][0].update(per_class=[[1, 2]])),
+            variant("images-text.json", lambda d: d.update(images="many")),
+            variant("model-number.json", lambda d: d.update(model=[1])),
+            f"a={tmp_path / 'good.json'},{tmp_path / 'big.csv'}",
+            f"a={tmp_path / 'good.json'},{tmp_path / 'nul.csv'}"]
+
+
+def test_hostile_inputs_one_line_and_no_output_folder(tmp_path, capsys):
+    for spec in _hostile(tmp_path):
+        with pytest.raises(CaffeFormatError):
+            report.write_report([report.parse_stage(spec)], tmp_path / "out")
+        assert main(["report", "--stage", spec, "-o", str(tmp_path / "out")]) == 2, spec
+        err = capsys.readouterr().err
+        assert err.startswith("fcn-port: error:") and err.count("\n") == 1, err
+        assert spec.split("=")[1].split(",")[-1] in err
+    assert not (tmp_path / "out").exists()

@@ -5,6 +5,7 @@ killed (same weights, same history, the same bytes in the caffemodel and solvers
 The kill is made deterministic by fileio's test hook (``FCN_PORT_TEST_HOLD_WRITE``): the write
 of the named file pauses after its first write call (binary) or before its rename (HDF5), says
 so on stderr, and waits to be killed."""
+import json
 import os
 import signal
 import sys
@@ -113,3 +114,35 @@ def test_the_train_log_is_rewritten_whole_and_a_cut_last_row_is_dropped(tmp_path
     log.add(2, 2.0, 2.25, 0.01)
     log.close()
     assert csv.read_bytes().decode() == whole + "2,2.0,2.25,0.01\r\n"
+
+
+def test_a_resumed_run_skips_what_is_not_its_own_log(tmp_path):
+    """Earlier logs that would end in internal errors (issue 16): a field over csv's 128 KB
+    limit, a NUL byte, bytes that are not UTF-8, in the train CSV; deep JSON, wrong types and
+    a FIFO as the eval JSON. The rows before the bad one are kept; a bad eval file is dropped."""
+    from fcn_port.solvers.evalhook import SegTestHook
+    from fcn_port.solvers.log import TrainLog
+
+    snap = tmp_path / "snap"
+    snap.mkdir()
+    good = "iter,loss,smoothed_loss,lr\r\n0,2.5,2.5,0.01\r\n"
+    for bad in ["1," + "9" * 200_000 + ",1,1\r\n", "1,\x002,2,0.01\r\n", "1,\udcff,1,1\r\n"]:
+        (snap / "tiny_log.csv").write_bytes((good + bad).encode("utf-8", "surrogateescape"))
+        log = TrainLog(snap / "tiny", start_iter=5)
+        assert [r["iter"] for r in log.rows] == [0]
+        log.close()
+    head = {"score": "score", "label": "label", "images": 1, "loss": 1.0, "overall_acc": 0.5,
+            "mean_acc": 0.5, "mean_iu": 0.5, "fwavacc": 0.5}
+    evals = [{"iter": 2, "heads": [head]}]
+    texts = ["[" * 100_000 + "]" * 100_000, json.dumps({"evaluations": {"iter": 2}}),
+             json.dumps({"evaluations": [{"iter": "2", "heads": [head]}]}),
+             json.dumps({"evaluations": [{"iter": 2, "heads": [{**head, "mean_iu": "x"}]}]}),
+             json.dumps({"evaluations": [{"iter": 2, "heads": "all"}]}) + "\xff"]
+    for text in texts:
+        (snap / "tiny_eval.json").write_text(text, encoding="latin-1")
+        assert SegTestHook(2, None, snap / "tiny", start_iter=5).evaluations == []
+    (snap / "tiny_eval.json").write_text(json.dumps({"evaluations": evals + [[1]]}))
+    assert SegTestHook(2, None, snap / "tiny", start_iter=5).evaluations == evals
+    (snap / "tiny_eval.json").unlink()
+    os.mkfifo(snap / "tiny_eval.json")
+    assert SegTestHook(2, None, snap / "tiny", start_iter=5).evaluations == []
