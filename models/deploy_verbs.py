@@ -51,7 +51,10 @@ def _export(args, load_checkpoint):
         raise UserInputError(f"--size {' '.join(map(str, args.size))}: the ONNX trace's input "
                              "size must be positive")
     model = load_checkpoint(args.checkpoint)
-    if args.onnx is not None and hasattr(model, "cfg"):
+    if args.onnx is not None:  # everything the ONNX file needs, before a caffemodel is written
+        from .deploy.onnx import exportable
+
+        exportable(model, args.dynamo)
         memory.check_size(model.cfg.meta(), *args.size, what="the ONNX trace (and its checks)",
                           factor=2)
     reports = []

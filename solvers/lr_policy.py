@@ -31,6 +31,9 @@ on ``gamma < 0`` for step, exp, inv and multistep, and ``LOG(FATAL)``s on an unk
 here each is a :class:`SolverError` naming the field. BVLC master also checks ``gamma >= 0``
 for sigmoid, but the oracle's Caffe build ran ``lr_sigmoid`` with ``gamma: -0.5`` (a decaying
 sigmoid) and that trajectory is the ground truth, so a negative sigmoid gamma is accepted.
+Caffe makes these checks at the first update; :func:`check` makes them when the solver is built
+(before any file is written), and also refuses a ``base_lr``, ``gamma`` or ``power`` that is
+NaN or infinite (Caffe would train on, every weight NaN after one update).
 ``plateau`` and ``sgdr`` exist only in forks and are unknown policies here, as in BVLC master.
 """
 import math
@@ -52,6 +55,15 @@ def _times_pow(param, exponent):
     """``base_lr * pow(gamma, int)``: double, rounded once to float."""
     _need(param.gamma >= 0, param, f"gamma must be >= 0, got {param.gamma}")
     return F32(float(F32(param.base_lr)) * math.pow(float(F32(param.gamma)), exponent))
+
+
+def check(param):
+    """Caffe's checks of the policy's fields, as the first update would make them, and finite
+    rates: a :class:`SolverError` naming the field, before anything runs."""
+    for field in ("base_lr", "gamma", "power"):
+        value = getattr(param, field)
+        _need(math.isfinite(value), param, f"{field} must be a finite number, got {value}")
+    learning_rate(param, 0)
 
 
 def learning_rate(param, iter, current_step=0):

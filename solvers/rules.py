@@ -36,7 +36,9 @@ params together, then for each learnable param in order ``Normalize``, ``Regular
 history sets, laid out as Caffe's ``history_``: the first set for every learnable param, then the
 second (hu for AdaDelta, v for Adam); the ``.solverstate`` holds them in that order. AdaGrad and
 RMSProp refuse a non-zero ``momentum``; RMSProp needs ``0 <= rms_decay < 1`` (their
-``constructor_sanity_check``). Caffe's ``powx(x, 0.5)`` is ``powf(x, 0.5)``, which rounds as
+``constructor_sanity_check``). Beyond Caffe, :func:`rule_for` refuses a NaN or infinite
+``momentum``, ``momentum2``, ``weight_decay``, ``delta`` or ``rms_decay`` and a NaN
+``clip_gradients`` (Caffe trains on with NaN weights). Caffe's ``powx(x, 0.5)`` is ``powf(x, 0.5)``, which rounds as
 ``sqrtf`` does; ``powx(x, 2)`` is ``x * x``.
 
 Why not ``torch.optim``
@@ -55,6 +57,7 @@ multiply-add is fused (OpenBLAS kernels, torch's vectorised ``add``) can differ 
 per operation; the oracle trajectories bound the result (about 0.16% of the update at worst on
 the official-lr cases, against the 1% tolerance).
 """
+import math
 from collections import namedtuple
 
 import numpy as np
@@ -196,6 +199,11 @@ def rule_for(param):
     if rule is None:
         raise SolverError(f"type: unknown solver type '{param.type}'; Caffe knows "
                           f"{', '.join(RULES)}")
+    for field in ("momentum", "momentum2", "weight_decay", "delta", "rms_decay"):
+        if not math.isfinite(getattr(param, field)):  # every weight NaN after one update
+            raise SolverError(f"{field}: must be a finite number, got {getattr(param, field)}")
+    if math.isnan(param.clip_gradients):
+        raise SolverError("clip_gradients: must be a number (< 0: no clipping), got nan")
     if rule.check:
         rule.check(param)
     return rule

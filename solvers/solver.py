@@ -44,7 +44,7 @@ from fcn_port.port.fileio import durable_writes
 from fcn_port.port.formats.proto import caffe_pb2
 from fcn_port.port.formats.solverstate import SolverState, read_solverstate, write_solverstate
 
-from . import rules
+from . import lr_policy, rules
 from .errors import SolverError
 from .lr_policy import learning_rate
 
@@ -111,6 +111,7 @@ class Solver:
         self.param = caffe_pb2.SolverParameter()
         self.param.CopyFrom(param)
         self.rule = rules.rule_for(self.param)
+        lr_policy.check(self.param)
         if self.param.average_loss < 1:
             raise SolverError(f"average_loss: must be >= 1, got {self.param.average_loss}")
         if self.param.iter_size < 1:

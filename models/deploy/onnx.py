@@ -64,6 +64,17 @@ def traceable(model):
     return model.eval(), kept
 
 
+def exportable(model, dynamo=False):
+    """:func:`traceable`, and the packages the exporter needs installed: what ``export``
+    checks before it writes anything (a caffemodel asked for beside the ONNX file included)."""
+    found = traceable(model)
+    for extra in ("onnx",) + (("onnxscript",) if dynamo else ()):
+        if importlib.util.find_spec(extra) is None:
+            raise UnsupportedError(f"ONNX export needs the '{extra}' package, which is not "
+                                   "installed: pip install 'fcn-port[onnx]'")
+    return found
+
+
 def sample_inputs(cfg, size, seed=0):
     """Random inputs for ``cfg`` at ``size`` (H, W): one N=1 blob per input, Caffe's channels."""
     from ..spec import net_param
@@ -83,16 +94,12 @@ def export_onnx(model_or_ckpt, out, size=(500, 500), *, dynamic=True, dynamo=Fal
 
     model = load(model_or_ckpt) if isinstance(model_or_ckpt, (str, os.PathLike)) \
         else model_or_ckpt.eval()
-    module, kept = traceable(model)
+    module, kept = exportable(model, dynamo)
     dynamic = bool(dynamic) and not kept
     cfg, size = model.cfg, tuple(int(s) for s in size)
     inputs = sample_inputs(cfg, size)
     names_in, names_out = list(cfg.inputs), list(cfg.outputs)
     out = os.fspath(out)
-    for extra in ("onnx",) + (("onnxscript",) if dynamo else ()):
-        if importlib.util.find_spec(extra) is None:
-            raise UnsupportedError(f"ONNX export needs the '{extra}' package, which is not "
-                                   "installed: pip install 'fcn-port[onnx]'")
     report = {"onnx": out, "exporter": "dynamo" if dynamo else "torchscript", "opset": opset,
               "size": list(size), "dynamic": dynamic, "inputs": names_in,
               "outputs": names_out, "checks": None}

@@ -143,3 +143,28 @@ def test_train_messages_say_what_is_wrong(fcn32s, tmp_path, monkeypatch, capsys,
 def test_a_folder_given_as_solver_is_called_a_folder(tmp_path, capsys):
     assert main(["train", "--solver", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change, words", [
+    ('lr_policy: "step"\nstepsize: 0', ("stepsize", "> 0")),
+    ("base_lr: nan", ("base_lr", "nan")),
+    ("gamma: 1e300", ("gamma", "inf")),  # float32: inf
+    ("momentum: nan", ("momentum", "nan")),
+    ("clip_gradients: nan", ("clip_gradients",)),
+])
+def test_solver_values_caffe_checks_late_are_refused_before_any_file(tmp_path, monkeypatch,
+                                                                    capsys, change, words):
+    """Caffe checks the lr policy's fields at the first update, and trains on with NaN rates:
+    they left ``<prefix>_log.csv`` behind (issue 16). Now nothing is written."""
+    case = ORACLE / "solver" / "lr_exp"
+    monkeypatch.chdir(tmp_path)
+    keys = {line.split(":")[0] for line in change.splitlines()}
+    kept = [line for line in (case / "solver.prototxt").read_text().splitlines()
+            if line.split(":")[0] not in keys | {"snapshot_prefix"}]
+    (tmp_path / "s.prototxt").write_text("\n".join(kept + change.splitlines() +
+                                                   ['snapshot_prefix: "out/s"']) + "\n")
+    (tmp_path / "train.prototxt").write_bytes((case / "train.prototxt").read_bytes())
+    _fails(capsys, ["train", "--solver", "s.prototxt", "--weights",
+                    str(case / "init.caffemodel"), "--batches", str(case / "batches.npz")],
+           *words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.prototxt", "train.prototxt"]

@@ -59,3 +59,25 @@ def test_a_failed_onnx_check_leaves_no_file(tmp_path, ckpt, stand_ins):
     with pytest.raises(NetError):
         onnx_export.export_onnx(ckpt, out, size=(41, 59))
     assert stand_ins["check"] and os.listdir(tmp_path) == []
+
+
+def test_export_checks_the_onnx_side_before_writing_the_caffemodel(tmp_path, capsys,
+                                                                   monkeypatch):
+    """``export CKPT -o X.caffemodel --onnx X.onnx`` on what cannot become ONNX (an interpreter
+    checkpoint; no onnx package) wrote the caffemodel, then exited 2 (issue 16): now it writes
+    neither."""
+    from fcn_port.cli import main
+
+    layer = Path(__file__).resolve().parents[2] / "data" / "oracle" / "layers" / "lrn"
+    net = tmp_path / "net.pt"
+    assert main(["convert", str(layer / "weights.caffemodel"), "--prototxt",
+                 str(layer / "net.prototxt"), "-o", str(net)]) == 0
+    fcn, _ = models.convert(str(TINY / "voc-fcn8s-tiny.caffemodel"), str(tmp_path / "fcn.pt"))
+    monkeypatch.setattr(onnx_export.importlib.util, "find_spec", lambda name: None)
+    for ckpt, words in [(net, "CaffeNet"), (fcn, "'onnx' package")]:
+        capsys.readouterr()
+        assert main(["export", str(ckpt), "-o", str(tmp_path / "x.caffemodel"), "--onnx",
+                     str(tmp_path / "x.onnx")]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1
+        assert sorted(os.listdir(tmp_path)) == ["fcn.pt", "net.pt"]
