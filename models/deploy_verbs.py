@@ -131,10 +131,7 @@ def _model(args, load_checkpoint):
             raise UserInputError("give a CKPT or --model NAME, not both")
         return random_weights(build(args.model), seed=0), f"{args.model} (random weights)"
     path = args.checkpoint or str(DEFAULT_WEIGHTS)
-    model = load_checkpoint(path)
-    if not hasattr(model, "cfg"):
-        raise UserInputError(f"{path}: an interpreter checkpoint; bench times the FCN models")
-    return model, os.path.basename(path)
+    return load_checkpoint(path, fcn_for="bench"), os.path.basename(path)
 
 
 def _bench(args, load_checkpoint):

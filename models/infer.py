@@ -57,6 +57,9 @@ def predict(model, inputs, device=None):
     device = torch.device(device) if device is not None else _device_of(model)
     with torch.inference_mode():
         outs = model(*(t.to(device) for t in tensors))
+        if isinstance(outs, dict):
+            raise NetError(f"the model returned blobs {list(outs)[:8]} by name (an interpreter "
+                           "net); predict takes a model returning score tensors (an FCN)")
         labels = []
         for i, score in enumerate(_as_tuple(outs)):
             if score.dim() != 4:

@@ -26,7 +26,7 @@ def _run(args, load_checkpoint, demo_image, keep_freed_memory):
     if args.max_size is not None and args.max_size < 32:
         raise UserInputError(f"--max-size must be at least 32 pixels; got {args.max_size}")
     check_output_dir(args.out, "-o")
-    model = load_checkpoint(args.checkpoint, args.device)
+    model = load_checkpoint(args.checkpoint, args.device, fcn_for="infer")
     args.images = expand_images(args.images) or [str(demo_image)]  # default: the demo image
     if len(args.images) > 1 and keep_freed_memory:  # later passes reuse the first one's
         keep_freed_memory()                           # pages (~25% faster on CPU)

@@ -37,9 +37,11 @@ def _keep_freed_memory():
     keep_freed_memory()
 
 
-def load_checkpoint(path, device="cpu"):
+def load_checkpoint(path, device="cpu", *, fcn_for=None):
     """``models.load(path)`` for a verb: a path that is no file, or a file that does not load
-    (a broken pickle, a foreign zip, ...), is one :class:`CaffeFormatError` line."""
+    (a broken pickle, a foreign zip, ...), is one :class:`CaffeFormatError` line. ``fcn_for``:
+    the verb's name when it runs the FCN models only (their inputs are images, their
+    preprocessing known): an interpreter checkpoint is then one UserInputError line."""
     from . import load
 
     if not os.path.isfile(path):
@@ -47,7 +49,7 @@ def load_checkpoint(path, device="cpu"):
         raise UserInputError(f"{path}: {why}; expected a checkpoint from fcn-port convert "
                              "(or an FCN caffemodel)")
     try:
-        return load(path, map_location=device)
+        model = load(path, map_location=device)
     except FcnPortError as e:
         if "\n" not in str(e).strip():
             raise
@@ -56,6 +58,13 @@ def load_checkpoint(path, device="cpu"):
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CaffeFormatError(path, "", f"cannot load ({first}); "
                                "expected a checkpoint from fcn-port convert") from None
+    if fcn_for and not hasattr(model, "cfg"):
+        inputs = ", ".join(getattr(model, "inputs", ()))
+        raise UserInputError(f"{path}: an interpreter checkpoint (a net from convert "
+                             f"--prototxt, inputs: {inputs or 'none'}); {fcn_for} runs the FCN "
+                             "models, whose inputs are images; run this net from Python: "
+                             "models.load(CKPT)(blob=tensor)")
+    return model
 
 
 def check_model(model):

@@ -92,7 +92,7 @@ def _solver(base_lr, test_iter, max_iter=300000, snapshot=4000, momentum=0.99, i
 
 
 def _official():
-    voc, ctx, sift = MEANS["voc"], MEANS["pascalcontext"], MEANS["siftflow"]
+    ctx, sift = MEANS["pascalcontext"], MEANS["siftflow"]
     color, hha, logd = MEANS["nyud-color"], MEANS["nyud-hha"], MEANS["nyud-logd"]
     trainval_test = ("trainval", "test")  # SIFT Flow and NYUD; VOC and Context are train/val
     sift_heads = (("_sem", 33), ("_geo", 3))

@@ -244,3 +244,27 @@ def test_infer_checks_memory_from_the_header_before_decoding_any_pixel(tmp_path,
     assert main(["infer", str(DEFAULT_WEIGHTS), img, "-o", str(tmp_path / "o")]) == 2
     assert "--max-size" in capsys.readouterr().err
     assert not [im for im in decoded if im.size == (2000, 1500)]
+
+
+@pytest.mark.parametrize("case", ["lrn", "crop"])
+def test_infer_and_bench_refuse_an_interpreter_checkpoint_in_one_line(tmp_path, capsys, case):
+    """An interpreter checkpoint (any Caffe net) has no image preprocessing and returns blobs by
+    name: infer ended in an internal error, or a net error about an unfed blob (issue 16)."""
+    from fcn_port.port.errors import NetError
+
+    layer = ORACLE / "layers" / case
+    ckpt = tmp_path / "net.pt"
+    assert main(["convert", str(layer / "weights.caffemodel"), "--prototxt",
+                 str(layer / "net.prototxt"), "-o", str(ckpt)]) == 0
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 9, 3), np.uint8)).save(image)
+    capsys.readouterr()
+    for argv in (["infer", str(ckpt), str(image), "-o", str(tmp_path / "out")],
+                 ["bench", str(ckpt)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "interpreter checkpoint" in err and "inputs: data" in err
+        assert err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "net.pt"]
+    with pytest.raises(NetError):  # from Python, predict says why, before any argmax
+        infer.predict(models.load(ckpt), torch.zeros(1, 7, 6, 5))
