@@ -58,8 +58,10 @@ def load_checkpoint(path, device="cpu", *, fcn_for=None):
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CaffeFormatError(path, "", f"cannot load ({first}); "
                                "expected a checkpoint from fcn-port convert") from None
-    if fcn_for and not hasattr(model, "cfg"):
-        inputs = ", ".join(getattr(model, "inputs", ()))
+    from ..port.net import CaffeNet
+
+    if fcn_for and isinstance(model, CaffeNet):
+        inputs = ", ".join(model.inputs)
         raise UserInputError(f"{path}: an interpreter checkpoint (a net from convert "
                              f"--prototxt, inputs: {inputs or 'none'}); {fcn_for} runs the FCN "
                              "models, whose inputs are images; run this net from Python: "
