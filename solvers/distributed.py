@@ -137,6 +137,31 @@ def free_port():
         return s.getsockname()[1]
 
 
+LAUNCHED = "FCN_PORT_LAUNCHED"  # set in the processes launch() starts
+
+
+def says_once():
+    """Whether this process prints what every process would (``--snapshot latest``'s choice):
+    the only one, or rank 0 under torchrun; not a process :func:`launch` started (their parent
+    said it)."""
+    return not os.environ.get(LAUNCHED) and int(os.environ.get("RANK", "0") or 0) == 0
+
+
+def check_procs(procs, device):
+    """``--procs N`` within what the machine has: at most one process per CPU this process may
+    run on (each is a whole training process, about 230 MB before its net), or per CUDA device
+    (process ``r`` takes GPU ``r``). One UserInputError line, before any process starts."""
+    if torch.device(device).type == "cuda":
+        have, what = torch.cuda.device_count(), "CUDA device(s)"
+    else:
+        have = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+            (os.cpu_count() or 1)
+        what = "CPU(s) this process may use"
+    if procs > have:
+        raise UserInputError(f"--procs {procs}: more processes than the {have} {what}; "
+                             f"expected at most {have}")
+
+
 def launch(argv, procs):
     """``fcn-port train --procs N``: run ``python -m fcn_port.cli`` + ``argv`` (the same train
     command without ``--procs``) as N processes with torchrun's environment on 127.0.0.1.
@@ -144,7 +169,7 @@ def launch(argv, procs):
     child fails the others are stopped. Returns the first failure's exit status (128 + N
     for a signal N), else 0."""
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
-               WORLD_SIZE=str(procs), LOCAL_WORLD_SIZE=str(procs))
+               WORLD_SIZE=str(procs), LOCAL_WORLD_SIZE=str(procs), **{LAUNCHED: "1"})
     children = []
     for r in range(procs):
         children.append(subprocess.Popen([sys.executable, "-m", "fcn_port.cli"] + list(argv),

@@ -71,7 +71,12 @@ F32 = np.float32
 
 class NonFiniteError(SolverError):
     """Training met a NaN or Inf loss, gradient or weight; the message names the iteration and
-    the first layer where it appeared."""
+    the first layer where it appeared. ``found_here``: this process found it (with several,
+    every one stops, and only the finder, or the root for the shared gradient, reports it)."""
+
+    def __init__(self, message, found_here=True):
+        super().__init__(message)
+        self.found_here = found_here
 
 
 class SignalActions:
@@ -288,7 +293,8 @@ class Trainer:
             if where:
                 self.failed = True
                 raise NonFiniteError(f"iteration {it}: the update (lr {_g(rate)}) made {where} "
-                                     "non-finite; training stopped, no snapshot written")
+                                     "non-finite; training stopped, no snapshot written",
+                                     found_here=self.group.root)  # the same update on all
         self.losses.append(loss)
         log.add(it, loss, s.smoothed_loss, rate)
         if self._bar is not None:
@@ -313,7 +319,8 @@ class Trainer:
         self.failed = True
         if bad_loss and bad_loss - 1 != self.group.rank:
             raise NonFiniteError(f"iteration {it}: process {bad_loss - 1} met a non-finite loss "
-                                 "(its message names the layer); training stopped")
+                                 "(its message names the layer); training stopped",
+                                 found_here=False)
         if bad_loss:
             where = self._first_bad_top()
             raise NonFiniteError(f"iteration {it}: the loss is {loss}; first non-finite top: "
@@ -322,7 +329,7 @@ class Trainer:
         where = self._first_bad(grads=True) or "a param (not found again)"
         raise NonFiniteError(f"iteration {it}: non-finite gradient in {where} (loss "
                              f"{_g(loss)}); training stopped before the update, no snapshot "
-                             "written")
+                             "written", found_here=self.group.root)  # averaged: the same on all
 
     def solve(self):
         """``Solver::Solve``; returns a summary dict (``iter``, ``losses``, ``snapshots``,

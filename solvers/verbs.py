@@ -105,9 +105,11 @@ def _latest_snapshot(args):
     from .build import read_solver_file
     from .snapshots import newest_snapshot
 
+    from .distributed import says_once
+
     param = read_solver_file(args.solver)[0]
     found = newest_snapshot(param.snapshot_prefix) if param.snapshot_prefix else None
-    if not args.quiet:
+    if not args.quiet and says_once():
         print(f"--snapshot latest: {'resuming from ' + found if found else 'no snapshot yet'}"
               f"{'' if found or not args.weights else ', starting from ' + args.weights}",
               file=sys.stderr)
@@ -147,13 +149,14 @@ def _train(args):
     if args.procs > 1:
         if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
             raise UserInputError("--procs inside torchrun: torchrun already starts the processes")
-        from .distributed import launch
+        from .distributed import check_procs, launch
 
+        check_procs(args.procs, args.device)
+        _dry_run(args)  # a bad solver, net, weights or batches: one line, before N processes
         return launch(_without_procs(sys.argv[1:] if args.argv is None else args.argv),
                       args.procs)
     from . import distributed
-    from .data import NpzBatches
-    from .train import Trainer
+    from .train import NonFiniteError
 
     group = distributed.from_env(args.device)
     try:
@@ -166,16 +169,15 @@ def _train(args):
 
                 warnings.simplefilter("always", DataWarning)
                 warnings.showwarning = _warn_line
-            trainer = Trainer(
-                args.solver, weights=args.weights, snapshot=args.snapshot,
-                sources=NpzBatches(args.batches) if args.batches else None,
-                test_sources=NpzBatches(args.test_batches) if args.test_batches else None,
-                max_iter=args.max_iter, group=group,
-                echo=(lambda line: None) if quiet else (lambda line: print(line, flush=True)),
-                progress=not quiet)
+            trainer = _trainer(args, group, quiet)
             if every is not None and group.root:
                 trainer.hooks.append(_eval_hook(args, trainer, every, eval_split))
-            result = trainer.solve()
+            try:
+                result = trainer.solve()
+            except NonFiniteError as e:
+                if group.active and not e.found_here:  # the rank that found it says so
+                    return 2
+                raise
             if trainer.hooks:
                 result["eval"] = {k: str(getattr(trainer.hooks[0], f"{k}_path"))
                                   for k in ("csv", "json", "png")}
@@ -188,6 +190,33 @@ def _train(args):
     finally:
         group.close()
     return 0
+
+
+def _trainer(args, group, quiet):
+    from .data import NpzBatches
+    from .train import Trainer
+
+    return Trainer(
+        args.solver, weights=args.weights, snapshot=args.snapshot,
+        sources=NpzBatches(args.batches) if args.batches else None,
+        test_sources=NpzBatches(args.test_batches) if args.test_batches else None,
+        max_iter=args.max_iter, group=group,
+        echo=(lambda line: None) if quiet else (lambda line: print(line, flush=True)),
+        progress=not quiet)
+
+
+def _dry_run(args):
+    """``--procs N``: what each process builds before training (the solver, its nets, the
+    weights or snapshot, the batches bound to the data layers), built once here on the
+    ``meta`` device, which allocates nothing, so a mistake is one line before N processes
+    start."""
+    import torch
+
+    from .distributed import Group
+
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        _trainer(args, Group(device="meta"), quiet=True)
 
 
 def _eval_hook(args, trainer, every, split):

@@ -1,9 +1,12 @@
 """Two CPU processes (gloo) through ``fcn-port train --procs 2``: Caffe's multi-GPU semantics
 (each process its own batch, gradients averaged before the update, rank 0 writes) equal one
-process stepping on the mean of the two batches' gradients; a NaN in one process stops both."""
+process stepping on the mean of the two batches' gradients; a NaN in one process stops both,
+and only that one says so; what every process would refuse is refused once, before any starts."""
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 import torch
 
 from fcn_port.port.formats.caffemodel import read_weights
@@ -44,8 +47,29 @@ def test_a_nan_in_one_process_stops_both(tmp_path, kit):
     run = _train(folder, "--quiet")
     assert run.returncode == 2, (run.stdout, run.stderr)
     err = [line for line in run.stderr.splitlines() if line.startswith("fcn-port: error:")]
-    assert len(err) == 2 and all("iteration 2" in line for line in err)
-    assert any("process 1 met a non-finite loss" in line for line in err)
-    assert any("layer 'data' (Input)" in line for line in err)
+    # one line, from the process that met it (rank 0 stops too, silently: issue 16)
+    assert len(err) == 1 and "iteration 2" in err[0] and "layer 'data' (Input)" in err[0]
     assert sorted(p.name for p in (folder / "snap").iterdir() if p.suffix == ".caffemodel") == [
         "tiny_iter_1.caffemodel", "tiny_iter_2.caffemodel"]
+
+
+def test_what_every_process_would_refuse_is_one_line_before_any_starts(tmp_path, kit,
+                                                                      monkeypatch, capsys):
+    """``--procs N`` printed each setup error N times, after starting N processes (issue 16):
+    the parent now builds the run on the meta device first, and bounds N by the CPUs."""
+    from fcn_port.cli import main
+    from fcn_port.solvers import distributed
+
+    folder = kit.make_folder(tmp_path, 'weights: "init.caffemodel"\nmax_iter: 4\n')
+    monkeypatch.chdir(folder)
+    monkeypatch.setattr(distributed, "launch", lambda *a: pytest.fail("processes started"))
+    np.savez(folder / "nolabel.npz", **{"it/0/data": np.zeros((1, 3, 8, 8), np.float32)})
+    (folder / "broken.caffemodel").write_bytes(b"\x0a\xff")
+    for argv, words in [(["--batches", "nolabel.npz"], "'label'"),
+                        (["--batches", "b.npz", "--weights", "broken.caffemodel"], "broken"),
+                        (["--batches", "b.npz", "--procs", "100000"], "--procs 100000")]:
+        capsys.readouterr()
+        assert main(["train", "--solver", "solver.prototxt", "--procs", "2", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err, err
+    assert not (folder / "snap").exists() or not any((folder / "snap").iterdir())
