@@ -7,7 +7,9 @@ written wire scanner, BlobProto and protobuf), HDF5 caffemodel headers, and prot
 
 A finding is any exception other than :class:`fcn_port.port.errors.FcnPortError`, an input
 that takes longer than ``--time-limit`` seconds, or one that grows the process's peak memory by
-more than ``--mem-limit`` MB. Each is saved under ``fuzz/findings/`` (input + traceback).
+more than ``--mem-limit`` MB. Each is saved under ``fuzz/findings/`` (input + traceback). The
+time limit is a budget, enforced: an input still running when it runs out is interrupted
+(``SIGALRM``) and is a finding, so a hang or a quadratic loop cannot stall the run.
 
 Engines. ``mutate`` (the default, pure Python) starts from small valid seeds (the oracle's
 tiny caffemodel, solverstate, prototxts; an HDF5 file written from them) and applies
@@ -25,6 +27,7 @@ import json
 import os
 import random
 import resource
+import signal
 import sys
 import tempfile
 import time
@@ -211,9 +214,14 @@ class LineCoverage:
     def _global(self, frame, event, arg):
         return self._local if frame.f_code.co_filename.startswith(WATCH) else None
 
-    def run(self, fn, data):
-        """Run ``fn(data)`` traced; return (new lines, exception or None)."""
+    def run(self, fn, data, budget=None):
+        """Run ``fn(data)`` traced, interrupted after ``budget`` seconds (:class:`OverBudget`);
+        return (new lines, exception or None)."""
         self._new = 0
+        timed = budget is not None and hasattr(signal, "setitimer")
+        if timed:
+            old = signal.signal(signal.SIGALRM, _over_budget)
+            signal.setitimer(signal.ITIMER_REAL, budget)
         sys.settrace(self._global)
         try:
             fn(data)
@@ -222,7 +230,19 @@ class LineCoverage:
             error = e
         finally:
             sys.settrace(None)
+            if timed:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, old)
         return self._new, error
+
+
+class OverBudget(BaseException):
+    """An input ran past its time budget (a BaseException: no reader's ``except Exception``
+    swallows it)."""
+
+
+def _over_budget(signum, frame):
+    raise OverBudget()
 
 
 def _peak_mb():
@@ -232,7 +252,9 @@ def _peak_mb():
 def _judge(target, data, error, seconds, grew, time_limit, mem_limit):
     """A finding's description, or None when the input was handled well."""
     from fcn_port.port.errors import FcnPortError
-    if error is not None and not isinstance(error, FcnPortError):
+    if isinstance(error, OverBudget):
+        kind = f"slow: stopped at the {time_limit:g} s budget"
+    elif error is not None and not isinstance(error, FcnPortError):
         if isinstance(error, KeyboardInterrupt):
             raise error
         kind = f"uncaught {type(error).__name__}: {str(error)[:200]}"
@@ -261,12 +283,12 @@ def fuzz(target, runs, seed=0, time_limit=10.0, mem_limit=512.0, corpus_dir=None
     mutate = mutate_text if target in ("prototxt", "solver") else mutate_bytes
     fn, findings, seen = RUN[target], [], set()
     for data in list(corpus):
-        cov.run(fn, data)
+        cov.run(fn, data, budget=time_limit)
     start = time.monotonic()
     for i in range(runs):
         data = mutate(rng.choice(corpus), rng, corpus)[:1 << 20]
         peak, t0 = _peak_mb(), time.monotonic()
-        new, error = cov.run(fn, data)
+        new, error = cov.run(fn, data, budget=time_limit)
         seconds, grew = time.monotonic() - t0, _peak_mb() - peak
         if new:
             corpus.append(data)
@@ -320,6 +342,10 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--corpus", help="atheris: corpus folder (default fuzz/corpus/TARGET)")
     p.add_argument("--replay", metavar="DIR", help="only measure line coverage over DIR's files")
+    p.add_argument("--time-limit", type=float, default=10.0, metavar="S",
+                   help="each input's time budget: past it, it is stopped and a finding")
+    p.add_argument("--mem-limit", type=float, default=512.0, metavar="MB",
+                   help="an input that grows the peak memory by more is a finding")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     targets = TARGETS if args.target == "all" else (args.target,)
@@ -334,7 +360,9 @@ def main(argv=None):
         corpus = args.corpus or str(Path(__file__).resolve().parent / "corpus" / targets[0])
         run_atheris(targets[0], args.runs, corpus)
         return 0
-    results = [fuzz(t, args.runs, args.seed) for t in targets]
+    if args.time_limit <= 0 or args.mem_limit <= 0:
+        p.error("--time-limit and --mem-limit must be > 0")
+    results = [fuzz(t, args.runs, args.seed, args.time_limit, args.mem_limit) for t in targets]
     for r in results:
         print(json.dumps(r) if args.json else
               f"{r['target']}: {r['inputs']} inputs in {r['seconds']} s, corpus {r['corpus']}, "

@@ -160,6 +160,25 @@ def test_a_short_fuzz_run_finds_nothing(target, tmp_path, monkeypatch):
     assert result["findings"] == []
 
 
+def test_the_fuzzer_stops_an_input_at_its_time_budget(tmp_path, monkeypatch):
+    """A reader that hangs (a quadratic loop, a FIFO) is a finding, not a stalled run
+    (issue 16: the time limit was measured after the input returned)."""
+    fuzz = _fuzzer()
+    monkeypatch.setattr(fuzz, "FINDINGS", tmp_path / "findings")
+
+    def hangs(data):
+        if data.startswith(b"\x00"):
+            while True:
+                pass
+    monkeypatch.setitem(fuzz.RUN, "caffemodel", hangs)
+    monkeypatch.setattr(fuzz, "mutate_bytes", lambda data, rng, corpus: b"\x00" + data)
+    t0 = time.monotonic()
+    result = fuzz.fuzz("caffemodel", 2, seed=7, time_limit=0.3)
+    assert time.monotonic() - t0 < 5
+    assert [f["kind"] for f in result["findings"]] == ["slow: stopped at the 0.3 s budget"]
+    assert (tmp_path / "findings" / result["findings"][0]["input"]).read_bytes()[:1] == b"\x00"
+
+
 def test_a_net_with_thousands_of_missing_bottoms_is_checked_fast():
     # the fuzzer's one finding: a 'did you mean' per missing bottom was O(names^2) (12 s)
     from fcn_port.port.formats.netcheck import check_net
