@@ -132,7 +132,7 @@ def _declared_arrays(path):
                     shape, _, dtype = read(f)
                     header = f.tell() if f.seekable() else 0
                 if dtype.hasobject or dtype.kind not in "biuf":
-                    raise CaffeFormatError(path, info.filename, f"a {dtype} array; expected "
+                    raise CaffeFormatError(path, info.filename, f"an array of dtype {dtype}; expected "
                                            "numbers (an object array would need a pickle)")
                 nbytes = dtype.itemsize
                 for d in shape:

@@ -88,7 +88,7 @@ def check_tensors(path, tensors):
                                    "expected plain contiguous tensors, as torch.save writes "
                                    "a state dict")
         if t.dtype != torch.float32:
-            raise CaffeFormatError(path, key, f"a {str(t.dtype).replace('torch.', '')} tensor; "
+            raise CaffeFormatError(path, key, f"a tensor of dtype {str(t.dtype)[6:]}; "
                                    "expected float32, as Caffe's blobs are")
 
 
