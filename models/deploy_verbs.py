@@ -52,11 +52,12 @@ def _export(args, load_checkpoint):
                              "size must be positive")
     model = load_checkpoint(args.checkpoint)
     if args.onnx is not None:  # everything the ONNX file needs, before a caffemodel is written
-        from .deploy.onnx import exportable
+        from .deploy.onnx import check_packages, traceable
 
-        exportable(model, args.dynamo)
+        traceable(model)
         memory.check_size(model.cfg.meta(), *args.size, what="the ONNX trace (and its checks)",
                           factor=2)
+        check_packages(args.dynamo)
     reports = []
     if out is not None:
         from .deploy.export import export

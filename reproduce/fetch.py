@@ -28,7 +28,7 @@ import urllib.request
 from fcn_port.port.errors import FcnPortError
 
 CHUNK = 1 << 20  # the most bytes one read returns (each read returns what has arrived)
-MIN_RATE = 1024  # bytes per second over each --timeout window, below which a transfer stalled
+MIN_RATE = 1024  # bytes/s over each watchdog window (twice --timeout): less is a stalled transfer
 MIRROR_ENV = "FCN_PORT_MIRROR"
 
 

@@ -103,9 +103,8 @@ def _latest_snapshot(args):
     """``--snapshot latest``: the newest complete snapshot of the solver's snapshot_prefix
     (solvers.snapshots.newest_snapshot); with none, start afresh (from --weights if given)."""
     from .build import read_solver_file
-    from .snapshots import newest_snapshot
-
     from .distributed import says_once
+    from .snapshots import newest_snapshot
 
     param = read_solver_file(args.solver)[0]
     found = newest_snapshot(param.snapshot_prefix) if param.snapshot_prefix else None

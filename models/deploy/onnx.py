@@ -64,15 +64,13 @@ def traceable(model):
     return model.eval(), kept
 
 
-def exportable(model, dynamo=False):
-    """:func:`traceable`, and the packages the exporter needs installed: what ``export``
-    checks before it writes anything (a caffemodel asked for beside the ONNX file included)."""
-    found = traceable(model)
+def check_packages(dynamo=False):
+    """The packages the exporter needs, installed (``export`` checks them, with
+    :func:`traceable`, before it writes anything, a caffemodel beside the ONNX file included)."""
     for extra in ("onnx",) + (("onnxscript",) if dynamo else ()):
         if importlib.util.find_spec(extra) is None:
             raise UnsupportedError(f"ONNX export needs the '{extra}' package, which is not "
                                    "installed: pip install 'fcn-port[onnx]'")
-    return found
 
 
 def sample_inputs(cfg, size, seed=0):
@@ -94,7 +92,8 @@ def export_onnx(model_or_ckpt, out, size=(500, 500), *, dynamic=True, dynamo=Fal
 
     model = load(model_or_ckpt) if isinstance(model_or_ckpt, (str, os.PathLike)) \
         else model_or_ckpt.eval()
-    module, kept = exportable(model, dynamo)
+    module, kept = traceable(model)
+    check_packages(dynamo)
     dynamic = bool(dynamic) and not kept
     cfg, size = model.cfg, tuple(int(s) for s in size)
     inputs = sample_inputs(cfg, size)
