@@ -116,7 +116,8 @@ def run_case(case, rtol=None, run=run_forward_case, kind="forward", solver_run=N
 def format_table(results):
     rows = [("case", "kind", "blobs", "worst", "where", "result")]
     for r in results:
-        worst = "-" if r["worst"] is None else f"{r['worst']:.2e}"
+        worst = "-" if r["worst"] is None else f"{r['worst']} ulp" if "max_ulp" in r else \
+            f"{r['worst']:.2e}"
         verdict = {True: "pass", False: "FAIL", None: "not supported"}[r["pass"]]
         where = r.get("error") or r["where"]
         where = where if len(where) <= 160 else where[:157] + "..."

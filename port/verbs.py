@@ -151,7 +151,9 @@ def _add_file_verbs(verbs, model_runner, solver_runner=None, loss_plotter=None,
         "Error per blob: max|ours - caffe| / max(1, max|caffe|). Solver cases (solver.prototxt, "
         "init.caffemodel, batches.npz, trajectory.npz) replay Caffe's steps from its initial "
         "weights and from each of its snapshots and compare every param at the case's "
-        "checkpoints: max|ours - caffe| / max|caffe - init|. Exit 1 if any case fails."))
+        "checkpoints: max|ours - caffe| / max|caffe - init|. Update cases (kind 'update') feed "
+        "Caffe's gradients to the solver and compare every param and history in ulps "
+        "(max_ulp, differ). Exit 1 if any case fails."))
     p.add_argument("cases", nargs="+", metavar="CASE_DIR")
     p.add_argument("--json", action="store_true", help="one JSON object per case")
     p.add_argument("--rtol", type=float, help=(
@@ -165,7 +167,8 @@ def _add_file_verbs(verbs, model_runner, solver_runner=None, loss_plotter=None,
         "detected for 'auto'), or a checkpoint"))
     p.epilog = examples(
         "fcn-port parity tests/data/oracle/layers/* tests/data/oracle/fcn/*",
-        "fcn-port parity --json --rtol 2e-6 tests/data/oracle/fcn/voc-fcn8s")
+        "fcn-port parity --json --rtol 2e-6 tests/data/oracle/fcn/voc-fcn8s",
+        "fcn-port parity tests/data/oracle/update/*")
     p.set_defaults(run=lambda args: _parity(args, model_runner, solver_runner, loss_plotter,
                                             model_check))
 

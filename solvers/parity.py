@@ -91,10 +91,16 @@ class _Worst:
 
 
 def run_solver_case(case, rtol=DEFAULT_RTOL):
-    """Replay one solver case; returns ``{"case", "kind": "solver", "compared", "worst",
+    """Replay one solver case (an update case: :func:`.update_parity.run_update_case`, held to
+    its ulp target whatever ``rtol`` is); returns ``{"case", "kind": "solver", "compared", "worst",
     "where", "pass", "losses", "caffe_losses"}`` (``losses``: ours at every step, in order).
     A folder that is not a solver case raises CaffeFormatError; a solver or net that cannot
     be built or run is a failed row with its ``error``."""
+    meta = Path(case) / "case.json"
+    if meta.exists() and json.loads(meta.read_text()).get("kind") == "update":
+        from .update_parity import run_update_case
+
+        return run_update_case(case)  # given Caffe's gradients: compared in ulps
     for need in NEEDS:
         if not (Path(case) / need).exists():
             raise CaffeFormatError(case, "", f"not an oracle solver case folder: {need} is missing")

@@ -38,8 +38,15 @@ second (hu for AdaDelta, v for Adam); the ``.solverstate`` holds them in that or
 RMSProp refuse a non-zero ``momentum``; RMSProp needs ``0 <= rms_decay < 1`` (their
 ``constructor_sanity_check``). Beyond Caffe, :func:`rule_for` refuses a NaN or infinite
 ``momentum``, ``momentum2``, ``weight_decay``, ``delta`` or ``rms_decay`` and a NaN
-``clip_gradients`` (Caffe trains on with NaN weights). Caffe's ``powx(x, 0.5)`` is ``powf(x, 0.5)``, which rounds as
-``sqrtf`` does; ``powx(x, 2)`` is ``x * x``.
+``clip_gradients`` (Caffe trains on with NaN weights).
+
+The squares and square roots written ``diff^2`` and ``sqrt`` above are ``caffe_powx`` (C's
+``powf`` per element), except Adam's ``diff^2``, a ``caffe_mul``. glibc's ``powf`` is not
+correctly rounded: ``powf(x, 2)`` differs from ``x * x``, and ``powf(x, 0.5)`` from
+``sqrtf(x)``, for about 0.07% of floats each (and ``torch.sqrt`` is not correctly rounded
+either), so :func:`powx` gets the C library's values (:mod:`.libm`). Given Caffe's gradients
+(:mod:`.update_parity`), SGD with the official FCN values, multistep SGD and Adam through a
+resume land on Caffe's params and histories bit for bit.
 
 Why not ``torch.optim``
 -----------------------
@@ -63,6 +70,7 @@ from collections import namedtuple
 import numpy as np
 import torch
 
+from . import libm
 from .errors import SolverError
 
 F32 = np.float32
@@ -129,18 +137,26 @@ def nesterov(diff, hist, local_rate, param, iter):
     diff.copy_(before)
 
 
+def powx(x, b):
+    """``caffe_powx(x, b)``, C's ``powf`` per element (:func:`.libm.powx`) on the CPU; on
+    another device torch's ``x * x`` or ``sqrt``, as near as CUDA's ``powf`` comes."""
+    if x.device.type == "cpu":
+        return torch.from_numpy(libm.powx(x.detach().numpy(), b))
+    return torch.mul(x, x) if b == 2 else torch.sqrt(x)
+
+
 def adagrad(diff, hist, local_rate, param, iter):
     h, = hist
-    h.copy_(torch.mul(diff, diff).add_(h))
-    u = torch.sqrt(h).add_(f32(param.delta))
+    h.copy_(powx(diff, 2).add_(h))
+    u = powx(h, 0.5).add_(f32(param.delta))
     diff.copy_(torch.div(diff, u).mul_(local_rate))
 
 
 def rmsprop(diff, hist, local_rate, param, iter):
     h, = hist
     decay = F32(param.rms_decay)
-    _axpby(f32(F32(1) - decay), torch.mul(diff, diff), float(decay), h)
-    u = torch.sqrt(h).add_(f32(param.delta))
+    _axpby(f32(F32(1) - decay), powx(diff, 2), float(decay), h)
+    u = powx(h, 0.5).add_(f32(param.delta))
     diff.copy_(torch.div(diff, u).mul_(local_rate))
 
 
@@ -148,10 +164,10 @@ def adadelta(diff, hist, local_rate, param, iter):
     hg, hu = hist
     m, delta = F32(param.momentum), f32(param.delta)
     one_minus = f32(F32(1) - m)
-    _axpby(one_minus, torch.mul(diff, diff), float(m), hg)
-    u = torch.add(hu, delta).div_(torch.add(hg, delta)).sqrt_()
+    _axpby(one_minus, powx(diff, 2), float(m), hg)
+    u = powx(torch.add(hu, delta).div_(torch.add(hg, delta)), 0.5)
     diff.mul_(u)
-    _axpby(one_minus, torch.mul(diff, diff), float(m), hu)
+    _axpby(one_minus, powx(diff, 2), float(m), hu)
     diff.mul_(local_rate)
 
 
@@ -161,8 +177,8 @@ def adam(diff, hist, local_rate, param, iter):
     t = iter + 1
     correction = F32(np.sqrt(1.0 - float(b2) ** t) / (1.0 - float(b1) ** t))  # double, then float
     _axpby(f32(F32(1) - b1), diff, float(b1), m)
-    _axpby(f32(F32(1) - b2), torch.mul(diff, diff), float(b2), v)
-    u = torch.sqrt(v).add_(f32(param.delta))
+    _axpby(f32(F32(1) - b2), torch.mul(diff, diff), float(b2), v)  # caffe_mul, not powx
+    u = powx(v, 0.5).add_(f32(param.delta))
     diff.copy_(torch.div(m, u).mul_(f32(F32(local_rate) * correction)))
 
 

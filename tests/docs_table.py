@@ -116,6 +116,7 @@ COMMANDS = {
     "fcn-port parity tests/data/oracle/layers/* tests/data/oracle/fcn/*": Cmd(where="checkout"),
     "fcn-port parity --json --rtol 2e-6 tests/data/oracle/fcn/voc-fcn8s":
         Cmd(where="checkout"),
+    "fcn-port parity tests/data/oracle/update/*": Cmd(where="checkout"),
     "bash reproduce/voc2011.sh --smoke":
         Cmd(("voc2011-run/results/results.md", "voc2011-run/results/curves.png",
              "voc2011-run/voc-fcn8s/voc-fcn8s.caffemodel"), "checkout"),

@@ -8,7 +8,7 @@ there is one implementation of each Caffe rule.
 from .base import CaffeLayer, LayerError, canonical_axis
 from .fillers import bilinear_kernel, fill
 from .registry import lookup, register, types
-from . import conv, crop, data, eltwise, inner_product, loss, neuron, norm, pooling, python, shape  # noqa: F401,E501  (registration)
+from . import contrastive, conv, crop, data, eltwise, inner_product, loss, neuron, norm, pooling, python, shape  # noqa: F401,E501  (registration)
 
 __all__ = ["CaffeLayer", "LayerError", "bilinear_kernel", "canonical_axis", "fill", "lookup",
            "register", "types"]

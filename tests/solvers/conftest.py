@@ -56,7 +56,6 @@ def manual_run(folder, steps, *, world=1):
     solver, net = from_solver_prototxt(folder / "solver.prototxt",
                                        weights=folder / "init.caffemodel")
     batches = NpzBatches(folder / "b.npz")
-    size = solver.param.iter_size
     losses, draws = [], iter(range(10 ** 6))
 
     def one_pass():
