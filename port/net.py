@@ -264,11 +264,15 @@ class CaffeNet(nn.Module):
         """
         own = {lp.name: layer for lp, layer in zip(self.layer_params, self.layers.values())
                if layer.n_blobs}
-        w = copy_trained_layers(weights, {name: [layer.blob(i) for i in range(layer.n_blobs)]
-                                          for name, layer in own.items()})
+        targets = {name: [layer.blob(i) for i in range(layer.n_blobs)]
+                   for name, layer in own.items()}
+        w = copy_trained_layers(weights, targets)
         where = w.path or "weights"
+        sharers = _sharers(targets)
+        shared = {name for name, blobs in targets.items()  # every blob an earlier layer's
+                  if all((name, i) in sharers for i in range(len(blobs)))}
         report = {"loaded": [n for n in own if n in w.params],
-                  "missing": sorted(set(own) - set(w.params)),
+                  "missing": sorted(set(own) - set(w.params) - shared),
                   "unexpected": sorted(set(w.params) - set(own))}
         if strict and report["missing"]:
             raise NetError(f"{where}: no params for layer(s) {report['missing']}")
@@ -288,20 +292,47 @@ def copy_trained_layers(weights, targets, error=NetError):
     w = weights if isinstance(weights, Weights) else read_weights(weights)
     w.check_finite()
     where = w.path or "weights"
+    sharers = _sharers(targets)
     with torch.no_grad():
         for name, blobs in w.params.items():
             mine = targets.get(name)
             if mine is None:
                 continue
-            if len(blobs) != len(mine):
+            if len(blobs) > len(mine) or (len(blobs) < len(mine) and w.format != "hdf5"):
                 raise error(f"{where}: layer '{name}' has {len(blobs)} blobs in the file, the "
                             f"net expects {len(mine)}")
+            left_out = set(range(len(blobs), len(mine))) | \
+                {i for i in range(len(blobs)) if (name, i) in w.absent}
+            unshared = sorted(left_out - {i for i in left_out if (name, i) in sharers})
+            if unshared:
+                raise error(f"{where}: layer '{name}' has no param {unshared[0]} in the file, "
+                            "and the net does not share it from another layer (Caffe: "
+                            "incompatible number of blobs)")
             for i, (a, p) in enumerate(zip(blobs, mine)):
+                if i in left_out:  # Caffe's HDF5 writer keeps a shared param at its owner
+                    continue
                 if not w.fits(name, i, p.shape):
                     raise error(f"{where}: cannot copy param {i} of layer '{name}': shape "
                                 f"{tuple(a.shape)} in the file, {tuple(p.shape)} in the net")
                 p.copy_(torch.from_numpy(a.astype("float32", copy=False)).reshape(p.shape))
     return w
+
+
+def sharers(blobs):
+    """{(layer, i)} of the ``(layer, i, tensor)`` triples (in layer order) whose tensor an
+    earlier layer holds: Caffe's ``param_owners_[id] != -1``, the first holder owning a param
+    shared by ``ParamSpec.name``. ``Net::ToHDF5`` writes those under their owner only."""
+    seen, out = set(), set()
+    for name, i, t in blobs:
+        if id(t) in seen:
+            out.add((name, i))
+        seen.add(id(t))
+    return out
+
+
+def _sharers(targets):
+    return sharers((name, i, t) for name, tensors in targets.items()
+                   for i, t in enumerate(tensors))
 
 
 def _named(lp, fn, *args, **kw):

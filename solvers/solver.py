@@ -274,7 +274,7 @@ class Solver:
         whose ``learned_net`` is that file's name. ``prefix`` defaults to ``snapshot_prefix``,
         ``hdf5`` to ``snapshot_format == HDF5``; each file is written whole or not at all.
         Returns (weights path, state path)."""
-        from fcn_port.port.net import to_proto
+        from fcn_port.port.net import sharers, to_proto
         from fcn_port.port.formats.caffemodel import write_weights
         from fcn_port.port.formats.hdf5 import write_hdf5_weights
 
@@ -291,15 +291,16 @@ class Solver:
         base = f"{os.fspath(prefix)}_iter_{self.iter}"
         model = base + (".caffemodel.h5" if hdf5 else ".caffemodel")
         params = {}
-        for layer, i, p, _ in self.param_specs:  # shared params: under every layer, as Caffe
+        for layer, i, p, _ in self.param_specs:  # shared params: under every layer (binary)
             params.setdefault(layer, []).append(p.detach().to("cpu", torch.float32).numpy())
         header = to_proto(net_param, self.phase)
         state = base + (".solverstate.h5" if hdf5 else ".solverstate")
         if os.path.dirname(base):  # Caffe fails on a missing folder; here it is made
             os.makedirs(os.path.dirname(base), exist_ok=True)
         with durable_writes():  # the weights on disk before the state that names them
-            if hdf5:
-                write_hdf5_weights(params, model, net=header)
+            if hdf5:  # a shared param under its owner only, as Net::ToHDF5
+                write_hdf5_weights(params, model, net=header,
+                                   shared=sharers((l, i, p) for l, i, p, _ in self.param_specs))
             else:
                 write_weights(params, model, net=header)
             write_solverstate(self.state(model), state, hdf5=hdf5)

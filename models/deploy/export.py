@@ -106,8 +106,12 @@ def export(model_or_ckpt, out, h5=False, prototxt=None, *, phase=PHASE):
     report = {"caffemodel": out, "format": "hdf5" if h5 else "binary", "sha256": None,
               "prototxt": None, "layers": len(header.layer), "param_layers": len(params),
               "values": int(sum(a.size for blobs in params.values() for a in blobs))}
-    if h5:
-        write_hdf5_weights(params, out, net=header)
+    if h5:  # an interpreter net's shared params under their owners only, as Net::ToHDF5
+        from fcn_port.port.net import sharers
+
+        specs = getattr(model, "param_specs", ())
+        write_hdf5_weights(params, out, net=header,
+                           shared=sharers((l, i, p) for l, i, p, _ in specs))
     else:
         report["sha256"] = write_weights(params, out, net=header)
     if prototxt is not None:

@@ -5,6 +5,10 @@ Layout Caffe writes (``Net::ToHDF5``, ``SGDSolver::SnapshotSolverStateToHDF5``):
     weights      /data/<layer>/<i>      one group per layer (also layers without params),
                                         dataset i = param blob i, float32 in the blob's shape
                  /diff/<layer>/<i>      only when snapshot_diff is set
+                 a param shared by ``ParamSpec.name`` is written under its owner only: a
+                 sharing layer's group lacks that dataset (empty when it shares them all),
+                 and ``CopyTrainedLayersFromHDF5`` accepts a missing dataset of a shared
+                 param only (:attr:`.records.Weights.absent` records them here)
     solverstate  /iter, /current_step   int32 datasets of shape (1,)
                  /learned_net           scalar fixed-length string, NUL-terminated (len + 1)
                  /history/<i>           one dataset per history blob
@@ -72,15 +76,30 @@ def _budget(path):
     return [16 * os.path.getsize(path) + (1 << 20)]
 
 
-def _indexed(group, path, where, room):
+MAX_BLOBS = 64  # a layer's blob indices: Caffe's layers have a handful (LSTM 3, BatchNorm 3)
+
+
+def _indexed(group, path, where, room, gaps=None):
     """The datasets ``0, 1, ...`` of ``group`` as arrays, checking the names are exactly that.
-    ``room``: ``[bytes]`` the file's datasets may still claim, shared by every call on it."""
+    ``room``: ``[bytes]`` the file's datasets may still claim, shared by every call on it.
+    ``gaps``: a set that takes the indices missing below the highest (an empty array stands in
+    for each: Caffe leaves a shared param out); None: none may be missing."""
     names = list(group.keys())
-    if sorted(names, key=lambda n: (len(n), n)) != [str(i) for i in range(len(names))]:
-        raise CaffeFormatError(path, printable(where), f"expected datasets named "
-                               f"0..{len(names) - 1}, found {printable(names, 200)}")
+    indices = sorted(int(n) for n in names if n.isdigit() and n == str(int(n)))
+    if len(indices) != len(names) or (indices and indices[-1] >= MAX_BLOBS) or \
+            (gaps is None and indices != list(range(len(names)))):
+        raise CaffeFormatError(path, printable(where), "expected datasets named by blob "
+                               f"index (0, 1, ... below {MAX_BLOBS}"
+                               f"{'' if gaps is not None else ', none missing'}), found "
+                               f"{printable(names, 200)}")
+    top = indices[-1] + 1 if indices else 0
+    if gaps is not None:
+        gaps.update(set(range(top)) - set(indices))
     out = []
-    for i in range(len(names)):
+    for i in range(top):
+        if i not in indices:
+            out.append(np.empty((0,), np.float32))
+            continue
         ds = _plain(group, str(i), path, f"{where}/{i}")
         if not isinstance(ds, h5py.Dataset) or ds.dtype.kind != "f":
             raise CaffeFormatError(path, printable(f"{where}/{i}"), "expected a float dataset")
@@ -104,13 +123,15 @@ def read_hdf5_weights(path):
         data, room = _plain(f, "data", path, "/data"), _budget(path)
         if not isinstance(data, h5py.Group):
             raise CaffeFormatError(path, "/data", "no /data group: not a Caffe HDF5 caffemodel")
-        params, diffs, names = {}, {}, list(data.keys())
+        params, diffs, names, absent = {}, {}, list(data.keys()), set()
         for name in names:
             group = _plain(data, name, path, f"/data/{name}")
             if not isinstance(group, h5py.Group):
                 raise CaffeFormatError(path, printable(f"/data/{name}"),
                                        "expected a group of param datasets")
-            blobs = _indexed(group, path, f"/data/{name}", room)
+            gaps = set()
+            blobs = _indexed(group, path, f"/data/{name}", room, gaps)
+            absent.update((name, i) for i in gaps)
             if blobs:
                 params[name] = blobs
         diff = _plain(f, "diff", path, "/diff")
@@ -120,11 +141,13 @@ def read_hdf5_weights(path):
                 if isinstance(group, h5py.Group) and len(group):
                     diffs[n] = _indexed(group, path, f"/diff/{n}", room)
     net = caffe_pb2.NetParameter(layer=[caffe_pb2.LayerParameter(name=n) for n in names])
-    return Weights(net, params, path=str(path), format="hdf5", diffs=diffs)
+    return Weights(net, params, path=str(path), format="hdf5", diffs=diffs, absent=absent)
 
 
-def write_hdf5_weights(weights, path, *, net=None):
-    """Write weights (a :class:`Weights` or ``{layer: [arrays]}``) in Caffe's HDF5 layout."""
+def write_hdf5_weights(weights, path, *, net=None, shared=()):
+    """Write weights (a :class:`Weights` or ``{layer: [arrays]}``) in Caffe's HDF5 layout.
+    ``shared``: the (layer, index) of params a layer shares from an earlier one, left out as
+    Caffe's ``Net::ToHDF5`` leaves them (the layer's group is still made)."""
     params = weights.params if isinstance(weights, Weights) else weights
     if net is None and isinstance(weights, Weights):
         net = weights.net
@@ -135,7 +158,8 @@ def write_hdf5_weights(weights, path, *, net=None):
         for name in names:
             group = data.create_group(name)
             for i, a in enumerate(params.get(name, ())):
-                group.create_dataset(str(i), data=np.asarray(a))
+                if (name, i) not in shared and (name, i) not in getattr(weights, "absent", ()):
+                    group.create_dataset(str(i), data=np.asarray(a))
 
 
 def _int_dataset(f, name, path):

@@ -13,13 +13,16 @@ class Weights:
     ``params``   {layer name: [array, ...]} in file order (views of the mapped file)
     ``version``  'V0', 'V1' or 'V2', as the file was written; ``upgrades`` lists what was upgraded
     ``legacy``   {(layer, i)} of blobs stored with the old num/channels/height/width dims
+    ``absent``   {(layer, i)} an HDF5 file leaves out: Caffe's ``Net::ToHDF5`` writes a param
+                 shared by ``ParamSpec.name`` under its owner only; ``params`` holds an empty
+                 array (shape (0,)) at each such index, so the indices of the others hold
     """
 
     def __init__(self, net, params, *, path=None, format="binary", version="V2", upgrades=(),
-                 legacy=(), diffs=None):
+                 legacy=(), diffs=None, absent=()):
         self.net, self.params, self.path, self.format = net, params, path, format
         self.version, self.upgrades, self.legacy = version, list(upgrades), set(legacy)
-        self.diffs = diffs or {}
+        self.diffs, self.absent = diffs or {}, set(absent)
 
     @property
     def num_params(self):

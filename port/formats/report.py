@@ -36,13 +36,16 @@ def detect(path):
     return {"zip": "torch", "pickle": "torch", "hdf5": "hdf5", "text": "text"}.get(kind, "binary")
 
 
-def _layers(net, params):
+def _layers(net, params, absent=()):
+    """One row per layer; a param an HDF5 file leaves out (shared, kept at its owner) is
+    None in ``params``."""
     rows = []
     for i, layer in enumerate(net.layer):
         blobs = params.get(layer.name, [])
         rows.append({"index": i, "name": layer.name, "type": layer.type,
                      "bottoms": list(layer.bottom), "tops": list(layer.top),
-                     "params": [list(a.shape) for a in blobs],
+                     "params": [None if (layer.name, k) in absent else list(a.shape)
+                                for k, a in enumerate(blobs)],
                      "count": int(sum(a.size for a in blobs))})
     return rows
 
@@ -80,7 +83,7 @@ def _weights_report(path, stats):
     w = read_weights(path)
     report = {"kind": "caffemodel", "format": "HDF5" if w.format == "hdf5" else "binary",
               "version": w.version, "upgrades": w.upgrades, "net": w.net.name,
-              "layers": _layers(w.net, w.params), "total_params": int(w.num_params)}
+              "layers": _layers(w.net, w.params, w.absent), "total_params": int(w.num_params)}
     if w.format == "hdf5":
         report["note"] = "HDF5 weights keep layer names and params only (no types, no order)"
     if w.legacy:
@@ -197,7 +200,7 @@ def inspect_file(path, *, stats=False, known_types=None, net_by_name=None):
 
 
 def _shape(s):
-    return "x".join(map(str, s)) if s else "scalar"
+    return "(shared)" if s is None else "x".join(map(str, s)) if s else "scalar"
 
 
 def _esc(text):

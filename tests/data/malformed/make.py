@@ -145,8 +145,12 @@ def hdf5_files(weights, good):
     hurt[40:48] = b"\xff" * 8  # the superblock's base address / end-of-file address
     case("corrupt-superblock.caffemodel.h5", bytes(hurt), "inspect", "HDF5")
     h5("no-data-group.caffemodel.h5", lambda f: f.create_dataset("x", data=np.zeros(3)), "inspect", "/data")
-    h5("gappy-blob-names.caffemodel.h5", lambda f: (f.create_dataset("data/conv/0", data=np.zeros(2, "f4")),
-                                                   f.create_dataset("data/conv/2", data=np.zeros(2, "f4"))),
+    # a gap (0, 2) is a shared param Caffe keeps at its owner; a name that is no index is not
+    h5("blob-names-not-indices.caffemodel.h5", lambda f: (
+        f.create_dataset("data/conv/0", data=np.zeros(2, "f4")),
+        f.create_dataset("data/conv/02", data=np.zeros(2, "f4"))), "inspect", "/data/conv")
+    h5("blob-index-1000.caffemodel.h5", lambda f: f.create_dataset("data/conv/1000",
+                                                                    data=np.zeros(2, "f4")),
        "inspect", "/data/conv")
     h5("integer-blob.caffemodel.h5", lambda f: f.create_dataset("data/conv/0", data=np.zeros(2, "i4")),
        "inspect", "float")
