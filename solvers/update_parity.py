@@ -15,7 +15,9 @@ gradient, runs :meth:`.solver.Solver.apply_update` (the rate, clip, normalize, r
 solver type's rule, ``data -= diff``) and compares every param with ``it/<k+1>``; at each
 snapshot Caffe wrote, the history with that ``.solverstate``'s. With ``resume``, a second
 solver restores Caffe's mid-way snapshot (``Solver::Restore``) and does the same on the
-``resume/`` records, to Caffe's ``resumed_iter_<steps>`` state.
+``resume/`` records, to Caffe's ``resumed_iter_<steps>`` state. Every other snapshot Caffe
+wrote before the end is restored too and continued with the recorded diffs (Caffe's resume is
+bit-identical to its uninterrupted run, so the same records hold).
 
 Distance in ulps: the float32 bit patterns on one monotonic integer line (negative values
 mirrored, so -0 and +0 are one point); the distance is the number of floats between two values
@@ -142,6 +144,13 @@ def run_update_case(path):
         solver.load_weights(case.path / "init.caffemodel")
         _compare_params(case, net, tally, 0)
         _steps(case, solver, net, range(case.steps), tally)
+        for n in range(1, case.steps):  # Caffe's own snapshots, restored and continued
+            state = case.state_file(f"snap_iter_{n}")
+            if state is not None:
+                solver, net = from_solver_prototxt(case.path / "solver.prototxt")
+                solver.restore(state, root=case.path)
+                _compare_params(case, net, tally, n)
+                _steps(case, solver, net, range(n, case.steps), tally)
         resume = case.meta.get("resume")
         if resume:
             solver, net = from_solver_prototxt(case.path / resume["solver"])
