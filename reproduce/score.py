@@ -17,6 +17,9 @@ How the official code computes it (facts in ``shared/FCN_FACTS.md`` §4):
   frequency-weighted IU, ``freq = hist.sum(1) / hist.sum()`` then ``(freq[freq > 0] *
   iu[freq > 0]).sum()``. One global matrix, never a per-image average.
 
+An empty matrix (every pixel void) gives NaN for the first three and 0.0 for frequency-weighted
+IU (an empty sum), as score.py prints them.
+
 Consequences kept here on purpose: a class absent from the ground truth has accuracy NaN and
 is left out of the mean accuracy; its IU is NaN (left out of the mean IU) only if it is also
 never predicted, while a class that is predicted but absent from the ground truth has IU 0 and
@@ -48,13 +51,15 @@ METRIC_TITLES = {"overall_acc": "pixel acc", "mean_acc": "mean acc", "mean_iu": 
 
 def fast_hist(gt, pred, n):
     """The (n, n) int64 confusion counts of one image: rows ground truth, columns prediction.
-    Ground-truth labels outside [0, n) (void 255 among them) are ignored."""
-    gt = np.asarray(gt).reshape(-1).astype(np.int64)
+    Ground-truth labels outside [0, n) (void 255 among them) are ignored, tested on the values
+    as given before they become integers, as score.py masks then casts (a float label -0.5 is
+    dropped, not counted as class 0; 20.5 of 21 classes counts as 20)."""
+    gt = np.asarray(gt).reshape(-1)
     pred = np.asarray(pred).reshape(-1).astype(np.int64)
     if gt.shape != pred.shape:
         raise UserInputError(f"ground truth has {gt.size} pixels, prediction {pred.size}")
     keep = (gt >= 0) & (gt < n)
-    g, p = gt[keep], pred[keep]
+    g, p = gt[keep].astype(np.int64), pred[keep]
     if p.size and (p.min() < 0 or p.max() >= n):
         bad = int(p[(p < 0) | (p >= n)][0])
         raise UserInputError(f"prediction holds label {bad} where the ground truth counts; "
@@ -79,7 +84,7 @@ def metrics(hist):
             "overall_acc": float(diag.sum() / total),
             "mean_acc": float(np.nanmean(acc)),
             "mean_iu": float(np.nanmean(iu)),
-            "fwavacc": float((freq[freq > 0] * iu[freq > 0]).sum()) if total else float("nan"),
+            "fwavacc": float((freq[freq > 0] * iu[freq > 0]).sum()),  # 0.0 when empty
             "iu": iu, "acc": acc}
 
 

@@ -21,11 +21,12 @@ data layer: its score bottom is the blob scored (``score``; ``score_sem`` / ``sc
 its label bottom the ground truth (``label``; ``sem`` / ``geo``), which is the pairing
 ``solve.py`` spells out by hand. The metrics are :mod:`.score`'s (:class:`~.score.Confusion`).
 
-Where we differ: each head's loss is its own loss layer's top (SIFT Flow's ``loss_geo`` for the
-geometric head), where ``compute_hist`` always adds ``net.blobs['loss']`` (the semantic loss for
-both heads); the sum is kept in float64 (score.py's running sum becomes a numpy float32 after
-its first term). The argmax is ``torch.argmax`` over the channels, which like numpy's picks the
-first maximal class. The data layer is read straight from our readers
+Each head's ``loss`` is score.py's figure: the mean of ``net.blobs['loss']``, which for SIFT
+Flow's geometric head is the *semantic* loss (``compute_hist`` adds that blob whatever the
+head); ``head_loss`` beside it is the head's own loss layer's (``loss_geo``). Both sums are
+float64, as score.py's under the NumPy it ran with (1.x: ``0 + float32`` is a float64, NEP 50's
+table of old results; under NumPy 2 the same code would sum in float32). The argmax is
+``torch.argmax`` over the channels, which like numpy's picks the first maximal class. The data layer is read straight from our readers
 (:mod:`.datasets`), sequentially even when the split name holds 'train'.
 
 :func:`solver_evaluator` is the hook ``fcn-port train --eval-every`` receives from ``cli.py``
@@ -72,8 +73,7 @@ class SegTest:
             raise UserInputError("no score head: the net has no SoftmaxWithLoss layer on a label "
                                  "top of its data layer")
         self.heads = list(heads)
-        self.conf = {}
-        self._layers = {}
+        self.conf, self._layers, self._head_loss = {}, {}, {}
 
     def _loss(self, head, score, label):
         layer = self._layers.get(head.loss)
@@ -86,6 +86,12 @@ class SegTest:
         return float(out[0] if isinstance(out, tuple) else out)
 
     def add(self, scores, labels, losses=None):
+        own = {}
+        for h in self.heads:
+            gt = torch.as_tensor(np.asarray(labels[h.label]))
+            own[h.loss] = float(losses[h.loss]) if losses is not None and h.loss in losses \
+                else self._loss(h, scores[h.score], gt)
+        official = own.get("loss")  # net.blobs['loss'], what compute_hist adds for every head
         preds = {}
         for h in self.heads:
             score = scores[h.score]
@@ -93,19 +99,18 @@ class SegTest:
             conf = self.conf.setdefault(h.score, Confusion(n))
             if conf.n != n:
                 raise UserInputError(f"score blob '{h.score}' has {n} channels, earlier {conf.n}")
-            gt = torch.as_tensor(np.asarray(labels[h.label]))
-            if losses is not None and h.loss in losses:
-                loss = float(losses[h.loss])
-            else:
-                loss = self._loss(h, score, gt)
             pred = score[0].argmax(0).cpu().numpy()
-            conf.add(gt.numpy()[0, 0].astype(np.int64), pred, loss)
+            conf.add(np.asarray(labels[h.label])[0, 0], pred,
+                     official if official is not None else own[h.loss])
+            sums = self._head_loss.setdefault(h.score, [0.0, 0])
+            sums[0], sums[1] = sums[0] + own[h.loss], sums[1] + 1
             preds[h.score] = pred
         return preds
 
     def results(self, names=None):
-        """Per head: ``{"score", "label", "classes", the four metrics, "loss", "images",
-        "pixels", "ignored", "per_class", "confusion"}``; fractions, NaN as None.
+        """Per head: ``{"score", "label", "classes", the four metrics, "loss" (score.py's:
+        ``net.blobs['loss']``), "head_loss" (the head's own), "images", "pixels", "ignored",
+        "per_class", "confusion"}``; fractions, NaN as None.
         ``names``: ``{score blob: class names}`` (default :func:`~.score.names_for`)."""
         out = []
         for h in self.heads:
@@ -116,7 +121,9 @@ class SegTest:
             cls = names_for(conf.n, (names or {}).get(h.score))
             row = {"score": h.score, "label": h.label, "classes": conf.n}
             row.update({k: json_number(m[k]) for k in METRICS})
-            row.update(loss=m["loss"], images=m["images"], pixels=m["pixels"],
+            total, count = self._head_loss.get(h.score, (0.0, 0))
+            row.update(loss=m["loss"], head_loss=total / count if count else None,
+                       images=m["images"], pixels=m["pixels"],
                        ignored=m["ignored"], per_class=rows(m, cls),
                        confusion=conf.hist.tolist())
             out.append(row)

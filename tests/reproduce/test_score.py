@@ -52,11 +52,27 @@ def test_predicted_class_absent_from_ground_truth_counts_zero_in_mean_iu():
     assert metrics(np.array([[2, 1, 1], [1, 4, 0], [0, 0, 0]]))["iu"][0] == 2 / 5
 
 
-def test_empty_matrix_is_all_nan_without_warnings():
+def test_empty_matrix_is_nan_and_an_empty_fw_sum_without_warnings():
+    """score.py on an empty histogram: 0/0 for the first three; freq is all NaN, so
+    freq[freq > 0] is empty and fwavacc is the empty sum 0.0 (issue 17: it was NaN here)."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         m = metrics(np.zeros((4, 4)))
-    assert all(m[k] != m[k] for k in ("overall_acc", "mean_acc", "mean_iu", "fwavacc"))
+    assert all(m[k] != m[k] for k in ("overall_acc", "mean_acc", "mean_iu"))
+    assert m["fwavacc"] == 0.0
+
+
+def test_float_labels_are_masked_before_they_become_integers():
+    """score.py's fast_hist masks a (float) label blob, then casts: -0.5 is dropped and 20.5 of
+    21 classes counts as 20 (cast first, -0.5 became class 0; issue 17)."""
+    def score_py(a, b, n):  # the official function, transcribed
+        k = (a >= 0) & (a < n)
+        return np.bincount(n * a[k].astype(int) + b[k], minlength=n ** 2).reshape(n, n)
+    gt = np.array([-0.5, 0.0, 20.5, 21.0, 3.7, np.nan, -1.0], np.float32)
+    pred = np.array([1, 0, 20, 2, 3, 4, 5])
+    with np.errstate(invalid="ignore"):
+        want = score_py(gt, pred, 21)
+    assert np.array_equal(fast_hist(gt, pred, 21), want) and want.sum() == 3
 
 
 def test_fast_hist_rows_are_ground_truth_and_out_of_range_labels_are_ignored():
