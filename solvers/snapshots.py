@@ -3,13 +3,18 @@ left behind (``solver.cpp``: ``Solver::Snapshot``, ``SnapshotFilename``; ``caffe
 
 How Caffe does it: ``SnapshotFilename`` is ``snapshot_prefix + "_iter_" + iter + extension``,
 relative to the current directory (any path; an existing folder as prefix gets the solver
-file's stem, ``upgrade_snapshot_prefix``); Caffe checks nothing before training, so an
-unwritable folder fails at the first snapshot, and writes each file in place, so a crash can
-leave a truncated file under its final name. Resuming is by hand: ``caffe train --snapshot``.
+file's stem, ``upgrade_snapshot_prefix``). ``Solver::Init`` calls
+``CheckSnapshotWritePermissions``: when ``snapshot`` is set, ``snapshot_prefix`` must be too,
+and Caffe writes and deletes a probe file ``<prefix>_iter_<iter>.tempfile``, aborting ("Cannot
+write to snapshot prefix ...") when it cannot, a missing folder included; with ``snapshot: 0``
+nothing is checked, and the final snapshot (``snapshot_after_train``) can fail at the end.
+Caffe writes each file in place, so a crash can leave a truncated file under its final name.
+Resuming is by hand: ``caffe train --snapshot``.
 
-Where fcn-port differs (and agrees): the same names and the same freedom of path, but
-:func:`prepare_snapshots` checks the folder before training starts and removes the temporary
-``.part`` files of a killed run; snapshots are written atomically in order (see
+Where fcn-port differs (and agrees): the same names and the same freedom of path;
+:func:`prepare_snapshots` checks the folder before training starts whatever ``snapshot`` is
+(without a probe file: the folder must be writable, and missing folders are made at the first
+write instead of refused) and removes the temporary ``.part`` files of a killed run; snapshots are written atomically in order (see
 :meth:`.solver.Solver.snapshot`), so :func:`newest_snapshot` can pick the newest state that is
 complete and names complete weights.
 """
@@ -50,8 +55,9 @@ def newest_snapshot(prefix):
 
 
 def prepare_snapshots(prefix, where="the solver"):
-    """Before training (fcn-port's rule; Caffe checks nothing and fails at the first snapshot,
-    maybe days in): ``snapshot_prefix`` may name any path, as in Caffe, but its folder (or the
+    """Before training (Caffe's ``CheckSnapshotWritePermissions`` probes only when
+    ``snapshot`` is set, so a run with ``snapshot: 0`` fails at its final snapshot, maybe days
+    in): ``snapshot_prefix`` may name any path, as in Caffe, but its folder (or the
     nearest one that exists: missing ones are made at the first write) must be a writable
     folder, its last part must be a file name, and the temporary files a killed run left there
     (:func:`partial_snapshots`) are removed. Returns those."""
