@@ -104,10 +104,14 @@ class SegTestHook:
         return heads
 
     def after_iter(self, trainer):
-        """Called by the trainer after each iteration (its counter already advanced)."""
+        """Called by the trainer after each iteration (its counter already advanced). At every
+        multiple of ``every`` the next ``solver.step(N)`` of solve.py begins, and Caffe's
+        ``Step`` restarts the smoothed loss (``losses_.clear()``): so does the solver here."""
         it = trainer.solver.iter
         if it % self.every == 0 and it != self._last:
             self.evaluate(it)
+        if it % self.every == 0:
+            trainer.solver.begin()
 
     def at_end(self, trainer):
         """Called once when training ends (not after a failure; the trainer calls :meth:`close`

@@ -8,6 +8,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,6 +69,17 @@ def test_eval_every_matches_eval_of_the_snapshots(setup, capsys):
         assert alone["loss"] == pytest.approx(head["loss"], rel=1e-6)
         assert alone["per_class"] == head["per_class"]
     assert evals[0]["heads"][0]["loss"] != evals[-1]["heads"][0]["loss"]  # the weights moved
+    # solve.py's solver.step(2) calls each restart Caffe's smoothed loss (issue 17): after
+    # iterations 2 and 4 the window holds that iteration's loss alone, then the mean of two
+    with open(snap / "train_log.csv", newline="") as f:
+        log = {int(r["iter"]): (float(r["loss"]), float(r["smoothed_loss"]))
+               for r in csv.DictReader(f)}
+    f32 = np.float32
+    assert sorted(log) == [0, 1, 2, 3, 4]
+    for it in (0, 2, 4):
+        assert log[it][1] == log[it][0]
+    for it in (1, 3):
+        assert log[it][1] == float((f32(log[it - 1][1]) + f32(log[it][0])) / f32(2))
 
 
 def test_a_resume_keeps_the_evaluation_taken_at_the_stop(setup, capsys):
@@ -137,10 +149,13 @@ def test_hook_schedule_and_files_without_a_net(tmp_path):
 
     lines = []
     hook = SegTestHook(3, Fake(), tmp_path / "s" / "run", echo=lines.append)
-    trainer = SimpleNamespace(solver=SimpleNamespace(iter=0))
+    begun = []
+    trainer = SimpleNamespace(solver=SimpleNamespace(iter=0, begin=lambda: begun.append(
+        trainer.solver.iter)))
     for it in range(1, 8):
         trainer.solver.iter = it
         hook.after_iter(trainer)
+    assert begun == [3, 6]  # solve.py's next step(3) starts there: the smoothed loss restarts
     assert hook.at_end(trainer) == tmp_path / "s" / "run_eval.png"
     assert hook.close() is None                                  # drawn once
     assert [e["iter"] for e in hook.evaluations] == [3, 6, 7] and len(calls) == 3
