@@ -23,6 +23,12 @@ unbound ``Python`` data layer, like an ``Input`` layer, turns its tops into net 
   ``N`` is ``d = (it * iter_size + p) * N + r``: the draw follows from the iteration, so a run
   resumed from a snapshot at iteration ``k`` reads exactly the batches an uninterrupted run
   would (Caffe's own data layers restart from their beginning on resume);
+  ``order="caffe"`` (``fcn-port train --data-order caffe``) draws as Caffe and the official
+  scripts do instead: the draws restart at 0 at the iteration a run starts from (Caffe builds
+  its data layers afresh, ``setup`` included, when it restores a snapshot), and under several
+  processes a *registered reader* (the official ``Python`` layers) gives every process the same
+  draws (Caffe's ``python/train.py`` seeds each process's layer with the same ``seed``), while
+  other indexed sources keep ``r, r+N, ...`` (Caffe's ``DataReader``);
 * a **callable** ``s() -> {top: array}``, called once per forward pass (it keeps its own
   place; in a multi-process run each process calls its own copy, so sharding is its job);
 * an **iterable** of such dicts, advanced once per pass; process ``r`` of ``N`` takes items
@@ -177,9 +183,9 @@ def _is_indexed(source):
 class _Bound:
     """One layer's source, with the bookkeeping of each kind."""
 
-    def __init__(self, layer, tops, source, what, rank, world):
+    def __init__(self, layer, tops, source, what, rank, world, reader=False):
         self.layer, self.tops, self.source, self.what = layer, tops, source, what
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.reader = rank, world, reader
         self.indexed = _is_indexed(source)
         self.iterator = None if self.indexed or callable(source) else iter(source)
         self.pending, self.cycled = None, False
@@ -227,11 +233,16 @@ class Feeder:
     each source must hold all its layer's tops (checked on every batch). Layers bound to the
     same source (e.g. the Input layers ``data`` and ``label`` and one npz) share each draw."""
 
+    ORDERS = ("continuous", "caffe")
+
     def __init__(self, layers, sources, *, phase="TRAIN", root=None, rank=0, world=1,
-                 iter_size=1, what="net"):
+                 iter_size=1, what="net", order="continuous"):
         if sources is None or not isinstance(sources, dict):
             sources = {None: sources} if sources is not None else {}
-        self.rank, self.world, self.iter_size = rank, world, iter_size
+        if order not in self.ORDERS:
+            raise UserInputError(f"data order {order!r}: expected one of {', '.join(self.ORDERS)}")
+        self.rank, self.world, self.iter_size, self.order = rank, world, iter_size, order
+        self.start = 0  # order "caffe": the iteration the run started from (draw 0 there)
         default = sources.get(None)
         names = {name for name, *_ in layers}
         unknown = sorted(k for k in sources if k is not None and k not in names)
@@ -266,7 +277,8 @@ class Feeder:
                 same[0].layer += f"', '{name}"
                 same[0].tops += tops
                 continue
-            self.bound.append(_Bound(name, list(tops), source, f"{what}: {label}", rank, world))
+            self.bound.append(_Bound(name, list(tops), source, f"{what}: {label}", rank, world,
+                                     reader=how == "a registered reader"))
         for b in self.bound:
             self._check(b, b.peek())
 
@@ -275,6 +287,14 @@ class Feeder:
         if missing:
             raise UserInputError(f"{b.what}: no blob {', '.join(map(repr, missing))} for data "
                                  f"layer '{b.layer}' (it serves {', '.join(sorted(batch)) or 'none'})")
+
+    def draw_index(self, b, it, p):
+        """Which draw of its source bound layer ``b`` reads for pass ``p`` of iteration ``it``
+        (see the module doc: ``continuous``, or Caffe's restart and shared reader draws)."""
+        if self.order == "caffe":
+            local = (it - self.start) * self.iter_size + p
+            return local if b.reader else local * self.world + self.rank
+        return (it * self.iter_size + p) * self.world + self.rank
 
     def shapes(self):
         """``{top: shape}`` of the first batch (the net is built with these input shapes)."""
@@ -286,10 +306,9 @@ class Feeder:
 
     def __call__(self, it, p=0, device="cpu"):
         """The tops for pass ``p`` of iteration ``it``: ``{top: float32 tensor on device}``."""
-        d = (it * self.iter_size + p) * self.world + self.rank
         feed = {}
         for b in self.bound:
-            batch = b.draw(d)
+            batch = b.draw(self.draw_index(b, it, p))
             self._check(b, batch)
             for t in b.tops:
                 v = batch[t]

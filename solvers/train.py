@@ -121,11 +121,12 @@ class Trainer:
     to resume; ``max_iter`` overrides the solver's. ``echo(line)`` prints log lines (rank 0);
     ``progress``: a tqdm bar on stderr when it is a terminal. ``group``: this process's
     :class:`~.distributed.Group`. ``hooks``: objects with ``after_iter(trainer)`` (after each
-    iteration) and ``at_end(trainer)`` (once, unless training failed), e.g. :mod:`.evalhook`."""
+    iteration) and ``at_end(trainer)`` (once, unless training failed), e.g. :mod:`.evalhook`.
+    ``data_order``: ``"continuous"`` or ``"caffe"`` (:class:`~.data.Feeder`)."""
 
     def __init__(self, solver_path, *, sources=None, test_sources=None, python_layers=None,
                  weights=None, snapshot=None, max_iter=None, device="cpu", group=None,
-                 echo=print, progress=True, hooks=()):
+                 echo=print, progress=True, hooks=(), data_order="continuous"):
         if weights is not None and snapshot is not None:
             raise UserInputError("give --snapshot to resume training or --weights to finetune, "
                                  "not both (as caffe train)")
@@ -143,7 +144,7 @@ class Trainer:
             self.feeder = Feeder(source_layers(layers, python_layers or {}), sources,
                                  phase=phase, root=root, rank=self.group.rank,
                                  world=self.group.world, iter_size=param.iter_size,
-                                 what="train net")
+                                 what="train net", order=data_order)
             return self.feeder.shapes()
         self.solver, self.net = from_solver_prototxt(
             solver_path, weights=weights, param=param, shapes=shapes, device=self.device,
@@ -158,6 +159,7 @@ class Trainer:
             self._echo(f"Restoring previous solver status from {snapshot}")
             self.restored = self.solver.restore(snapshot)
         distributed.broadcast_state(self.group, self.solver)
+        self.feeder.start = self.solver.iter  # "caffe" order: the data layers start here
         self.tests, self.test_results = [], []
         if tests_due(param, self.solver.iter, param.max_iter) and self.group.root:
             self.tests = build_test_nets(param, self.net, test_sources, root=root,

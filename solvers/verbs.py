@@ -48,6 +48,11 @@ def add_verbs(verbs, *, data_sources=None, seg_tests=None):
     p.add_argument("--procs", type=int, default=1, metavar="N",
                    help="data-parallel processes (gloo on CPU, NCCL on CUDA); default 1")
     p.add_argument("--max-iter", type=int, metavar="N", help="override the solver's max_iter")
+    p.add_argument("--data-order", choices=("continuous", "caffe"), default="continuous", help=(
+        "continuous (default): a resumed run reads the batches the uninterrupted run would, and "
+        "processes read disjoint draws; caffe: as Caffe, the data layers start from their first "
+        "draw when a snapshot is restored, and with --procs every process's official data "
+        "layer reads the same draws (python/train.py seeds each alike)"))
     p.add_argument("--quiet", action="store_true", help="no log lines and no progress bar")
     p.add_argument("--json", action="store_true",
                    help="end with one JSON line: iter, losses, snapshots, log, plot, tests")
@@ -199,7 +204,7 @@ def _trainer(args, group, quiet):
         args.solver, weights=args.weights, snapshot=args.snapshot,
         sources=NpzBatches(args.batches) if args.batches else None,
         test_sources=NpzBatches(args.test_batches) if args.test_batches else None,
-        max_iter=args.max_iter, group=group,
+        max_iter=args.max_iter, group=group, data_order=args.data_order,
         echo=(lambda line: None) if quiet else (lambda line: print(line, flush=True)),
         progress=not quiet)
 

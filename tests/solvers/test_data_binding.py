@@ -142,3 +142,52 @@ def test_npz_batches_are_checked_from_their_headers_before_inflating(tmp_path, m
     monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 40000)
     with pytest.raises(CaffeFormatError, match="free"):
         NpzBatches(ok)
+
+
+class _Recorder:
+    """An indexed source that records which draws were read."""
+
+    def __init__(self, path):
+        self.batches, self.read = NpzBatches(path), []
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, k):
+        self.read.append(k)
+        return self.batches[k]
+
+
+def test_data_order_caffe_restarts_the_draws_on_resume(tmp_path, kit, monkeypatch):
+    """Issue 17: Caffe builds its data layers afresh when it restores a snapshot, so a resumed
+    run reads draws 0, 1, ... again; fcn-port's default continues where the uninterrupted run
+    would be. Both are options of the same run."""
+    from fcn_port.solvers.train import Trainer
+
+    folder = kit.make_folder(tmp_path, 'weights: "init.caffemodel"\nmax_iter: 2\nsnapshot: 2\n'
+                             "iter_size: 2\n")
+    monkeypatch.chdir(folder)
+    Trainer("solver.prototxt", sources=NpzBatches("b.npz"), echo=lambda line: None).solve()
+    for order, want in (("continuous", [4, 5, 6, 7]), ("caffe", [0, 1, 2, 3])):
+        source = _Recorder("b.npz")
+        trainer = Trainer("solver.prototxt", sources=source, max_iter=4, data_order=order,
+                          snapshot="snap/tiny_iter_2.solverstate", echo=lambda line: None)
+        source.read.clear()  # the reads of the net's shapes
+        trainer.solve()
+        assert source.read == want, order
+
+
+def test_data_order_draw_indices():
+    """Draw of pass p of iteration it, process r of N (iter_size 2, process 1 of 2, a run
+    started at iteration 10): continuous (it*2+p)*2+1; caffe ((it-10)*2+p)*2+1, or
+    (it-10)*2+p for a registered reader (every process the same draws, as python/train.py)."""
+    from types import SimpleNamespace
+
+    feeder = Feeder([], None, rank=1, world=2, iter_size=2)
+    plain, reader = SimpleNamespace(reader=False), SimpleNamespace(reader=True)
+    assert feeder.draw_index(plain, 10, 1) == 43 == feeder.draw_index(reader, 10, 1)
+    feeder.order, feeder.start = "caffe", 10
+    assert [feeder.draw_index(plain, 10, p) for p in (0, 1)] == [1, 3]
+    assert [feeder.draw_index(reader, it, p) for it in (10, 11) for p in (0, 1)] == [0, 1, 2, 3]
+    with pytest.raises(UserInputError):
+        Feeder([], None, order="random")
