@@ -46,7 +46,8 @@ correctly rounded: ``powf(x, 2)`` differs from ``x * x``, and ``powf(x, 0.5)`` f
 ``sqrtf(x)``, for about 0.07% of floats each (and ``torch.sqrt`` is not correctly rounded
 either), so :func:`powx` gets the C library's values (:mod:`.libm`). Given Caffe's gradients
 (:mod:`.update_parity`), SGD with the official FCN values, multistep SGD and Adam through a
-resume land on Caffe's params and histories bit for bit.
+resume land on Caffe's params and histories bit for bit. On a CUDA device the adaptive solvers
+follow Caffe's GPU kernels instead (:mod:`.kernels`: another order, squares by multiplying).
 
 Why not ``torch.optim``
 -----------------------
@@ -70,7 +71,7 @@ from collections import namedtuple
 import numpy as np
 import torch
 
-from . import libm
+from . import kernels, libm
 from .errors import SolverError
 
 F32 = np.float32
@@ -171,11 +172,18 @@ def adadelta(diff, hist, local_rate, param, iter):
     diff.mul_(local_rate)
 
 
+def adam_correction(param, iter):
+    """``sqrt(1 - pow(beta2, t)) / (1 - pow(beta1, t))``, ``t = iter + 1``: ``pow(float, int)``
+    is a double in C++, so all of it is double, rounded once to float."""
+    t = iter + 1
+    b1, b2 = float(F32(param.momentum)), float(F32(param.momentum2))
+    return F32(np.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t))
+
+
 def adam(diff, hist, local_rate, param, iter):
     m, v = hist
     b1, b2 = F32(param.momentum), F32(param.momentum2)
-    t = iter + 1
-    correction = F32(np.sqrt(1.0 - float(b2) ** t) / (1.0 - float(b1) ** t))  # double, then float
+    correction = adam_correction(param, iter)
     _axpby(f32(F32(1) - b1), diff, float(b1), m)
     _axpby(f32(F32(1) - b2), torch.mul(diff, diff), float(b2), v)  # caffe_mul, not powx
     u = powx(v, 0.5).add_(f32(param.delta))
@@ -194,14 +202,14 @@ def _rmsprop_check(param):
         raise SolverError(f"rms_decay: {param.rms_decay} should lie in [0, 1) for RMSProp")
 
 
-Rule = namedtuple("Rule", "update history_sets check")
-RULES = {  # SolverParameter.type -> ComputeUpdateValue, history sets, constructor check
-    "SGD": Rule(sgd, 1, None),
-    "Nesterov": Rule(nesterov, 1, None),
-    "AdaGrad": Rule(adagrad, 1, _no_momentum),
-    "RMSProp": Rule(rmsprop, 1, _rmsprop_check),
-    "AdaDelta": Rule(adadelta, 2, None),
-    "Adam": Rule(adam, 2, None),
+Rule = namedtuple("Rule", "update history_sets check gpu")
+RULES = {  # SolverParameter.type -> ComputeUpdateValue (CPU, GPU order), history sets, check
+    "SGD": Rule(sgd, 1, None, sgd),
+    "Nesterov": Rule(nesterov, 1, None, nesterov),
+    "AdaGrad": Rule(adagrad, 1, _no_momentum, kernels.adagrad),
+    "RMSProp": Rule(rmsprop, 1, _rmsprop_check, kernels.rmsprop),
+    "AdaDelta": Rule(adadelta, 2, None, kernels.adadelta),
+    "Adam": Rule(adam, 2, None, kernels.adam),
 }
 
 

@@ -196,8 +196,9 @@ class Solver:
                 rules.normalize(diff, self.param.iter_size)
                 rules.regularize(diff, lp.param, float(decay * F32(lp.decay_mult)),
                                  self.param.regularization_type)
-                self.rule.update(diff, self.history[k::n], float(rate * F32(lp.lr_mult)),
-                                 self.param, self.iter)
+                update = self.rule.gpu if diff.device.type == "cuda" else self.rule.update
+                update(diff, self.history[k::n], float(rate * F32(lp.lr_mult)), self.param,
+                       self.iter)
             for lp, diff in zip(self.params, diffs):  # Net::Update
                 lp.param.sub_(diff)
         self.iter += 1
