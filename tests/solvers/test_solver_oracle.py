@@ -127,7 +127,7 @@ def test_the_tolerance_tells_caffes_form_from_torch_optims(monkeypatch):
         h, = hist
         h.mul_(rules.f32(param.momentum)).add_(diff)
         diff.copy_(h).mul_(local_rate)
-    monkeypatch.setitem(rules.RULES, "SGD", rules.Rule(torch_form, 1, None))
+    monkeypatch.setitem(rules.RULES, "SGD", rules.Rule(torch_form, 1, None, torch_form))
     r = run_solver_case(CASES["lr_multistep"])
     assert not r["pass"] and r["worst"] > 1e-2
 
