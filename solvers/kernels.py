@@ -53,9 +53,16 @@ def adadelta(diff, hist, local_rate, param, iter):
     diff.mul_(local_rate)
 
 
-def adam(diff, hist, local_rate, param, iter):
-    from .rules import adam_correction
+def adam_correction(param, iter):
+    """Adam's ``sqrt(1 - pow(beta2, t)) / (1 - pow(beta1, t))``, ``t = iter + 1``, computed on
+    the host for both orders: ``pow(float, int)`` is a double in C++, so all of it is double,
+    rounded once to float."""
+    t = iter + 1
+    b1, b2 = float(np.float32(param.momentum)), float(np.float32(param.momentum2))
+    return np.float32(np.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t))
 
+
+def adam(diff, hist, local_rate, param, iter):
     m, v = hist
     b1, b2 = _f(param.momentum), _f(param.momentum2)
     m.copy_(m * b1 + diff * _f(1 - _f32(param.momentum)))

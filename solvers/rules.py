@@ -45,8 +45,9 @@ The squares and square roots written ``diff^2`` and ``sqrt`` above are ``caffe_p
 correctly rounded: ``powf(x, 2)`` differs from ``x * x``, and ``powf(x, 0.5)`` from
 ``sqrtf(x)``, for about 0.07% of floats each (and ``torch.sqrt`` is not correctly rounded
 either), so :func:`powx` gets the C library's values (:mod:`.libm`). Given Caffe's gradients
-(:mod:`.update_parity`), SGD with the official FCN values, multistep SGD and Adam through a
-resume land on Caffe's params and histories bit for bit. On a CUDA device the adaptive solvers
+(:mod:`.update_parity`), every solver type lands on Caffe's params and histories bit for bit
+(the oracle's update cases and those of ``tests/make_update_cases.py``: SGD, Nesterov with
+clipping and ``iter_size``, AdaGrad, RMSProp with L1 decay, AdaDelta, Adam through a resume). On a CUDA device the adaptive solvers
 follow Caffe's GPU kernels instead (:mod:`.kernels`: another order, squares by multiplying).
 
 Why not ``torch.optim``
@@ -94,14 +95,24 @@ def clip_gradients(diffs, clip):
         return None
     sumsq = F32(0)
     for d in diffs:
-        flat = d.reshape(-1)
-        sumsq = F32(sumsq + F32(torch.dot(flat, flat).item()))
+        sumsq = F32(sumsq + _sumsq(d.reshape(-1)))
     norm = F32(np.sqrt(sumsq))
     if norm > clip:
         scale = f32(clip / norm)
         for d in diffs:
             d.mul_(scale)
     return float(norm)
+
+
+def _sumsq(flat):
+    """``caffe_cpu_dot(x, x)``, OpenBLAS's ``sdot`` in Caffe's builds: on the CPU numpy's
+    float32 ``dot``, which calls the OpenBLAS numpy bundles and so sums in the same order
+    (``torch.dot`` sums in another: one ulp of the clipping norm at some steps); on CUDA,
+    torch's (GPU Caffe calls cuBLAS)."""
+    if flat.device.type == "cpu":
+        a = flat.detach().numpy()
+        return F32(np.dot(a, a))
+    return F32(torch.dot(flat, flat).item())
 
 
 def normalize(diff, iter_size):
@@ -172,18 +183,10 @@ def adadelta(diff, hist, local_rate, param, iter):
     diff.mul_(local_rate)
 
 
-def adam_correction(param, iter):
-    """``sqrt(1 - pow(beta2, t)) / (1 - pow(beta1, t))``, ``t = iter + 1``: ``pow(float, int)``
-    is a double in C++, so all of it is double, rounded once to float."""
-    t = iter + 1
-    b1, b2 = float(F32(param.momentum)), float(F32(param.momentum2))
-    return F32(np.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t))
-
-
 def adam(diff, hist, local_rate, param, iter):
     m, v = hist
     b1, b2 = F32(param.momentum), F32(param.momentum2)
-    correction = adam_correction(param, iter)
+    correction = kernels.adam_correction(param, iter)
     _axpby(f32(F32(1) - b1), diff, float(b1), m)
     _axpby(f32(F32(1) - b2), torch.mul(diff, diff), float(b2), v)  # caffe_mul, not powx
     u = powx(v, 0.5).add_(f32(param.delta))

@@ -4,7 +4,9 @@ The project must test without ../shared and without Caffe, so the cases live in 
 To keep the test data near 50 MB, the largest forward case stays out (``fcn/voc-fcn32s``, whose
 64x64 upsampling blob alone is 7 MB twice over); the tests also sweep ../shared/oracle/cases when
 it is present, as it is in CI, so it is still checked. Every solver case is copied: the solver's
-parity must hold without ../shared.
+parity must hold without ../shared. ``update/`` also holds cases written here with real Caffe
+by ``tests/make_update_cases.py`` (AdaGrad, RMSProp, AdaDelta, Nesterov); this script leaves
+them alone.
 
     python tests/copy_oracle.py [ORACLE_CASES_DIR]
 """
