@@ -24,8 +24,9 @@ its label bottom the ground truth (``label``; ``sem`` / ``geo``), which is the p
 Each head's ``loss`` is score.py's figure: the mean of ``net.blobs['loss']``, which for SIFT
 Flow's geometric head is the *semantic* loss (``compute_hist`` adds that blob whatever the
 head); ``head_loss`` beside it is the head's own loss layer's (``loss_geo``). Both sums are
-float64, as score.py's under the NumPy it ran with (1.x: ``0 + float32`` is a float64, NEP 50's
-table of old results; under NumPy 2 the same code would sum in float32). The argmax is
+float64, as score.py's under the NumPy it ran with (1.x: a NumPy scalar and a Python int
+promote as if the int were int64, NEP 50's ``np.result_type(np.int8(1), 1) == np.int64``, so
+``0 + float32`` is a float64; under NumPy 2 the same code would sum in float32). The argmax is
 ``torch.argmax`` over the channels, which like numpy's picks the first maximal class. The data layer is read straight from our readers
 (:mod:`.datasets`), sequentially even when the split name holds 'train'.
 
