@@ -32,8 +32,8 @@ def _model_check(model):
     return models_verbs.check_model(model)
 
 
-def _train_step(model):
-    return importlib.import_module("fcn_port.solvers.bench").official_step(model)
+def _train_step(model, size, runs, warmup):
+    return importlib.import_module("fcn_port.solvers.bench").train_bench(model, size, runs, warmup)
 
 
 def _data_sources(data_root):

@@ -6,6 +6,7 @@ through which every verb loads a checkpoint, and the ``train_step`` cli hands do
 """
 import json
 import os
+import sys
 
 from ..port import DEFAULT_WEIGHTS
 from ..port.errors import UnsupportedError, UserInputError
@@ -153,6 +154,12 @@ def _bench(args, load_checkpoint):
     memory.check_size(model.cfg.meta(), *size, factor=memory.TRAIN_FACTOR if args.train else 1,
                       what="a training step" if args.train else "a forward pass")
     report = {"source": label, "eager": bench(model, size, args.runs, args.warmup)}
+    if args.peers:
+        from .deploy.peers import compare
+
+        keep_freed_memory()
+        report["peers"] = compare(model, size, args.runs, args.warmup,
+                                  compile=not args.no_compile, log=_stderr)
     if args.fast:
         from .deploy.fast import fast_model
         from .deploy.onnx import sample_inputs
@@ -180,6 +187,8 @@ def _bench(args, load_checkpoint):
         f = report["fast"]
         print(f"  speedup {f['speedup']:.2f}x, max error vs eager {f['error_vs_eager']:.2g} "
               f"(relative)")
+    if args.peers:
+        _print_peers(report["peers"])
     if args.train:
         t = report["train"]
         print(f"  train step ({t['path']}, {t['solver']}) median {t['median_s'] * 1e3:9.1f} ms  "
@@ -187,13 +196,28 @@ def _bench(args, load_checkpoint):
               f"({t['gflop']:.1f} GFLOP a step)  peak RSS {t['peak_rss_mb']:7.0f} MiB")
 
 
-def _bench_train(args, model, size):
-    from .deploy.bench import train_report
+def _stderr(line):
+    print(line, file=sys.stderr, flush=True)
 
+
+def _print_peers(r):
+    print(f"  side by side, interleaved ({r['threads']} thread(s) each):")
+    for name, v in r["runtimes"].items():
+        if not v.get("installed"):
+            print(f"    {name:<24} not installed (pip install 'fcn-port[bench]')")
+            continue
+        print(f"    {name:<24} median {v['median_s'] * 1e3:9.1f} ms  min "
+              f"{v['min_s'] * 1e3:9.1f} ms  max error vs eager {v['error_vs_eager']:.2g}")
+    if r.get("best_peer"):
+        print(f"  fast path vs the best peer ({r['best_peer']}): "
+              f"{r['fast_vs_best_peer']:.2f}x")
+
+
+def _bench_train(args, model, size):
     if args.train_step is None:
         raise UnsupportedError("bench --train needs the solvers package's update; run it "
                                "through fcn-port (fcn_port.cli passes it in)")
-    return train_report(model, args.train_step, size, args.runs, args.warmup, fast=args.fast)
+    return args.train_step(model, size, args.runs, args.warmup)
 
 
 def _add_bench_verb(verbs, load_checkpoint, train_step):
@@ -219,11 +243,16 @@ def _add_bench_verb(verbs, load_checkpoint, train_step):
         "torch.compile as a fallback; outputs within 1e-5 of eager) after telling malloc to "
         "keep freed memory"))
     p.add_argument("--no-compile", action="store_true",
-                   help="--fast: never fall back to torch.compile")
+                   help="--fast, --peers: never fall back to torch.compile")
+    p.add_argument("--peers", action="store_true", help=(
+        "also time the runtimes a user would pick instead, side by side in one process, "
+        "interleaved: fcn-port eager and fast, ONNX Runtime and OpenVINO (float32) on "
+        "fcn-port's ONNX export, each with its error against eager (pip install "
+        "'fcn-port[bench]' installs the peers)"))
     p.add_argument("--train", action="store_true", help=(
-        "also time one training step, batch 1: forward, the official loss (SoftmaxWithLoss, "
-        "summed over pixels), backward, Caffe's SGD update with the official solver values "
-        "(iter_size 1); with --fast, malloc keeps freed memory (2x here). --json adds "
+        "also time one training iteration, batch 1, exactly as fcn-port train runs it: the "
+        "model's official solver and train net (SGD, SoftmaxWithLoss summed over pixels, "
+        "iter_size 1), forward, backward, the finite checks and Caffe's update. --json adds "
         "a 'train' object"))
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.epilog = examples(

@@ -22,10 +22,9 @@ DEMO_IMAGE = DEMO_WEIGHTS.with_name("demo.jpg")
 
 
 def add_verbs(verbs, train_step=None):
-    """``train_step(model)``: the update ``bench --train`` times (a callable taking the
-    forward-backward function, as ``fcn_port.solvers.Solver.step``); models cannot import
-    solvers, so :mod:`fcn_port.cli` passes ``fcn_port.solvers.bench.official_step``. Without
-    it ``--train`` is an UnsupportedError."""
+    """``train_step(model, size, runs, warmup)``: ``bench --train``'s report, the iteration
+    ``fcn-port train`` runs, timed; models cannot import solvers, so :mod:`fcn_port.cli` passes
+    ``fcn_port.solvers.bench.train_bench``. Without it ``--train`` is an UnsupportedError."""
     _add_model_verbs(verbs)
     add_infer_verb(verbs, load_checkpoint, DEMO_IMAGE, _keep_freed_memory)
     add_deploy_verbs(verbs, load_checkpoint, train_step)

@@ -142,7 +142,8 @@ def _module_name(name):
 class CaffeNet(nn.Module):
     """A Caffe net as a module. ``net(data=x)`` returns ``{blob: tensor}`` of the net's outputs
     (tops no later layer reads), or of ``tops=[...]``; ``record=True`` adds every layer's tops
-    as ``{(layer, i): tensor}`` under the key ``"_tops"``.
+    as ``{(layer, i): tensor}`` under the key ``"_tops"``, ``record=net.loss_keys`` only the
+    weighted tops :meth:`loss` reads (a training pass keeps no other top alive).
 
     ``input_shapes`` overrides the shapes of Input layers (or gives them to Python data layers);
     ``python_layers`` binds ``Python`` layers by name to a module or callable (``fn(*bottoms)``
@@ -241,12 +242,17 @@ class CaffeNet(nn.Module):
             out = out if isinstance(out, (tuple, list)) else (out,)
             for i, (t, v) in enumerate(zip(lp.top, out)):
                 blobs[t] = v
-                if record:
+                if record is True or (record and (lp.name, i) in record):
                     recorded[(lp.name, i)] = v
         result = {t: blobs[t] for t in (tops or self.outputs)}
-        if record:
+        if record is not False:  # True, or a set of keys (maybe empty)
             result["_tops"] = recorded
         return result
+
+    @property
+    def loss_keys(self):
+        """The ``(layer, i)`` keys of the tops with a loss weight: what :meth:`loss` reads."""
+        return frozenset((self.layer_params[li].name, ti) for li, ti, _ in self.loss_tops)
 
     def loss(self, tops):
         """Caffe's objective: sum of loss_weight * top.sum() over weighted tops (from ``record``)."""

@@ -1,21 +1,26 @@
-"""Caffe's SGD with an official model's solver values, for timing a training step.
+"""``fcn-port bench --train``: time the iteration ``fcn-port train`` runs, and nothing else.
 
-``fcn-port bench --train`` lives in ``fcn_port.models.verbs`` (the ``bench`` verb), and models
-may not import solvers (imports point down: cli -> reproduce -> solvers -> models -> port).
-So the verb takes the update as a hook: :func:`official_step` is what ``fcn_port.cli`` hands
-it (``models_verbs.add_verbs(verbs, train_step=...)``), and
-:func:`fcn_port.models.deploy.bench.bench_train` times whatever ``make_step`` it is given.
+``bench`` lives in ``fcn_port.models.verbs`` and models may not import solvers (imports point
+down: cli -> reproduce -> solvers -> models -> port), so the verb takes the timing as a hook:
+:func:`train_bench` is what ``fcn_port.cli`` hands it
+(``models_verbs.add_verbs(verbs, train_step=...)``).
 
-:func:`official_step` builds a :class:`~.solver.Solver` from the official ``solver.prototxt``
-values of the model's family (:func:`fcn_port.models.solver_param`: SGD, ``lr_policy: fixed``,
-voc-fcn32s lr 1e-10 / voc-fcn8s 1e-14, momentum 0.99, weight decay 5e-4) over the model's
-``param_specs`` (lr_mult 1/2 and decay_mult 1/0 for weights/biases, lr_mult 0 for the bilinear
-Deconvolutions and at-once Scale layers) and returns its ``step``: ``ClearParamDiffs``, the
-forward-backward pass, then ``ApplyUpdate`` (normalize, L2 regularize, ``history = momentum *
-history + local_rate * diff``, ``data -= history``), all in place on the model's parameters.
-``iter_size`` is set to 1, so one step is one batch-1 pass (FCN-AlexNet's official 20 would
-make one step 20 passes).
+:func:`train_bench` writes the model family's official ``solver.prototxt`` and train net
+(:func:`fcn_port.models.solver_param`, :func:`fcn_port.models.net_param`: SGD, ``lr_policy:
+fixed``, voc-fcn8s lr 1e-14, momentum 0.99, weight decay 5e-4, lr_mult 0 for the bilinear
+Deconvolutions, SoftmaxWithLoss ``normalize: false``) into a temporary folder, builds the
+:class:`~.train.Trainer` that ``fcn-port train --solver`` builds from them (the interpreter's
+net, the process's allocator set as ``train`` sets it: :func:`~.train.fast_allocator`), copies the model's weights in, feeds
+the data layer one fixed random batch at the asked size, and times :meth:`Trainer.iterate`:
+``ClearParamDiffs``, forward, the loss, backward, the finite checks, ``ApplyUpdate``: one
+Caffe ``Solver::Step`` iteration, the very code ``train`` loops over. ``iter_size`` is set
+to 1, so one iteration is one batch-1 pass (FCN-AlexNet's official 20 would make it 20).
 """
+import os
+import tempfile
+
+import torch
+
 from .solver import Solver
 
 
@@ -32,7 +37,70 @@ def official_solver(model, **changes):
     return Solver(param, model.param_specs)
 
 
-def official_step(model):
-    """``make_step`` for :func:`fcn_port.models.deploy.bench.bench_train`: the official
-    solver's ``step`` (one Caffe iteration given a forward-backward function)."""
-    return official_solver(model).step
+def _write_official(cfg, folder):
+    """solver.prototxt (iter_size 1) and the train net it names, in ``folder``."""
+    from fcn_port.models import net_param, solver_param
+    from fcn_port.port.formats.text import to_text
+
+    param = solver_param(cfg)
+    param.iter_size = 1
+    param.ClearField("test_net")
+    param.ClearField("test_iter")
+    param.test_interval = 0
+    param.snapshot = 0
+    param.snapshot_after_train = False
+    train = net_param(cfg, cfg.solver.get("splits", ("train",))[0])
+    with open(os.path.join(folder, param.train_net), "w") as f:
+        f.write(to_text(train))
+    path = os.path.join(folder, "solver.prototxt")
+    with open(path, "w") as f:
+        f.write(to_text(param))
+    return path, train.layer[0]
+
+
+def trainer_for(model, size, seed=0):
+    """(trainer, folder): the :class:`~.train.Trainer` of ``model``'s official solver, its net
+    holding ``model``'s weights, its data layer fed one random batch of ``size`` (H, W)
+    forever; ``folder`` (a TemporaryDirectory) holds its files until it is cleaned up."""
+    from fcn_port.models.deploy.bench import sample_labels
+    from fcn_port.models.deploy.onnx import sample_inputs
+
+    from .train import Trainer, fast_allocator
+
+    fast_allocator("cpu")
+    cfg, size = model.cfg, tuple(int(s) for s in size)
+    folder = tempfile.TemporaryDirectory(prefix="fcn-port-bench-")
+    solver_path, data = _write_official(cfg, folder.name)
+    blobs = [x.numpy() for x in sample_inputs(cfg, size, seed) + sample_labels(cfg, size, seed)]
+    batch = dict(zip(data.top, blobs))
+    trainer = Trainer(solver_path, sources={data.name: lambda: batch}, max_iter=2**31 - 1,
+                      echo=lambda line: None, progress=False)
+    state = model.state_dict()
+    with torch.no_grad():
+        for layer, i, param, _ in trainer.net.param_specs:
+            param.copy_(state[f"{layer}.{i}"])
+    return trainer, folder
+
+
+def train_bench(model, size=(500, 500), runs=3, warmup=1):
+    """``bench --train``'s figures for ``model`` at ``size``: :meth:`Trainer.iterate` of
+    :func:`trainer_for` timed ``runs`` times after ``warmup`` untimed iterations (the first
+    allocates the gradients and the history). A JSON-ready report: median/min seconds, the
+    GFLOP of forward + backward (3 x forward), GFLOP/s, the losses, peak RSS, the solver."""
+    from fcn_port.models.deploy.bench import flops, time_train_step
+
+    trainer, folder = trainer_for(model, size)
+    with folder:
+        r = time_train_step(lambda _: trainer.iterate() and trainer.losses[-1], None, runs,
+                            warmup)
+    work = 3 * flops(model, size)
+    s = model.cfg.solver
+    return {"model": model.cfg.name, "size": list(size), "gflop": work / 1e9,
+            "median_s": r["median_s"], "min_s": r["min_s"], "times_s": r["times_s"],
+            "runs": len(r["times_s"]), "gflops_per_s": work / r["median_s"] / 1e9,
+            "losses": r["losses"], "peak_rss_mb": r["peak_rss"] / 2**20,
+            "step_mb": (r["peak_rss"] - r["rss_before"]) / 2**20 if r["rss_before"] else None,
+            "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+            "path": "fcn-port train's iteration",
+            "solver": f"SGD lr {s.get('base_lr', 0):g} momentum {s.get('momentum', 0):g} "
+                      "weight decay 0.0005"}

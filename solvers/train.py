@@ -108,6 +108,18 @@ class SignalActions:
         return "none"
 
 
+def fast_allocator(device):
+    """On CPU, let glibc keep freed memory (:func:`fcn_port.models.deploy.bench.keep_freed_memory`):
+    autograd frees and re-allocates the activations and gradients every iteration, and big blocks
+    mapped afresh are first-touched again each time (benchmarks/README.md: the step took half
+    the time with it). The numbers are unchanged. Process-wide, so ``fcn-port train`` and
+    ``bench --train`` call it, not the library."""
+    if torch.device(device).type == "cpu":
+        from fcn_port.models.deploy.bench import keep_freed_memory
+
+        keep_freed_memory()
+
+
 def _g(x):
     return f"{x:g}"
 
@@ -192,7 +204,7 @@ class Trainer:
     def _pass(self):
         feed = self.feeder(self.solver.iter, len(self._feeds), self.device)
         self._feeds.append(feed)
-        out = self.net(record=True, **feed)
+        out = self.net(record=self.net.loss_keys, **feed)
         loss = self.net.loss(out["_tops"])
         if torch.is_tensor(loss) and loss.requires_grad:
             loss.backward()
@@ -264,7 +276,13 @@ class Trainer:
             action = signals.request()
         return self.early_exit
 
-    def _step(self, signals, log):
+    def iterate(self, signals=None, log=None):
+        """One iteration of ``Solver::Step``, as :meth:`solve` loops over it (and ``bench
+        --train`` times it): the tests when due, ``iter_size`` forward-backward passes, the
+        gradients averaged over processes, the finite checks, ``ApplyUpdate``, the log, a
+        snapshot when due. False when training is to stop."""
+        signals = signals or _NoSignals()
+        log = log or _NoLog()
         p, s, it = self.param, self.solver, self.solver.iter
         if p.test_interval and it % p.test_interval == 0 and (it > 0 or p.test_initialization):
             if self.group.root:
@@ -350,7 +368,7 @@ class Trainer:
                                      unit="it", dynamic_ncols=True, leave=False)
                 s.begin()
                 start = s.iter
-                while s.iter < p.max_iter and self._step(signals, log):
+                while s.iter < p.max_iter and self.iterate(signals, log):
                     pass
                 self._close_bar()
                 if p.snapshot_after_train and (not p.snapshot or s.iter % p.snapshot != 0):
@@ -388,6 +406,11 @@ class Trainer:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class _NoSignals:
+    def request(self):
+        return "none"
 
 
 class _NoLog:

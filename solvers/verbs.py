@@ -160,9 +160,10 @@ def _train(args):
         return launch(_without_procs(sys.argv[1:] if args.argv is None else args.argv),
                       args.procs)
     from . import distributed
-    from .train import NonFiniteError
+    from .train import NonFiniteError, fast_allocator
 
     group = distributed.from_env(args.device)
+    fast_allocator(group.device)
     try:
         quiet = args.quiet or not group.root
         with warnings.catch_warnings():

@@ -23,8 +23,9 @@ Training (:func:`bench_train`): one step is what Caffe's ``Solver::Step`` does f
 SoftmaxWithLoss layers, ``normalize: false``, ignore 255: a sum over pixels), backward, and the
 solver's update. The update is passed in as ``make_step(model)`` (a callable taking the
 forward-backward function, like ``fcn_port.solvers.Solver.step``), so this module times any
-optimizer and needs no solver of its own; ``fcn-port bench --train`` gets Caffe's SGD with the
-official values from ``fcn_port.solvers.bench``. The work is about 3 x the forward's FLOPs
+optimizer (benchmarks/train_step.py's baselines, e.g. ``torch.optim.SGD``) and needs no solver
+of its own. ``fcn-port bench --train`` does not come here: it times ``fcn-port train``'s own
+iteration (``fcn_port.solvers.bench.train_bench``), so that it measures what users run. The work is about 3 x the forward's FLOPs
 (the backward's data and weight gradients each cost one forward's multiply-adds).
 """
 import math
@@ -270,22 +271,3 @@ def bench_train(model, make_step, size=(500, 500), runs=3, warmup=1, fn=None, se
             "losses": r["losses"], "peak_rss_mb": r["peak_rss"] / 2**20,
             "step_mb": (r["peak_rss"] - r["rss_before"]) / 2**20 if r["rss_before"] else None,
             "threads": torch.get_num_threads(), "cpus": os.cpu_count()}
-
-
-def train_report(model, make_step, size=(500, 500), runs=3, warmup=1, fast=False):
-    """``bench --train``: :func:`bench_train` of ``model`` in eval mode (the official nets
-    train with Dropout; the time does not depend on it); with ``fast``, malloc keeps freed
-    memory (the quickest training variant measured, benchmarks/README.md; the fused
-    channels-last path of :mod:`.train_fast` measured slower for training). Adds ``path``
-    and the solver values of ``model.cfg``."""
-    from .train_fast import trainable_
-
-    trainable_(model)  # after --fast's forward path re-laid the weights in inference mode
-    path = "eager"
-    if fast:
-        keep_freed_memory()
-        path = "eager+malloc"
-    r = bench_train(model.eval(), make_step, size, runs, warmup)
-    s = model.cfg.solver
-    return {**r, "path": path, "solver": f"SGD lr {s.get('base_lr', 0):g} momentum "
-            f"{s.get('momentum', 0):g} weight decay 0.0005"}
