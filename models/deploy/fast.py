@@ -79,33 +79,61 @@ def conv_relu_pairs(model):
     return pairs
 
 
-def fused(model, channels_last=True, inplace=False):
+def fused(model, channels_last=True, inplace=False, bands=False):
     """Steps 1-3: conv + ReLU fused, NHWC weights; a module taking NCHW inputs (a shallow copy
     of ``model`` sharing its layers). ``inplace`` re-lays the model's own conv weights out as
     NHWC instead of copying them (538 MB less for voc-fcn8s; ``model`` still works, its
-    convolutions then run NHWC)."""
+    convolutions then run NHWC). ``bands`` (with ``channels_last``): the trunk's convolutions
+    compute their constant bands once (:mod:`.bands`; the constants are taken from the weights
+    now)."""
     model.eval()
     if not hasattr(torch.ops.mkldnn, "_convolution_pointwise") or \
             not torch.backends.mkldnn.is_available():
         return model
     out = copy.copy(model)
     out._modules = type(model._modules)(model._modules)
-    for conv, relu in conv_relu_pairs(model):
-        layer = out._modules[conv]
-        if isinstance(layer, Convolution) and layer.ndim == 4 and layer.axis == 1:
-            out._modules[conv] = FusedConvReLU(model._modules[conv], channels_last, inplace)
-            out._modules[relu] = nn.Identity()
-    return NHWC(out) if channels_last else out
+    pairs = [(conv, relu) for conv, relu in conv_relu_pairs(model)
+             if isinstance(model._modules[conv], Convolution) and model._modules[conv].ndim == 4
+             and model._modules[conv].axis == 1]
+    for conv, relu in pairs:
+        out._modules[conv] = FusedConvReLU(model._modules[conv], channels_last, inplace)
+        out._modules[relu] = nn.Identity()
+    plan = _bands(model, out, pairs) if bands and channels_last else None
+    return NHWC(out, plan) if channels_last else out
+
+
+def _bands(model, out, pairs):
+    """Wrap the trunk's fused convolutions of ``out`` in :class:`.bands.BandedConvReLU`; the
+    :class:`.bands.BandPlan` they share (None where the net has no such trunk)."""
+    from ..spec import net_param
+    from .bands import BandedConvReLU, BandPlan, trunk
+
+    chain = []
+    for kind, name in trunk(net_param(model.cfg, "model").layer, pairs):
+        c = model._modules[name]
+        if kind == "conv" and (c.stride != (1, 1) or c.dilation != (1, 1) or c.group != 1):
+            break
+        chain.append((kind, name))
+    if not any(kind == "conv" for kind, _ in chain):
+        return None
+    layers = {name: model._modules[name] for _, name in chain}
+    plan = BandPlan(chain, layers, layers)
+    for kind, name in chain:
+        if kind == "conv":
+            out._modules[name] = BandedConvReLU(out._modules[name], name, plan)
+    return plan
 
 
 class NHWC(nn.Module):
     """Feed ``inner`` channels-last inputs; hand back contiguous NCHW outputs."""
 
-    def __init__(self, inner):
+    def __init__(self, inner, bands=None):
         super().__init__()
-        self.inner = inner
+        self.inner, self.bands = inner, bands
 
     def forward(self, *inputs):
+        if self.bands is not None:
+            self.bands.begin(inputs[0].shape[-2:])
         y = self.inner(*(x.contiguous(memory_format=torch.channels_last) for x in inputs))
         return tuple(t.contiguous() for t in y) if isinstance(y, tuple) else y.contiguous()
 
@@ -123,13 +151,15 @@ def _error(got, want):
 
 
 def fast_model(model, probe, *, compile=True, rtol=1e-5, inplace=False, log=None):
-    """(callable, name, error): the first of ``fused-nhwc``, ``compile-freezing`` (with
+    """(callable, name, error): the first of ``bands-nhwc`` (:mod:`.bands`), ``fused-nhwc``,
+    ``compile-freezing`` (with
     ``compile``, where it works here) and ``fused-nchw`` whose output on ``probe`` (a tuple
     of inputs) is within ``rtol`` of ``model``'s; the eager model itself if none is.
     ``inplace``: see :func:`fused`."""
     with torch.inference_mode():
         want = model(*probe)
-        candidates = [("fused-nhwc", lambda m: fused(m, inplace=inplace))] + \
+        candidates = [("bands-nhwc", lambda m: fused(m, inplace=inplace, bands=True)),
+                      ("fused-nhwc", lambda m: fused(m, inplace=inplace))] + \
             ([("compile-freezing", compiled)] if compile else []) + \
             [("fused-nchw", lambda m: fused(m, channels_last=False))]
         for name, make in candidates:
