@@ -58,7 +58,7 @@ def _write_official(cfg, folder):
     return path, train.layer[0]
 
 
-def trainer_for(model, size, seed=0):
+def trainer_for(model, size, seed=0, device="cpu"):
     """(trainer, folder): the :class:`~.train.Trainer` of ``model``'s official solver, its net
     holding ``model``'s weights, its data layer fed one random batch of ``size`` (H, W)
     forever; ``folder`` (a TemporaryDirectory) holds its files until it is cleaned up."""
@@ -67,14 +67,14 @@ def trainer_for(model, size, seed=0):
 
     from .train import Trainer, fast_allocator
 
-    fast_allocator("cpu")
+    fast_allocator(device)
     cfg, size = model.cfg, tuple(int(s) for s in size)
     folder = tempfile.TemporaryDirectory(prefix="fcn-port-bench-")
     solver_path, data = _write_official(cfg, folder.name)
     blobs = [x.numpy() for x in sample_inputs(cfg, size, seed) + sample_labels(cfg, size, seed)]
     batch = dict(zip(data.top, blobs))
     trainer = Trainer(solver_path, sources={data.name: lambda: batch}, max_iter=2**31 - 1,
-                      echo=lambda line: None, progress=False)
+                      echo=lambda line: None, progress=False, device=device)
     state = model.state_dict()
     with torch.no_grad():
         for layer, i, param, _ in trainer.net.param_specs:
@@ -82,17 +82,22 @@ def trainer_for(model, size, seed=0):
     return trainer, folder
 
 
-def train_bench(model, size=(500, 500), runs=3, warmup=1):
+def train_bench(model, size=(500, 500), runs=3, warmup=1, device="cpu"):
     """``bench --train``'s figures for ``model`` at ``size``: :meth:`Trainer.iterate` of
     :func:`trainer_for` timed ``runs`` times after ``warmup`` untimed iterations (the first
     allocates the gradients and the history). A JSON-ready report: median/min seconds, the
     GFLOP of forward + backward (3 x forward), GFLOP/s, the losses, peak RSS, the solver."""
     from fcn_port.models.deploy.bench import flops, time_train_step
 
-    trainer, folder = trainer_for(model, size)
+    trainer, folder = trainer_for(model, size, device=device)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+
+    def iteration(_):  # iterate() reads the loss back (a sync); the update is waited for too
+        trainer.iterate()
+        sync()
+        return trainer.losses[-1]
     with folder:
-        r = time_train_step(lambda _: trainer.iterate() and trainer.losses[-1], None, runs,
-                            warmup)
+        r = time_train_step(iteration, None, runs, warmup)
     work = 3 * flops(model, size)
     s = model.cfg.solver
     return {"model": model.cfg.name, "size": list(size), "gflop": work / 1e9,
@@ -100,7 +105,7 @@ def train_bench(model, size=(500, 500), runs=3, warmup=1):
             "runs": len(r["times_s"]), "gflops_per_s": work / r["median_s"] / 1e9,
             "losses": r["losses"], "peak_rss_mb": r["peak_rss"] / 2**20,
             "step_mb": (r["peak_rss"] - r["rss_before"]) / 2**20 if r["rss_before"] else None,
-            "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "device": str(device),
             "path": "fcn-port train's iteration",
             "solver": f"SGD lr {s.get('base_lr', 0):g} momentum {s.get('momentum', 0):g} "
                       "weight decay 0.0005"}

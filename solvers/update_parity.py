@@ -96,7 +96,7 @@ def _compare_params(case, net, tally, k, prefix=""):
     for (layer, i), p in params.items():
         key = f"{prefix}it/{k}/{layer}/{i}"
         if key in case.traj.files:
-            tally.add(key, p.detach().numpy(), case.traj[key])
+            tally.add(key, p.detach().cpu().numpy(), case.traj[key])
 
 
 def _compare_history(solver, state_path, tally):
@@ -109,7 +109,7 @@ def _compare_history(solver, state_path, tally):
                                f"{state.current_step}; the solver is at {solver.iter}, "
                                f"{solver.current_step}")
     for k, (ours, caffe) in enumerate(zip(solver.history, state.history)):
-        tally.add(f"{name} history {k} ({solver._name(k)})", ours.detach().numpy(), caffe)
+        tally.add(f"{name} history {k} ({solver._name(k)})", ours.detach().cpu().numpy(), caffe)
 
 
 def _steps(case, solver, net, ks, tally, prefix="", snap_prefix="snap"):
@@ -120,7 +120,8 @@ def _steps(case, solver, net, ks, tally, prefix="", snap_prefix="snap"):
                                    f"iteration {solver.iter}")
         for lp in solver.params:
             g = case.grads[f"{prefix}it/{k}/{lp.layer}/{lp.index}"]
-            lp.param.grad = torch.from_numpy(np.array(g, np.float32)).reshape(lp.param.shape)
+            lp.param.grad = torch.from_numpy(np.array(g, np.float32)).reshape(
+                lp.param.shape).to(lp.param.device)
         solver.apply_update()
         _compare_params(case, net, tally, k + 1, prefix)
         state = case.state_file(f"{snap_prefix}_iter_{k + 1}")
@@ -128,8 +129,9 @@ def _steps(case, solver, net, ks, tally, prefix="", snap_prefix="snap"):
             _compare_history(solver, state, tally)
 
 
-def run_update_case(path):
-    """Replay one update case; returns ``{"case", "kind": "update", "compared", "worst",
+def run_update_case(path, device="cpu"):
+    """Replay one update case (params and history on ``device``: on CUDA the adaptive solvers
+    follow Caffe's ``.cu`` kernels, so the CPU-recorded cases may differ there); returns ``{"case", "kind": "update", "compared", "worst",
     "where", "pass", "max_ulp", "differ", "target_ulp", "elements"}`` (``worst`` is
     ``max_ulp``; ``compared`` counts blobs). A folder that is not one raises
     CaffeFormatError; a solver or net that cannot be built is a failed row with its error."""
@@ -140,20 +142,20 @@ def run_update_case(path):
     case = _UpdateCase(path)
     tally = _Tally()
     try:
-        solver, net = from_solver_prototxt(case.path / "solver.prototxt")
+        solver, net = from_solver_prototxt(case.path / "solver.prototxt", device=device)
         solver.load_weights(case.path / "init.caffemodel")
         _compare_params(case, net, tally, 0)
         _steps(case, solver, net, range(case.steps), tally)
         for n in range(1, case.steps):  # Caffe's own snapshots, restored and continued
             state = case.state_file(f"snap_iter_{n}")
             if state is not None:
-                solver, net = from_solver_prototxt(case.path / "solver.prototxt")
+                solver, net = from_solver_prototxt(case.path / "solver.prototxt", device=device)
                 solver.restore(state, root=case.path)
                 _compare_params(case, net, tally, n)
                 _steps(case, solver, net, range(n, case.steps), tally)
         resume = case.meta.get("resume")
         if resume:
-            solver, net = from_solver_prototxt(case.path / resume["solver"])
+            solver, net = from_solver_prototxt(case.path / resume["solver"], device=device)
             solver.restore(case.path / resume["state_file"], root=case.path)
             _compare_params(case, net, tally, resume["at"], "resume/")
             _steps(case, solver, net, resume["steps"], tally, "resume/", "resumed")
