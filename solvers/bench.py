@@ -37,6 +37,12 @@ def official_solver(model, **changes):
     return Solver(param, model.param_specs)
 
 
+def official_step(model):
+    """``make_step`` for :func:`fcn_port.models.deploy.bench.bench_train`: the official solver's
+    ``step`` over the hand-written model (benchmarks/train_step.py's rows beside the baseline)."""
+    return official_solver(model).step
+
+
 def _write_official(cfg, folder):
     """solver.prototxt (iter_size 1) and the train net it names, in ``folder``."""
     from fcn_port.models import net_param, solver_param

@@ -49,9 +49,7 @@ Where fcn-port differs
 """
 import math
 import os
-import signal
 import sys
-import threading
 
 import numpy as np
 import torch
@@ -63,6 +61,7 @@ from .build import from_solver_prototxt, read_solver_file
 from .data import Feeder, source_layers
 from .errors import SolverError
 from .log import TrainLog
+from .signals import NoSignals, SignalActions
 from .snapshots import prepare_snapshots
 from .testnet import build_test_nets, declared, loss_weights, tests_due
 
@@ -77,35 +76,6 @@ class NonFiniteError(SolverError):
     def __init__(self, message, found_here=True):
         super().__init__(message)
         self.found_here = found_here
-
-
-class SignalActions:
-    """Caffe's ``SignalHandler``: signals only set flags; :meth:`request` returns the action of
-    the first pending one (SIGHUP before SIGINT/SIGTERM, as ``CheckForSignals``) and clears it."""
-
-    def __init__(self, sigint="stop", sighup="snapshot", sigterm="stop"):
-        self.actions = {signal.SIGINT: sigint, signal.SIGTERM: sigterm}
-        if hasattr(signal, "SIGHUP"):
-            self.actions = {signal.SIGHUP: sighup, **self.actions}
-        self.got, self._old = set(), {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for s in self.actions:
-                self._old[s] = signal.signal(s, lambda signum, frame: self.got.add(signum))
-        return self
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-        self._old = {}
-
-    def request(self):
-        for s, action in self.actions.items():
-            if s in self.got:
-                self.got.discard(s)
-                return action
-        return "none"
 
 
 def fast_allocator(device):
@@ -281,7 +251,7 @@ class Trainer:
         --train`` times it): the tests when due, ``iter_size`` forward-backward passes, the
         gradients averaged over processes, the finite checks, ``ApplyUpdate``, the log, a
         snapshot when due. False when training is to stop."""
-        signals = signals or _NoSignals()
+        signals = signals or NoSignals()
         log = log or _NoLog()
         p, s, it = self.param, self.solver, self.solver.iter
         if p.test_interval and it % p.test_interval == 0 and (it > 0 or p.test_initialization):
@@ -406,11 +376,6 @@ class Trainer:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-
-
-class _NoSignals:
-    def request(self):
-        return "none"
 
 
 class _NoLog:

@@ -161,6 +161,17 @@ COMMANDS = {
     "fcn-port bench --model voc-fcn8s --train [--fast] --json": Cmd(
         why="[--fast] is optional; " + BENCH, instead="fcn-port bench --model voc-fcn8s --train "
         "--fast --json --size 64 64 --runs 1"),
+    "python benchmarks/peers.py": Cmd(
+        where="checkout", why=BENCH, instead="python benchmarks/peers.py --size 64 64 --runs 1 "
+        "--model voc-fcn32s"),
+    "python benchmarks/peers.py --json": Cmd(
+        where="checkout", why=BENCH + " (the line above)", instead=None),
+    "fcn-port bench --model voc-fcn8s --peers": Cmd(
+        why=BENCH, instead="fcn-port bench --model voc-fcn8s --peers --size 64 64 --runs 1"),
+    "bash benchmarks/device_check.sh": Cmd(
+        where="checkout", why="needs a CUDA device (exit 2 without one); the --dry-run line "
+        "below runs every section on the CPU", instead=None),
+    "bash benchmarks/device_check.sh --dry-run": Cmd(("device_check.json",), "checkout"),
     # ---- fuzz/README.md
     "python fuzz/fuzz_readers.py --target all --runs 300": Cmd(
         where="checkout", why="CI's tests/port/formats fuzz runs these targets", instead=
