@@ -49,7 +49,8 @@ def main(argv=None):
         return 0
     print(f"{args.model} at {args.size[0]} x {args.size[1]}, {report['threads']} thread(s), "
           f"median of {args.runs}, interleaved")
-    print(f"| runtime | median s | min s | x eager | max error vs eager |\n|---|---:|---:|---:|---:|")
+    print("| runtime | median s | min s | x eager | max error vs eager |\n"
+          "|---|---:|---:|---:|---:|")
     eager = report["runtimes"]["eager"]["median_s"]
     for name, v in report["runtimes"].items():
         if not v.get("installed"):

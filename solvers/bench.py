@@ -6,15 +6,15 @@ down: cli -> reproduce -> solvers -> models -> port), so the verb takes the timi
 (``models_verbs.add_verbs(verbs, train_step=...)``).
 
 :func:`train_bench` writes the model family's official ``solver.prototxt`` and train net
-(:func:`fcn_port.models.solver_param`, :func:`fcn_port.models.net_param`: SGD, ``lr_policy:
-fixed``, voc-fcn8s lr 1e-14, momentum 0.99, weight decay 5e-4, lr_mult 0 for the bilinear
-Deconvolutions, SoftmaxWithLoss ``normalize: false``) into a temporary folder, builds the
-:class:`~.train.Trainer` that ``fcn-port train --solver`` builds from them (the interpreter's
-net, the process's allocator set as ``train`` sets it: :func:`~.train.fast_allocator`), copies the model's weights in, feeds
-the data layer one fixed random batch at the asked size, and times :meth:`Trainer.iterate`:
-``ClearParamDiffs``, forward, the loss, backward, the finite checks, ``ApplyUpdate``: one
-Caffe ``Solver::Step`` iteration, the very code ``train`` loops over. ``iter_size`` is set
-to 1, so one iteration is one batch-1 pass (FCN-AlexNet's official 20 would make it 20).
+(:func:`fcn_port.models.solver_param`, :func:`fcn_port.models.net_param`: SGD, ``lr_policy: fixed``,
+voc-fcn8s lr 1e-14, momentum 0.99, weight decay 5e-4, lr_mult 0 for the bilinear Deconvolutions,
+SoftmaxWithLoss ``normalize: false``) into a temporary folder, builds the :class:`~.train.Trainer`
+that ``fcn-port train --solver`` builds from them (the interpreter's net, the process's allocator
+set as ``train`` sets it: :func:`~.train.fast_allocator`), copies the model's weights in, feeds the
+data layer one fixed random batch at the asked size, and times :meth:`Trainer.iterate`:
+``ClearParamDiffs``, forward, the loss, backward, the finite checks, ``ApplyUpdate``: one Caffe
+``Solver::Step`` iteration, the very code ``train`` loops over. ``iter_size`` is set to 1, so one
+iteration is one batch-1 pass (FCN-AlexNet's official 20 would make it 20).
 """
 import os
 import tempfile

@@ -130,10 +130,10 @@ def _steps(case, solver, net, ks, tally, prefix="", snap_prefix="snap"):
 
 
 def run_update_case(path, device="cpu"):
-    """Replay one update case (params and history on ``device``: on CUDA the adaptive solvers
-    follow Caffe's ``.cu`` kernels, so the CPU-recorded cases may differ there); returns ``{"case", "kind": "update", "compared", "worst",
-    "where", "pass", "max_ulp", "differ", "target_ulp", "elements"}`` (``worst`` is
-    ``max_ulp``; ``compared`` counts blobs). A folder that is not one raises
+    """Replay one update case (params and history on ``device``: on CUDA the adaptive solvers follow
+    Caffe's ``.cu`` kernels, so the CPU-recorded cases may differ there); returns ``{"case", "kind":
+    "update", "compared", "worst", "where", "pass", "max_ulp", "differ", "target_ulp", "elements"}``
+    (``worst`` is ``max_ulp``; ``compared`` counts blobs). A folder that is not one raises
     CaffeFormatError; a solver or net that cannot be built is a failed row with its error."""
     for need in NEEDS:
         if not (Path(path) / need).exists():

@@ -131,8 +131,8 @@ class BandPlan:
         self.size = tuple(size)
 
     def plan(self, name):
-        """(compute, fill, constant of the output) of conv ``name`` at the current size, or
-        None to run it whole."""
+        """(compute, fill) rectangles of conv ``name``'s output at the current size, or None
+        to run it whole."""
         if self.size not in self._plans:
             self._plans[self.size] = self._make(self.size)
         return self._plans[self.size].get(name)

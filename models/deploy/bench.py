@@ -23,10 +23,11 @@ Training (:func:`bench_train`): one step is what Caffe's ``Solver::Step`` does f
 SoftmaxWithLoss layers, ``normalize: false``, ignore 255: a sum over pixels), backward, and the
 solver's update. The update is passed in as ``make_step(model)`` (a callable taking the
 forward-backward function, like ``fcn_port.solvers.Solver.step``), so this module times any
-optimizer (benchmarks/train_step.py's baselines, e.g. ``torch.optim.SGD``) and needs no solver
-of its own. ``fcn-port bench --train`` does not come here: it times ``fcn-port train``'s own
-iteration (``fcn_port.solvers.bench.train_bench``), so that it measures what users run. The work is about 3 x the forward's FLOPs
-(the backward's data and weight gradients each cost one forward's multiply-adds).
+optimizer (benchmarks/train_step.py's baselines, e.g. ``torch.optim.SGD``) and needs no solver of
+its own. ``fcn-port bench --train`` does not come here: it times ``fcn-port train``'s own iteration
+(``fcn_port.solvers.bench.train_bench``), so that it measures what users run. The work is about 3 x
+the forward's FLOPs (the backward's data and weight gradients each cost one forward's
+multiply-adds).
 """
 import math
 import os

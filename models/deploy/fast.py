@@ -11,7 +11,10 @@ builds, from the same parameters (shared, not copied, unless a layout change nee
    the official nets) becomes one oneDNN convolution with a ReLU post-op
    (``torch.ops.mkldnn._convolution_pointwise``), the ReLU an identity;
 3. ``channels_last``: the fused convolutions' weights are kept in NHWC and the input is fed in
-   NHWC (oneDNN's native layout: no reorders between layers);
+   NHWC (oneDNN's native layout: no reorders between layers); with ``bands``, the trunk's
+   convolutions compute the per-channel constant bands that conv1_1's pad 100 leaves in the
+   early feature maps once instead of at every pixel (:mod:`.bands`: 1.94 s -> 1.68 s for
+   voc-fcn8s at 500 x 500 on 2 cores, 2026-12-04);
 4. ``compile``: ``torch.compile`` of the model with Inductor's ``freezing`` (weights folded and
    pre-packed, conv + ReLU fused by Inductor itself), where 2-3 cannot be had (it needs a
    C++ compiler; the first call compiles, ~7-25 s for voc-fcn8s on 2 cores).
@@ -21,13 +24,13 @@ each activation over 32 MB afresh and the VM first-touches it on every pass;
 :func:`fcn_port.models.deploy.bench.keep_freed_memory` (process-wide, so not done here) alone takes
 voc-fcn8s from 2.52 s to 1.92 s, steps 1-3 then to 1.76 s.
 
-:func:`fast_model` returns the first variant, in the order ``fused-nhwc`` (2-3),
+:func:`fast_model` returns the first variant, in the order ``bands-nhwc``, ``fused-nhwc`` (2-3),
 ``compile-freezing`` (4), ``fused-nchw``, whose outputs stay within ``rtol`` (1e-5, relative to
 max(1, max|eager|)) of the eager model on a probe input; the summation order of oneDNN's NHWC
 kernels differs from NCHW, measured 2.1e-6 on voc-fcn8s at 500 x 500. On 2 AMD EPYC cores
 (benchmarks/README.md) ``fused-nhwc`` and ``compile-freezing`` run equally fast (1.76 s and
 1.80 s against 2.52 s eager); the fused path needs no compiler, compiles nothing and holds
-no second copy of the weights, so it comes first.
+no second copy of the weights, so it comes first, after its banded form ``bands-nhwc``.
 """
 import copy
 
