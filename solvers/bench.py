@@ -46,6 +46,7 @@ def official_step(model):
 def _write_official(cfg, folder):
     """solver.prototxt (iter_size 1) and the train net it names, in ``folder``."""
     from fcn_port.models import net_param, solver_param
+    from fcn_port.port.fileio import atomic_output
     from fcn_port.port.formats.text import to_text
 
     param = solver_param(cfg)
@@ -56,10 +57,10 @@ def _write_official(cfg, folder):
     param.snapshot = 0
     param.snapshot_after_train = False
     train = net_param(cfg, cfg.solver.get("splits", ("train",))[0])
-    with open(os.path.join(folder, param.train_net), "w") as f:
+    with atomic_output(os.path.join(folder, param.train_net), "w") as f:
         f.write(to_text(train))
     path = os.path.join(folder, "solver.prototxt")
-    with open(path, "w") as f:
+    with atomic_output(path, "w") as f:
         f.write(to_text(param))
     return path, train.layer[0]
 
