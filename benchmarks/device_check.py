@@ -25,7 +25,6 @@ takes about 3-5 minutes.
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,16 +37,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _timed(fn, runs, sync):
-    fn()
-    sync()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return {"median_s": statistics.median(times), "min_s": min(times), "times_s": times}
+def _timed(fn, ctx):
+    """median/min/times of ``fn()`` (one warm-up), synchronized on the device."""
+    from fcn_port.models.deploy.bench import time_forward
+
+    r = time_forward(fn, (), ctx.runs, 1, sync=ctx.sync)
+    return {k: r[k] for k in ("median_s", "min_s", "times_s")}
 
 
 def cuda_tests(ctx):
@@ -87,9 +82,9 @@ def forward(ctx):
     x = tuple(t.to(ctx.device) for t in sample_inputs(model.cfg, ctx.size))
     out = {}
     with torch.inference_mode():
-        out["eager"] = _timed(lambda: model(*x), ctx.runs, ctx.sync)
+        out["eager"] = _timed(lambda: model(*x), ctx)
         fn, how, err = fast_model(model, x, compile=not ctx.dry_run)
-        out["fast"] = {**_timed(lambda: fn(*x), ctx.runs, ctx.sync), "path": how, "error": err}
+        out["fast"] = {**_timed(lambda: fn(*x), ctx), "path": how, "error": err}
     return out
 
 

@@ -22,7 +22,7 @@ import torch
 
 from fcn_port import models
 from fcn_port.models.deploy import bench as B
-from fcn_port.models.deploy.peers import compare
+from fcn_port.models.deploy.peers import compare, table
 
 TARGET, RTOL = 1.2, 1e-5
 
@@ -38,7 +38,7 @@ def main(argv=None):
     model = B.random_weights(models.build(args.model), seed=0)
     report = compare(model, args.size, args.runs,
                      log=lambda line: print(line, file=sys.stderr, flush=True))
-    fast = next(v for k, v in report["runtimes"].items() if k.startswith("fast"))
+    fast = report["runtimes"][f"fast ({report['fast_path']})"]
     ratio = report.get("fast_vs_best_peer")
     report.update(model=args.model, date=datetime.datetime.now().isoformat(timespec="seconds"),
                   torch=torch.__version__, cpus=os.cpu_count(), load=os.getloadavg(),
@@ -49,15 +49,7 @@ def main(argv=None):
         return 0
     print(f"{args.model} at {args.size[0]} x {args.size[1]}, {report['threads']} thread(s), "
           f"median of {args.runs}, interleaved")
-    print("| runtime | median s | min s | x eager | max error vs eager |\n"
-          "|---|---:|---:|---:|---:|")
-    eager = report["runtimes"]["eager"]["median_s"]
-    for name, v in report["runtimes"].items():
-        if not v.get("installed"):
-            print(f"| {name} | not installed | | | |")
-            continue
-        print(f"| {name} | {v['median_s']:.3f} | {v['min_s']:.3f} | "
-              f"{eager / v['median_s']:.2f} | {v['error_vs_eager']:.2g} |")
+    print("\n".join(table(report)))
     if ratio is None:
         print("no peer installed: pip install 'fcn-port[bench]'")
     else:

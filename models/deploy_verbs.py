@@ -201,13 +201,10 @@ def _stderr(line):
 
 
 def _print_peers(r):
+    from .deploy.peers import table
+
     print(f"  side by side, interleaved ({r['threads']} thread(s) each):")
-    for name, v in r["runtimes"].items():
-        if not v.get("installed"):
-            print(f"    {name:<24} not installed (pip install 'fcn-port[bench]')")
-            continue
-        print(f"    {name:<24} median {v['median_s'] * 1e3:9.1f} ms  min "
-              f"{v['min_s'] * 1e3:9.1f} ms  max error vs eager {v['error_vs_eager']:.2g}")
+    print("\n".join("  " + line for line in table(r)))
     if r.get("best_peer"):
         print(f"  fast path vs the best peer ({r['best_peer']}): "
               f"{r['fast_vs_best_peer']:.2f}x")

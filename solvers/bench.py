@@ -94,7 +94,7 @@ def train_bench(model, size=(500, 500), runs=3, warmup=1, device="cpu"):
     :func:`trainer_for` timed ``runs`` times after ``warmup`` untimed iterations (the first
     allocates the gradients and the history). A JSON-ready report: median/min seconds, the
     GFLOP of forward + backward (3 x forward), GFLOP/s, the losses, peak RSS, the solver."""
-    from fcn_port.models.deploy.bench import flops, time_train_step
+    from fcn_port.models.deploy.bench import time_train_step, train_figures
 
     trainer, folder = trainer_for(model, size, device=device)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
@@ -105,14 +105,8 @@ def train_bench(model, size=(500, 500), runs=3, warmup=1, device="cpu"):
         return trainer.losses[-1]
     with folder:
         r = time_train_step(iteration, None, runs, warmup)
-    work = 3 * flops(model, size)
     s = model.cfg.solver
-    return {"model": model.cfg.name, "size": list(size), "gflop": work / 1e9,
-            "median_s": r["median_s"], "min_s": r["min_s"], "times_s": r["times_s"],
-            "runs": len(r["times_s"]), "gflops_per_s": work / r["median_s"] / 1e9,
-            "losses": r["losses"], "peak_rss_mb": r["peak_rss"] / 2**20,
-            "step_mb": (r["peak_rss"] - r["rss_before"]) / 2**20 if r["rss_before"] else None,
-            "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "device": str(device),
+    return {**train_figures(model, size, r), "device": str(device),
             "path": "fcn-port train's iteration",
             "solver": f"SGD lr {s.get('base_lr', 0):g} momentum {s.get('momentum', 0):g} "
                       "weight decay 0.0005"}

@@ -44,33 +44,27 @@ MIN_SAVED = 0.15   # run a layer whole when less than this fraction of its outpu
 GAP = 8            # column runs closer than this are computed as one rectangle
 
 
-def trunk(layers, pairs):
+def trunk(layers, pairs, modules):
     """[(kind, layer name)], kind "conv" or "pool": the chain from the net's first input
-    through single-bottom fused Convolution+ReLU pairs and plain MAX pools, in order."""
+    through single-bottom fused Convolution+ReLU pairs whose module (``modules[name]``) has
+    stride 1, no dilation and one group, and plain MAX pools (pad 0), in order."""
     relu_of = dict(pairs)
-    by_top, first = {}, None
+    first = next((lp.top[0] for lp in layers
+                  if lp.type in ("Input", "Python", "Data") and lp.top), None)
+    chain, blob = [], first
     for lp in layers:
-        for t in lp.top:
-            by_top.setdefault(t, lp)
-        if first is None and lp.type in ("Input", "Python", "Data") and lp.top:
-            first = lp.top[0]
-    chain, blob, seen = [], first, set()
-    for lp in layers:
-        if lp.name in seen or list(lp.bottom) != [blob]:
-            continue
-        if lp.type == "Convolution" and lp.name in relu_of:
+        if lp.name in relu_of.values() or list(lp.bottom) != [blob]:
+            continue  # a fused ReLU, or a layer off the chain
+        c, pp = modules.get(lp.name), lp.pooling_param
+        if lp.type == "Convolution" and lp.name in relu_of and c.stride == (1, 1) and \
+                c.dilation == (1, 1) and c.group == 1:
             chain.append(("conv", lp.name))
-            seen.add(relu_of[lp.name])
-            blob = lp.top[0]
-        elif lp.type == "ReLU" and lp.name in seen:
-            continue
-        elif lp.type == "Pooling" and lp.pooling_param.pool == 0 and not lp.pooling_param.pad \
-                and not lp.pooling_param.pad_h and not lp.pooling_param.pad_w \
-                and not lp.pooling_param.global_pooling:
+        elif lp.type == "Pooling" and pp.pool == 0 and not (pp.pad or pp.pad_h or pp.pad_w) \
+                and not pp.global_pooling:
             chain.append(("pool", lp.name))
-            blob = lp.top[0]
         else:
             break
+        blob = lp.top[0]
     return chain
 
 
@@ -111,15 +105,15 @@ class BandPlan:
     rectangles. :class:`BandedConvReLU` modules ask it by name; the model's wrapper calls
     :meth:`begin` with the input's size before each pass."""
 
-    def __init__(self, chain, convs, pools):
-        self.chain, self.convs, self.pools = chain, convs, pools  # {name: layer}
+    def __init__(self, chain, layers):
+        self.chain, self.layers = chain, layers  # layers: {name: Convolution or Pooling}
         self.size, self._plans = None, {}
         self.constant = {}                       # conv name -> its output's constant
         c = None
         with torch.no_grad():
             for kind, name in chain:
                 if kind == "conv":
-                    layer = convs[name]
+                    layer = layers[name]
                     w = layer.blob(0).detach().double()
                     out = w.sum((2, 3)) @ (torch.zeros(w.shape[1], dtype=w.dtype) if c is None
                                            else c)
@@ -142,10 +136,10 @@ class BandPlan:
         zero_constant, plans = True, {}
         for kind, name in self.chain:
             if kind == "pool":
-                pool = self.pools[name]
+                pool = self.layers[name]
                 mask = F.max_pool2d(mask, pool.kernel, pool.stride, ceil_mode=True)
                 continue
-            layer = self.convs[name]
+            layer = self.layers[name]
             (ph, pw), (kh, kw) = layer.pad, layer.kernel
             mask = F.max_pool2d(F.pad(mask, (pw, pw, ph, ph), value=0.0 if zero_constant
                                       else 1.0), (kh, kw), 1)

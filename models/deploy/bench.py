@@ -122,20 +122,24 @@ def reset_peak():
         return False
 
 
-def time_forward(fn, inputs, runs=5, warmup=1):
+def time_forward(fn, inputs, runs=5, warmup=1, sync=None):
     """{"median_s", "min_s", "times_s", "peak_rss", "rss_before", "output"}: ``fn(*inputs)``
     timed under inference mode after ``warmup`` untimed calls; peak RSS over the timed phase
     (everything resident); ``rss_before`` is the RSS before the warm-up, so peak - rss_before
-    is what the passes need on top of the model (activations, and what malloc keeps)."""
+    is what the passes need on top of the model (activations, and what malloc keeps).
+    ``sync()`` (e.g. ``torch.cuda.synchronize``) is called after each call, inside its time."""
+    sync = sync or (lambda: None)
     times, out, before = [], None, rss()
     with torch.inference_mode():
         for _ in range(warmup):
             out = fn(*inputs)
+        sync()
         out = None
         reset_peak()
         for _ in range(max(1, runs)):
             t = time.perf_counter()
             out = fn(*inputs)
+            sync()
             times.append(time.perf_counter() - t)
     return {"median_s": statistics.median(times), "min_s": min(times), "times_s": times,
             "peak_rss": peak_rss(), "rss_before": before, "output": out}
@@ -264,9 +268,15 @@ def bench_train(model, make_step, size=(500, 500), runs=3, warmup=1, fn=None, se
         out = loss(net(*inputs), labels)
         out.backward()
         return float(out.detach())
+    return train_figures(model, size, time_train_step(step, forward_backward, runs, warmup))
+
+
+def train_figures(model, size, r):
+    """The JSON-ready report of training steps of ``model`` at ``size`` timed by
+    :func:`time_train_step` (``r``): seconds, GFLOP of forward + backward (3 x forward),
+    GFLOP/s, the losses, peak RSS and what the steps needed on top."""
     work = 3 * flops(model, size)
-    r = time_train_step(step, forward_backward, runs, warmup)
-    return {"model": cfg.name, "size": list(size), "gflop": work / 1e9,
+    return {"model": model.cfg.name, "size": list(size), "gflop": work / 1e9,
             "median_s": r["median_s"], "min_s": r["min_s"], "times_s": r["times_s"],
             "runs": len(r["times_s"]), "gflops_per_s": work / r["median_s"] / 1e9,
             "losses": r["losses"], "peak_rss_mb": r["peak_rss"] / 2**20,

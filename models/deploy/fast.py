@@ -111,16 +111,11 @@ def _bands(model, out, pairs):
     from ..spec import net_param
     from .bands import BandedConvReLU, BandPlan, trunk
 
-    chain = []
-    for kind, name in trunk(net_param(model.cfg, "model").layer, pairs):
-        c = model._modules[name]
-        if kind == "conv" and (c.stride != (1, 1) or c.dilation != (1, 1) or c.group != 1):
-            break
-        chain.append((kind, name))
+    chain = trunk(net_param(model.cfg, "model").layer, pairs, model._modules)
     if not any(kind == "conv" for kind, _ in chain):
         return None
     layers = {name: model._modules[name] for _, name in chain}
-    plan = BandPlan(chain, layers, layers)
+    plan = BandPlan(chain, layers)
     for kind, name in chain:
         if kind == "conv":
             out._modules[name] = BandedConvReLU(out._modules[name], name, plan)

@@ -20,8 +20,8 @@ import os
 import statistics
 import tempfile
 import time
+from functools import partial
 
-import numpy as np
 import torch
 
 from fcn_port.port.errors import UnsupportedError
@@ -63,11 +63,6 @@ def session(peer, onnx_path, threads=None):
     return run
 
 
-def _error(got, want):
-    return max(float(np.abs(np.asarray(g) - w).max() / max(1.0, float(np.abs(w).max())))
-               for g, w in zip(got, want))
-
-
 def compare(model, size=(500, 500), runs=5, warmup=1, *, onnx_path=None, compile=False,
             log=None):
     """Time eager, fast, ONNX Runtime and OpenVINO on ``model`` (an FCN) at ``size``: a
@@ -75,7 +70,7 @@ def compare(model, size=(500, 500), runs=5, warmup=1, *, onnx_path=None, compile
     "error_vs_eager", ...} or {"installed": False}}, "best_peer", "fast_vs_best_peer"}``.
     ``onnx_path``: an export of ``model`` at ``size`` to use (default: exported here, to a
     temporary file). ``log(line)`` hears the steps."""
-    from .fast import fast_model
+    from .fast import _error, fast_model
     from .onnx import export_onnx, sample_inputs
 
     say = log or (lambda line: None)
@@ -85,9 +80,8 @@ def compare(model, size=(500, 500), runs=5, warmup=1, *, onnx_path=None, compile
     model.eval()
     with torch.inference_mode():
         want = model(*inputs)
-    want = [w.numpy() for w in (want if isinstance(want, tuple) else (want,))]
     fn, how, _ = fast_model(model, inputs, compile=compile, log=say)
-    fns = {"eager": lambda: model(*inputs), f"fast ({how})": lambda: fn(*inputs)}
+    fns = {"eager": partial(model, *inputs), f"fast ({how})": partial(fn, *inputs)}
     report = {"size": list(size), "threads": torch.get_num_threads(), "runtimes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         peers = [p for p in PEERS if installed(p)]
@@ -100,8 +94,7 @@ def compare(model, size=(500, 500), runs=5, warmup=1, *, onnx_path=None, compile
                 report["runtimes"][p] = {"installed": False}
                 continue
             say(f"opening the export in {p}")
-            run = session(p, onnx_path)
-            fns[p] = (lambda run: lambda: run(*arrays))(run)
+            fns[p] = partial(session(p, onnx_path), *arrays)
         times = {name: [] for name in fns}
         with torch.inference_mode():
             for name, f in fns.items():
@@ -110,7 +103,7 @@ def compare(model, size=(500, 500), runs=5, warmup=1, *, onnx_path=None, compile
                     f()
                 out = out if isinstance(out, (tuple, list)) else (out,)
                 report["runtimes"][name] = {"error_vs_eager": _error(
-                    [o.numpy() if torch.is_tensor(o) else o for o in out], want)}
+                    tuple(torch.as_tensor(o) for o in out), want)}
             for r in range(runs):
                 say(f"pass {r + 1} of {runs}")
                 for name, f in fns.items():
@@ -123,8 +116,22 @@ def compare(model, size=(500, 500), runs=5, warmup=1, *, onnx_path=None, compile
     timed = [p for p in PEERS if p in times]
     fast = report["runtimes"][f"fast ({how})"]["median_s"]
     if timed:
-        best = min(timed, key=lambda p: times[p] and statistics.median(times[p]))
+        best = min(timed, key=lambda p: report["runtimes"][p]["median_s"])
         report["best_peer"] = best
         report["fast_vs_best_peer"] = report["runtimes"][best]["median_s"] / fast
     report["fast_path"] = how
     return report
+
+
+def table(report):
+    """The report as Markdown table lines: median, min, speed against eager and error against
+    eager per runtime (``bench --peers`` prints them, benchmarks/peers.py too)."""
+    eager = report["runtimes"]["eager"]["median_s"]
+    lines = ["| runtime | median s | min s | x eager | max error vs eager |",
+             "|---|---:|---:|---:|---:|"]
+    for name, v in report["runtimes"].items():
+        lines.append(f"| {name} | not installed (pip install 'fcn-port[bench]') | | | |"
+                     if not v.get("installed") else
+                     f"| {name} | {v['median_s']:.3f} | {v['min_s']:.3f} | "
+                     f"{eager / v['median_s']:.2f} | {v['error_vs_eager']:.2g} |")
+    return lines
