@@ -9,6 +9,7 @@ Heavy modules (torch) are imported by the verbs that need them, so ``--help`` st
 
     python -m fcn_port.cli VERB ...   # the same as fcn-port VERB ... (torchrun uses this)
 """
+import argparse
 import importlib
 import os
 import sys
@@ -45,12 +46,23 @@ def _seg_tests(param, train_net, root, *, split=None, device="cpu"):
         param, train_net, root, split=split, device=device)
 
 
-def build_parser():
-    from . import __version__
+class _Version(argparse.Action):
+    """``--version``: the installed version, looked up only when asked (see ``__init__``)."""
 
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from . import __version__
+
+        print(f"fcn-port {__version__}")
+        parser.exit()
+
+
+def build_parser():
     parser = port_verbs.Parser(prog="fcn-port", description=(
         "Caffe FCN nets, weights and solvers in PyTorch, with no numerical drift."))
-    parser.add_argument("--version", action="version", version=f"fcn-port {__version__}")
+    parser.add_argument("--version", action=_Version)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB",
                                   parser_class=port_verbs.Parser)
     port_verbs.add_verbs(verbs, net_by_name=_official_net, model_runner=_model_case,

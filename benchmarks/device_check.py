@@ -15,7 +15,8 @@ failed (a failed section does not stop the others):
 * ``train_step``: ``fcn-port train``'s own iteration (``solvers.bench.train_bench``) at
   500 x 500 on the device;
 * ``reader``: the official SBD layer (``reproduce.voc.SBDSeg``) on a generated dataset of
-  500 x 375 JPEGs, images per second in one process;
+  500 x 375 JPEGs, images per second in one process; then steps per second of the training
+  feeder over it when a step waits 20 ms (a GPU's step), reading inline and prefetching;
 * ``voc2011_hours``: each voc2011.sh stage's ``max_iter`` times the measured step.
 
 ``--dry-run`` runs every section on the CPU at a small size (64 x 64, 2 timed runs, a few
@@ -109,7 +110,35 @@ def reader(ctx):
         for d in range(1, ctx.images + 1):
             r[d]
         dt = time.perf_counter() - t
-    return {"images": ctx.images, "seconds": dt, "images_per_s": ctx.images / dt}
+        fed = {f"fed_{'prefetch' if ahead else 'inline'}_steps_per_s": _fed(r, ctx.images, ahead)
+               for ahead in (False, True)}
+    return {"images": ctx.images, "seconds": dt, "images_per_s": ctx.images / dt,
+            "simulated_step_s": SIMULATED_STEP_S, **fed}
+
+
+SIMULATED_STEP_S = 0.02  # a GPU's FCN-8s step, which waits on the device and leaves the CPU
+
+
+def _fed(reader, n, ahead):
+    """Steps per second of ``fcn-port train``'s feeder over ``reader`` when each step takes
+    :data:`SIMULATED_STEP_S` of waiting: reading inline adds each read to the step; the
+    prefetching feeder (``solvers.data``) reads the next draw meanwhile."""
+    from fcn_port.port.formats.proto import caffe_pb2
+    from fcn_port.port.formats.text import parse_text
+    from fcn_port.port.net import filter_layers
+    from fcn_port.solvers.data import Feeder, source_layers
+
+    net, _ = parse_text('layer { name: "data" type: "Python" top: "data" top: "label" '
+                        'python_param { module: "voc_layers" layer: "SBDDSegDataLayer" } }',
+                        caffe_pb2.NetParameter)
+    feeder = Feeder(source_layers(filter_layers(net, "TRAIN")), {"data": reader},
+                    prefetch=ahead)
+    feeder(0)
+    t = time.perf_counter()
+    for it in range(1, n + 1):
+        feeder(it)
+        time.sleep(SIMULATED_STEP_S)
+    return n / (time.perf_counter() - t)
 
 
 def voc2011_hours(ctx):

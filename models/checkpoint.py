@@ -74,18 +74,20 @@ def _meta_common(path, digest):
     return {"source": os.path.basename(path), "sha256": digest, "fcn_port": __version__}
 
 
-def convert(path, out=None, *, model=None, prototxt=None):
+def convert(path, out=None, *, model=None, prototxt=None, digest=None):
     """Convert caffemodel ``path`` (binary or HDF5) into a checkpoint at ``out`` (default:
     ``path`` with ``.pt``). Returns (out, meta). Nothing is written if anything mismatches.
     ``prototxt``: the net of weights that are no FCN (an interpreter checkpoint); given with an
     FCN's weights it is refused rather than ignored.
     An ``out`` ending in ``.safetensors`` is a safetensors checkpoint (:mod:`.portable`); an
-    FCN's is written without importing torch."""
+    FCN's is written without importing torch. ``digest``: :func:`hash_early`'s result, where
+    the caller started the source's sha256 before its imports."""
     from fcn_port.port.formats.caffemodel import read_weights
 
     path = os.fspath(path)
     weights = read_weights(path)
-    digest = in_background(sha256, path)  # the source's sha256, while the rest goes on
+    if digest is None:  # the source's sha256, while the rest goes on
+        digest = in_background(sha256, path)
     out = out or os.path.splitext(path[:-3] if path.endswith(".h5") else path)[0] + ".pt"
     # NaN/Inf: a .pt scans off the main thread; a safetensors file counts while it copies
     finite = weights.nonfinite if _is_safetensors(out) else in_background(weights.nonfinite)
@@ -114,7 +116,7 @@ def convert(path, out=None, *, model=None, prototxt=None):
         meta = {"kind": "fcn", **cfg.meta(), **_input_layer(weights),
                 **_meta_common(path, "0" * 64)}
         return out, write_checkpoint(
-            out, meta, sd, late_meta=lambda: {"sha256": digest()},
+            out, meta, sd, late_meta=lambda: {"sha256": digest()}, helpers=0,  # 1 core each
             refuse_nonfinite=lambda bad: refuse_nonfinite(
                 path, [(*k.rsplit(".", 1), n) for k, n in bad]))
     refuse_nonfinite(path, finite())

@@ -70,14 +70,16 @@ def from_metadata(metadata, path):
                                f"({str(e)[:120]}); expected {EXPECTED}") from None
 
 
-def write_checkpoint(out, meta, state_dict, *, refuse_nonfinite=None, late_meta=None):
+def write_checkpoint(out, meta, state_dict, *, refuse_nonfinite=None, late_meta=None,
+                     helpers=None):
     """Write ``state_dict`` ({key: numpy array or CPU tensor}) and ``meta`` to ``out`` as a
     safetensors checkpoint, atomically; spans of a mapped caffemodel go file to file.
 
     ``refuse_nonfinite([(key, count)])`` gets the tensors holding NaN/Inf, counted while they
     are written (no pass of its own), and may raise: then nothing is written. ``late_meta()``
     gives meta values computed meanwhile (the source's sha256), each as long as its
-    placeholder in ``meta``. Returns the meta written."""
+    placeholder in ``meta``; ``helpers``: copying threads beside this one (default: the
+    writer's). Returns the meta written."""
     import numpy as np
 
     from fcn_port.port.fileio import safetensors
@@ -103,8 +105,9 @@ def write_checkpoint(out, meta, state_dict, *, refuse_nonfinite=None, late_meta=
             return to_metadata(meta)
         return None
 
+    more = {} if helpers is None else {"helpers": helpers}
     safetensors.write(out, arrays, to_metadata(meta), visit=visit if refuse_nonfinite else None,
-                      before_commit=finish)
+                      before_commit=finish, **more)
     return meta
 
 

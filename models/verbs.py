@@ -84,9 +84,21 @@ def check_model(model):
 
 # convert, net, models
 
-def _convert(args):
-    from .checkpoint import convert
+def _hash_early(path):
+    """The sha256 of a regular file ``path``, started now in a thread (before numpy loads:
+    on 2 cores the hash is the longest part of a safetensors convert), or None."""
+    import stat
 
+    from ..port.fileio.hashing import in_background, sha256
+
+    try:
+        regular = path is not None and stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        regular = False
+    return in_background(sha256, path) if regular else None
+
+
+def _convert(args):
     if args.caffemodel is None:  # the bundled demo voc-fcn8s, converted into the current dir
         args.caffemodel = str(DEMO_WEIGHTS)
         args.output = args.output or DEMO_WEIGHTS.with_suffix(".pt").name
@@ -96,7 +108,11 @@ def _convert(args):
     if args.output and not args.output.endswith(CHECKPOINT_ENDINGS):
         raise UserInputError(f"-o {args.output}: a checkpoint's name ends in .pt or .pth "
                              "(torch.save) or .safetensors, which says the format written")
-    out, meta = convert(args.caffemodel, args.output, model=args.model, prototxt=args.prototxt)
+    digest = _hash_early(args.caffemodel)
+    from .checkpoint import convert
+
+    out, meta = convert(args.caffemodel, args.output, model=args.model, prototxt=args.prototxt,
+                        digest=digest)
     if args.json:
         print(json.dumps({**meta, "output": out}))
         return

@@ -6,6 +6,7 @@ A forward case (format: ``shared/oracle/README.md``) holds ``net.prototxt``, ``c
 and ``pdiff/<layer>/<i>``. Each blob's error is ``max|ours - caffe| / max(1, max|caffe|)``.
 """
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,7 @@ def run_forward_case(case, rtol=DEFAULT_RTOL):
         tops = out["_tops"]
         for key in blobs.files:
             if key.startswith("top/"):
-                _, layer, i = key.split("/")
+                layer, i = _layer_and_index(key)
                 cmp.add(f"{key}{tag}", tops[(layer, int(i))].detach().numpy(), blobs[key])
         if meta.get("backward"):
             net.zero_grad()
@@ -79,12 +80,19 @@ def run_forward_case(case, rtol=DEFAULT_RTOL):
                     g = feed[key[5:]].grad
                     cmp.add(f"{key}{tag}", np.zeros_like(blobs[key]) if g is None else g.numpy(), blobs[key])
                 elif key.startswith("pdiff/"):
-                    _, layer, i = key.split("/")
+                    layer, i = _layer_and_index(key)
                     g = params[(layer, int(i))].grad
                     cmp.add(f"{key}{tag}", np.zeros_like(blobs[key]) if g is None else g.numpy(), blobs[key])
     return {"case": case.name, "kind": "backward" if meta.get("backward") else "forward",
             "compared": cmp.compared, "worst": cmp.worst, "where": cmp.where,
             "pass": cmp.compared > 0 and cmp.worst <= rtol}
+
+
+def _layer_and_index(key):
+    """``top/<layer>/<i>`` or ``pdiff/<layer>/<i>`` -> (layer, i); a layer's name may hold
+    ``/`` (GoogLeNet's ``inception_3a/1x1``)."""
+    layer, i = key.split("/", 1)[1].rsplit("/", 1)
+    return layer, i
 
 
 def run_case(case, rtol=None, run=run_forward_case, kind="forward", solver_run=None):
@@ -109,8 +117,14 @@ def run_case(case, rtol=None, run=run_forward_case, kind="forward", solver_run=N
     try:
         return run(case, rtol)
     except (NetError, CaffeFormatError) as e:  # the net or its weights could not run
-        return {"case": case.name, "kind": kind, "compared": 0, "worst": None,
-                "where": "", "pass": False, "error": str(e)}
+        error = str(e)
+    except Exception as e:  # a bug: this case fails with it, the cases after it still run
+        if os.environ.get("FCN_PORT_DEBUG"):
+            raise
+        error = f"internal error: {type(e).__name__}: {e} (a bug in fcn-port; FCN_PORT_DEBUG=1 " \
+                "shows the traceback)"
+    return {"case": case.name, "kind": kind, "compared": 0, "worst": None,
+            "where": "", "pass": False, "error": error}
 
 
 def format_table(results):

@@ -73,10 +73,10 @@ def _inspect(args):
 
     from .formats.protoutil import printable
     from .formats.report import format_report, inspect_file
-    from .layers import types
+    from .layers import names
 
     files = args.files or [str(DEFAULT_WEIGHTS)]
-    known = set(types())
+    known = set(names())
     for i, path in enumerate(files):
         report = inspect_file(path, stats=not args.no_stats, known_types=known,
                               net_by_name=args.net_by_name)

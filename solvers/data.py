@@ -48,6 +48,7 @@ default source (``--batches``), and only then the factories; :attr:`Feeder.feeds
 source feeds each data layer (``fcn-port train`` logs it).
 """
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,7 @@ class NpzBatches:
             raise UserInputError(f"{path}: cannot read batches: {e}") from None
         found = {}
         for key in self._npz.files:
-            parts = key.split("/")
+            parts = key.split("/", 2)  # a blob name may hold "/"
             if len(parts) == 3 and parts[0] == "it" and parts[1].isdigit():
                 found.setdefault(int(parts[1]), set()).add(parts[2])
         if not found:
@@ -106,7 +107,7 @@ class NpzBatches:
         self._n = len(found)
         per_batch = {}
         for key, nbytes in declared.items():
-            parts = key.split("/")
+            parts = key.split("/", 2)  # a blob name may hold "/"
             if len(parts) == 3 and parts[0] == "it" and parts[1].isdigit():
                 per_batch[parts[1]] = per_batch.get(parts[1], 0) + nbytes
         _fits_memory(path, max(per_batch.values(), default=0))
@@ -209,15 +210,18 @@ class _Bound:
             raise UserInputError(f"{self.what}: the source of layer '{self.layer}' ran out of "
                                  "batches") from None
 
+    def note(self, d):
+        """Say once, from the caller's thread, that draw ``d`` cycles an indexed source."""
+        n = len(self.source)
+        if d >= n and not self.cycled:
+            self.cycled = True
+            warnings.warn(f"{self.what}: {n} batches for layer '{self.layer}'; draw {d} "
+                          f"cycles back to batch {d % n} (draw = (iter * iter_size + pass) * "
+                          "processes + rank)", DataWarning, stacklevel=3)
+
     def draw(self, d):
         if self.indexed:
-            n = len(self.source)
-            if d >= n and not self.cycled:
-                self.cycled = True
-                warnings.warn(f"{self.what}: {n} batches for layer '{self.layer}'; draw {d} "
-                              f"cycles back to batch {d % n} (draw = (iter * iter_size + pass) * "
-                              "processes + rank)", DataWarning, stacklevel=3)
-            return self.source[d % n]
+            return self.source[d % len(self.source)]
         if self.pending is not None:
             batch, self.pending = self.pending, None
             return batch
@@ -236,7 +240,7 @@ class Feeder:
     ORDERS = ("continuous", "caffe")
 
     def __init__(self, layers, sources, *, phase="TRAIN", root=None, rank=0, world=1,
-                 iter_size=1, what="net", order="continuous"):
+                 iter_size=1, what="net", order="continuous", prefetch=True):
         if sources is None or not isinstance(sources, dict):
             sources = {None: sources} if sources is not None else {}
         if order not in self.ORDERS:
@@ -281,6 +285,7 @@ class Feeder:
                                      reader=how == "a registered reader"))
         for b in self.bound:
             self._check(b, b.peek())
+        self.ahead = _Ahead() if prefetch and any(b.indexed for b in self.bound) else None
 
     def _check(self, b, batch):
         missing = [t for t in b.tops if t not in batch]
@@ -307,11 +312,43 @@ class Feeder:
     def __call__(self, it, p=0, device="cpu"):
         """The tops for pass ``p`` of iteration ``it``: ``{top: float32 tensor on device}``."""
         feed = {}
+        following = (it, p + 1) if p + 1 < self.iter_size else (it + 1, 0)
         for b in self.bound:
-            batch = b.draw(self.draw_index(b, it, p))
+            d = self.draw_index(b, it, p)
+            if b.indexed:
+                b.note(d)
+            if self.ahead is not None and b.indexed:  # read the next pass's draw meanwhile
+                batch = self.ahead.take(b, d, self.draw_index(b, *following))
+            else:
+                batch = b.draw(d)
             self._check(b, batch)
             for t in b.tops:
                 v = batch[t]
                 v = v.detach() if torch.is_tensor(v) else torch.from_numpy(np.asarray(v))
                 feed[t] = v.to(device=device, dtype=torch.float32)
         return feed
+
+
+class _Ahead:
+    """Reads an indexed source's next draw on one worker thread while the step computes.
+
+    The draw a pass reads follows from the iteration and pass alone (:meth:`Feeder.draw_index`),
+    so the draw after ``d`` is known when ``d`` is served: the worker reads it meanwhile (JPEG
+    decoding, ``.mat`` inflation and numpy release the GIL). Every read of a source runs on the
+    worker, one at a time and in the order asked, so a reader's state (the official layers'
+    replayed random order) sees what it would see with no prefetch; a guess that the next call
+    does not take (a resume, a test net's restart) is dropped, and its errors with it."""
+
+    def __init__(self):
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="fcn-port-prefetch")
+        self.pending = {}  # (bound, draw) -> future
+
+    def take(self, b, d, following):
+        key = (id(b), d)
+        future = self.pending.pop(key, None) or self.pool.submit(b.draw, d)
+        for other in [k for k in self.pending if k[0] == id(b)]:
+            self.pending.pop(other).cancel()
+        batch = future.result()
+        if following != d:
+            self.pending[(id(b), following)] = self.pool.submit(b.draw, following)
+        return batch

@@ -16,7 +16,8 @@ from pathlib import Path
 
 LEFT_OUT = {"fcn/voc-fcn32s"}
 KINDS = ("fcn", "formats", "layers", "solver", "update")
-ZOO = ("losses_contrastive",)  # the zoo/ cases whose layers fcn-port runs so far
+ZOO = ("argmax_threshold", "caffenet", "deeplab_largefov", "googlenet", "losses_contrastive",
+       "nin_cifar10", "prelu", "squeezenet_v1.1")  # the zoo/ cases fcn-port passes so far
 HERE = Path(__file__).resolve().parent
 
 

@@ -3,8 +3,8 @@
 Packages, top to bottom: cli -> reproduce -> solvers -> models -> port. Inside a package its
 ``verbs`` (and the ``*_verb``/``*_verbs`` modules its verbs are split into) come first, then its ``__init__`` where it re-exports (one that imports nothing of
 fcn_port, like port's, is a leaf). Inside port the tools (verbs, parity, coord_map, surgery)
-sit above net, net above layers, layers above formats, formats above fileio; ``errors`` is a
-leaf anyone may import. Within one rank any import is allowed as long as the whole module graph
+sit above net, net above layers, layers above formats, formats above fileio; ``errors`` and
+``lazy`` (the packages' import-on-first-use helper) are leaves anyone may import. Within one rank any import is allowed as long as the whole module graph
 has no cycle, so a function-level import cannot hide one.
 """
 import ast
@@ -74,8 +74,8 @@ def rank(name):
         return (9, 0)
     pkg = PACKAGES.index(parts[0]) + 1
     rest = parts[1:]
-    if rest == ["errors"] or (not rest and not GRAPH[name]):
-        return (0, 0)                                          # port.errors, an __init__ of data
+    if rest in (["errors"], ["lazy"]) or (not rest and not GRAPH[name]):
+        return (0, 0)                                 # port.errors and .lazy, an __init__ of data
     if not rest:
         return (pkg, 8)                                        # a package's facade: re-exports
     if rest[0] == "verbs" or rest[0].endswith(("_verb", "_verbs")):

@@ -106,7 +106,7 @@ def header(tensors, metadata=None):
     return len(text).to_bytes(8, "little") + text, placed
 
 
-def write(path, tensors, metadata=None, *, visit=None, before_commit=None):
+def write(path, tensors, metadata=None, *, visit=None, before_commit=None, helpers=MAX_HELPERS):
     """Write ``tensors`` ({name: numpy array}) and ``metadata`` ({str: str}) to ``path`` as a
     safetensors file, atomically (nothing under ``path`` until complete). Arrays that are
     untouched spans of a mapped file are copied from that file. Returns the file's size.
@@ -116,7 +116,8 @@ def write(path, tensors, metadata=None, *, visit=None, before_commit=None):
     thread-safe), so a check of the values costs no pass of its own. ``before_commit()`` runs
     once all are written; it may return the final metadata, whose header must not be longer
     than the first one's (give placeholders of the final lengths: a digest computed meanwhile).
-    An exception from either leaves nothing under ``path``."""
+    An exception from either leaves nothing under ``path``. ``helpers``: threads that copy
+    beside the calling one (0 where another thread, a hash of the source, needs a core)."""
     head, placed = header(tensors, metadata)
     size = len(head) + sum(a.nbytes for _, a, _ in placed)
     with files.atomic_output(path) as f:
@@ -127,7 +128,7 @@ def write(path, tensors, metadata=None, *, visit=None, before_commit=None):
         sources, pieces = _Sources(), []
         try:
             pieces = [p for name, a, at in placed for p in sources.pieces(name, a, len(head) + at)]
-            _run(fd, pieces, visit)
+            _run(fd, pieces, visit, helpers)
         finally:
             del pieces
             sources.close()
@@ -197,8 +198,8 @@ def _cut(at, n):
     return [(i, min(i + PIECE, at + n)) for i in range(at, at + n, PIECE)]
 
 
-def _run(fd, pieces, visit=None):
-    """``pwrite`` every piece, on this thread and up to :data:`MAX_HELPERS` more (the copies
+def _run(fd, pieces, visit=None, helpers=MAX_HELPERS):
+    """``pwrite`` every piece, on this thread and up to ``helpers`` more (the copies
     release the GIL); ``visit`` sees each piece's values; a file span's pages are let go once
     written and visited."""
     todo, errors = iter(range(len(pieces))), []
@@ -226,7 +227,7 @@ def _run(fd, pieces, visit=None):
             errors.append(e)
 
     helpers = [threading.Thread(target=work, daemon=True)
-               for _ in range(max(0, min(MAX_HELPERS, _cpus() - 1, len(pieces) - 1)))]
+               for _ in range(max(0, min(helpers, _cpus() - 1, len(pieces) - 1)))]
     for t in helpers:
         t.start()
     work()

@@ -35,6 +35,12 @@ How Caffe computes each one, and where stock PyTorch differs:
 ``Threshold``
     ``y = 1 if x > threshold else 0``. Caffe has no backward for it; here the top carries no
     gradient.
+``PReLU`` (``prelu_layer.cpp``)
+    ``y = max(x, 0) + a_c * min(x, 0)`` with one learnable slope per channel (axis 1), or one
+    for all (``channel_shared``: Caffe's blob then has shape ``()``), filled with 0.25 unless a
+    filler is given. Caffe's gradients: ``a_c`` where ``x <= 0`` for the bottom (at 0 too), and
+    the sum of ``top_diff * x`` over ``x <= 0`` for the slope. A ``torch.where(x > 0, x, a x)``
+    gives exactly these; ``max + a * min`` through autograd would give ``1 + a`` at 0.
 ``ELU``, ``Clip``, ``Swish``
     ``max(x, 0) + alpha (exp(min(x, 0)) - 1)`` (gradient ``alpha e^x`` for ``x <= 0``, as
     ``F.elu``); ``max(min, min(x, max))`` with gradient 1 for ``min <= x <= max`` (as
@@ -45,6 +51,8 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..formats.proto import caffe_pb2
 
 from .base import CaffeLayer
 from .registry import register
@@ -241,3 +249,29 @@ class Swish(_Neuron):
 
     def forward(self, x):
         return x * torch.sigmoid(x * self.beta if self.beta != 1 else x)
+
+
+@register("PReLU")
+class PReLU(_Neuron):
+    def __init__(self, lp, bottom_shapes, phase="TEST"):
+        super().__init__(lp, bottom_shapes, phase)
+        x = bottom_shapes[0]
+        if len(x) < 2:
+            self.fail(f"needs a bottom of at least 2 axes (N, C, ...), got shape {tuple(x)}")
+        p = lp.prelu_param
+        filler = p.filler if p.HasField("filler") else \
+            caffe_pb2.FillerParameter(type="constant", value=0.25)
+        self.shared = p.channel_shared
+        self.add_blob(() if self.shared else (x[1],), filler)
+
+    def top_shapes(self, bottoms):
+        shape = super().top_shapes(bottoms)
+        if len(bottoms[0]) < 2 or (not self.shared and bottoms[0][1] != self.blob(0).numel()):
+            self.fail(f"bottom shape {tuple(bottoms[0])} does not have the "
+                      f"{self.blob(0).numel()} channels its slopes were made for")
+        return shape
+
+    def forward(self, x):
+        a = self.blob(0)
+        a = a if self.shared else a.reshape((1, -1) + (1,) * (x.dim() - 2))
+        return torch.where(x > 0, x, a * x)

@@ -14,7 +14,9 @@
 ``BatchNorm2d`` does both and keeps mean/var directly). Caffe's three blobs are a running
 *sum* of means, a running sum of variances and their scale factor s; the statistics are
 ``blob / s`` (and 0 when s is 0). ``use_global_stats`` defaults to ``phase == TEST``.
-``y = (x - mean) / sqrt(var + eps)``. Without global stats the batch's per-channel mean and
+``y = (x - mean) / sqrt(var + eps)``, in that order (``batch_norm_layer.cpp`` scales the blobs
+by ``1 / s``, subtracts, adds ``eps``, takes the square root and divides), with a correctly
+rounded ``sqrt`` (:mod:`.exact`: torch's CPU one is not). Without global stats the batch's per-channel mean and
 *biased* variance are used (the gradient is the full batch-norm gradient, as Caffe's), and each
 forward updates the blobs: ``s = s * f + 1``, ``blob0 = blob0 * f + mean``,
 ``blob1 = blob1 * f + m/(m-1) * var`` with ``f = moving_average_fraction`` and m the number of
@@ -35,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import CaffeLayer, canonical_axis
+from .exact import sqrt
 from .registry import register
 from ..formats.proto import caffe_pb2
 
@@ -114,7 +117,7 @@ class BatchNorm(CaffeLayer):
             mean = x.mean(dims)
             var = ((x - mean.view(view)) ** 2).mean(dims)
             self._update_stats(mean.detach(), var.detach(), x.numel() // x.shape[1])
-        return (x - mean.view(view)) / torch.sqrt(var + self.eps).view(view)
+        return (x - mean.view(view)) / sqrt(var + self.eps).view(view)  # correctly rounded
 
     @torch.no_grad()
     def _update_stats(self, mean, var, m):

@@ -42,7 +42,8 @@ INPUT = 'layer { name: "data" type: "Input" top: "data" input_param { shape { di
 
 
 @pytest.mark.parametrize("body,needle", [
-    (INPUT + 'layer { name: "x" type: "Frobnicate" bottom: "data" top: "x" }', "layer 'x': unsupported type 'Frobnicate'; supported: "),
+    (INPUT + 'layer { name: "x" type: "Frobnicate" bottom: "data" top: "x" }', "layer 'x': unsupported type 'Frobnicate'; nearest supported: "),
+    (INPUT + 'layer { name: "x" type: "Relu" bottom: "data" top: "x" }', "nearest supported: ReLU, "),
     (INPUT + 'layer { name: "r" type: "ReLU" bottom: "nothing" top: "r" }', "layer 'r' (ReLU): bottom 'nothing' is not a top"),
     (INPUT + 'layer { name: "a" type: "ReLU" bottom: "b" top: "a" }\nlayer { name: "b" type: "ReLU" bottom: "a" top: "b" }',
      "layer 'a' (ReLU): bottom 'b'"),

@@ -174,7 +174,8 @@ def test_data_order_caffe_restarts_the_draws_on_resume(tmp_path, kit, monkeypatc
                           snapshot="snap/tiny_iter_2.solverstate", echo=lambda line: None)
         source.read.clear()  # the reads of the net's shapes
         trainer.solve()
-        assert source.read == want, order
+        # the last read may be the prefetch of the pass after the last (solvers/data._Ahead)
+        assert source.read in (want, want + [want[-1] + 1]), order
 
 
 def test_data_order_draw_indices():

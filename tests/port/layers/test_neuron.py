@@ -51,3 +51,51 @@ def test_neuron_gradients_at_the_edges():
                 [(1,)])
     thr = make_layer('name: "t" type: "Threshold" threshold_param { threshold: 0.5 }', [(3,)])
     assert thr(torch.tensor([0.5, 0.6, -1.0])).tolist() == [0.0, 1.0, 0.0]
+
+
+def _prelu_caffe(x, slope, shared):
+    """Forward_cpu and Backward_cpu of prelu_layer.cpp, loop for loop (top_diff = 1)."""
+    n, channels = x.shape[0], x.shape[1]
+    dim = int(np.prod(x.shape[2:], dtype=np.int64))
+    div = channels if shared else 1
+    flat, top = x.reshape(-1), np.zeros(x.size, np.float32)
+    bottom_diff, slope_diff = np.zeros(x.size, np.float32), np.zeros(slope.size, np.float32)
+    for i in range(flat.size):
+        c = (i // dim) % channels // div
+        top[i] = max(flat[i], 0) + slope[c] * min(flat[i], 0)
+        slope_diff[c] += flat[i] * (flat[i] <= 0)
+        bottom_diff[i] = (flat[i] > 0) + slope[c] * (flat[i] <= 0)
+    return top.reshape(x.shape), bottom_diff.reshape(x.shape), slope_diff
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (3, 4)])
+def test_prelu_transcribes_caffe_and_its_gradient_at_zero(shared, shape):
+    layer = make_layer(f'name: "p" type: "PReLU" prelu_param {{ channel_shared: '
+                       f'{str(shared).lower()} }}', [shape])
+    assert tuple(layer.blob(0).shape) == (() if shared else (shape[1],))
+    assert torch.all(layer.blob(0) == 0.25)  # Caffe's default filler
+    with torch.no_grad():
+        layer.blob(0).copy_(torch.linspace(-0.5, 0.7, layer.blob(0).numel()).reshape(
+            layer.blob(0).shape))
+    x = torch.randn(shape)
+    x.view(-1)[::3] = 0  # Caffe's bottom gradient is the slope at 0, not 1 + slope
+    x.requires_grad_(True)
+    y = layer(x)
+    y.sum().backward()
+    top, bottom_diff, slope_diff = _prelu_caffe(x.detach().numpy(), layer.blob(0).detach()
+                                                .numpy().reshape(-1), shared)
+    np.testing.assert_allclose(y.detach().numpy(), top, rtol=0, atol=0)
+    np.testing.assert_allclose(x.grad.numpy(), bottom_diff, rtol=0, atol=0)
+    np.testing.assert_allclose(layer.blob(0).grad.numpy().reshape(-1), slope_diff, rtol=1e-6,
+                               atol=1e-6)
+
+
+def test_prelu_refuses_a_1d_bottom_and_the_wrong_channel_count():
+    from fcn_port.port.layers import LayerError
+
+    with pytest.raises(LayerError):
+        make_layer('name: "p" type: "PReLU"', [(5,)])
+    layer = make_layer('name: "p" type: "PReLU"', [(1, 3, 2, 2)])
+    with pytest.raises(LayerError):
+        layer.top_shapes([(1, 4, 2, 2)])
