@@ -46,8 +46,15 @@ def _tensor(a):
     return torch.from_numpy(np.array(a, np.float32))
 
 
-def run_forward_case(case, rtol=DEFAULT_RTOL):
-    """Interpret one forward/backward case and compare; returns the dict ``--json`` prints."""
+def run_forward_case(case, rtol=DEFAULT_RTOL, caffe_blas=False):
+    """Interpret one forward/backward case and compare; returns the dict ``--json`` prints.
+    ``caffe_blas``: in Caffe's summation order (:mod:`.layers.blas`)."""
+    if caffe_blas:
+        from .layers.blas import caffe_blas as order
+
+        with order():
+            row = run_forward_case(case, rtol)
+        return {**row, "kind": row["kind"] + " (caffe-blas)"}
     from .net import from_prototxt
 
     case = Path(case)

@@ -90,7 +90,7 @@ def _inspect(args):
 
 
 def _parity(args, model_runner, solver_runner=None, loss_plotter=None, model_check=None):
-    from .parity import format_table, run_case
+    from .parity import format_table, run_case, run_forward_case
 
     if args.rtol is not None and not args.rtol >= 0:
         raise UserInputError(f"--rtol must be >= 0 (a relative error bound); got {args.rtol}")
@@ -102,6 +102,14 @@ def _parity(args, model_runner, solver_runner=None, loss_plotter=None, model_che
             model_check(args.model)
         how.update(run=lambda case, rtol: model_runner(case, args.model, rtol),
                    kind=f"model {args.model}", solver_run=None)  # --model runs forward cases
+    if args.caffe_blas:
+        if args.model:
+            raise UserInputError("--caffe-blas runs the interpreter's layers; drop --model")
+        from .layers.blas import caffe_blas
+
+        with caffe_blas():  # refused here, once, where numpy has no OpenBLAS
+            pass
+        how["run"] = lambda case, rtol: run_forward_case(case, rtol, caffe_blas=True)
     if args.plot and loss_plotter is None:
         raise UnsupportedError("parity --plot needs fcn_port.solvers (run it as fcn-port)")
     check_output_dir(args.plot, "--plot")
@@ -165,10 +173,14 @@ def _add_file_verbs(verbs, model_runner, solver_runner=None, loss_plotter=None,
         "run forward cases through a hand-written model instead of the interpreter: an "
         "official name or 'auto' (weights converted from the case's caffemodel, the family "
         "detected for 'auto'), or a checkpoint"))
+    p.add_argument("--caffe-blas", action="store_true", help=(
+        "run Convolution and InnerProduct through Caffe's own cblas_sgemm calls (numpy's "
+        "OpenBLAS), in Caffe's summation order: bit for bit where torch's order is not"))
     p.epilog = examples(
         "fcn-port parity tests/data/oracle/layers/* tests/data/oracle/fcn/*",
         "fcn-port parity --json --rtol 2e-6 tests/data/oracle/fcn/voc-fcn8s",
-        "fcn-port parity tests/data/oracle/update/*")
+        "fcn-port parity tests/data/oracle/update/*",
+        "fcn-port parity --caffe-blas tests/data/oracle/zoo/resnet50")
     p.set_defaults(run=lambda args: _parity(args, model_runner, solver_runner, loss_plotter,
                                             model_check))
 

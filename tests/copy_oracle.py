@@ -17,7 +17,7 @@ from pathlib import Path
 LEFT_OUT = {"fcn/voc-fcn32s"}
 KINDS = ("fcn", "formats", "layers", "solver", "update")
 ZOO = ("argmax_threshold", "caffenet", "deeplab_largefov", "googlenet", "losses_contrastive",
-       "nin_cifar10", "prelu", "squeezenet_v1.1")  # the zoo/ cases fcn-port passes so far
+       "nin_cifar10", "prelu", "resnet50", "squeezenet_v1.1")  # the zoo/ cases passing so far
 HERE = Path(__file__).resolve().parent
 
 

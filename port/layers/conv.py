@@ -35,7 +35,8 @@ Where stock PyTorch differs
 * Caffe accepts an output of size 0 (an empty blob). PyTorch raises for that, so here the empty
   top is produced without calling the op. A negative size is an error in both.
 * Caffe works on ``float32`` GEMMs and PyTorch on its own kernels, so results agree only to
-  rounding (about 1e-6 relative on the FCN nets).
+  rounding (about 1e-6 relative on the FCN nets); inside :func:`.blas.caffe_blas` a 2-D
+  convolution makes Caffe's own GEMM calls and agrees bit for bit.
 * Under the TorchScript tracer the geometry above runs in Python and does not enter the graph:
   with the channel axis 1 and nothing before it but N, the input goes to the op as it is and
   the op's own output is the top (no reshape to a size computed here), so a traced module
@@ -50,6 +51,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from . import blas
 from .base import CaffeLayer, canonical_axis
 from .registry import register
 
@@ -201,6 +203,10 @@ class _BaseConv(CaffeLayer):
                 widths += [p, p + e]
             x = F.pad(x, widths)
             pad = 0
+        if len(spatial) == 2 and blas.active(x):  # Caffe's own GEMM calls (blas.caffe_blas)
+            return blas.Conv2d.apply(x, self.blob(0), bias, tuple(self.stride),
+                                     (0, 0) if pad == 0 else tuple(pad), tuple(self.dilation),
+                                     self.group)
         return _CONV[len(spatial)](x, self.blob(0), bias, stride=self.stride, padding=pad,
                                    groups=self.group, dilation=self.dilation)
 

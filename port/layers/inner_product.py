@@ -12,13 +12,15 @@ PyTorch's Kaiming uniform). K is fixed when the layer is set up: a later bottom 
 size from ``axis`` on is an error, as in Caffe.
 
 This is the layer FCN "convolutionalizes": the VGG fc6/fc7 weights N x K reshape to
-N x C x kh x kw convolution kernels (see ``port.surgery``).
+N x C x kh x kw convolution kernels (see ``port.surgery``). Inside :func:`.blas.caffe_blas` the
+product is Caffe's own ``cblas_sgemm`` call, bit for bit.
 """
 import math
 
 import torch
 import torch.nn.functional as F
 
+from . import blas
 from .base import CaffeLayer, canonical_axis
 from .registry import register
 
@@ -56,7 +58,9 @@ class InnerProduct(CaffeLayer):
         x2 = x.reshape(math.prod(lead), self.k)
         w = self.blob(0)
         b = self.blob(1) if self.bias_term else None
-        if self.transpose:
+        if blas.active(x):  # Caffe's own GEMM calls (blas.caffe_blas)
+            y = blas.InnerProduct.apply(x2, w, b, self.transpose)
+        elif self.transpose:
             y = x2 @ w if b is None else torch.addmm(b, x2, w)
         else:
             y = F.linear(x2, w, b)
