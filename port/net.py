@@ -159,6 +159,7 @@ class CaffeNet(nn.Module):
         if phase not in PHASES:
             raise NetError(f"phase must be TRAIN or TEST, not {phase!r}")
         self.phase, self.name = phase, net_param.name
+        self.force_backward = net_param.force_backward  # else Caffe computes no input diffs
         layers = filter_layers(net_param, phase, level, stages)
         self.layer_params = insert_splits(layers) if splits else [_copy(lp) for lp in layers]
         self.layers = nn.ModuleDict()

@@ -70,8 +70,8 @@ def run_forward_case(case, rtol=DEFAULT_RTOL, caffe_blas=False):
         if caffe_names and names != caffe_names:
             raise NetError(f"{case}: instantiated layers differ from Caffe's: ours {names}, "
                              f"Caffe {caffe_names}")
-        feed = {b: _tensor(blobs[f"input/{b}"]).requires_grad_(bool(meta.get("backward")))
-                for b in net.inputs}
+        grads = bool(meta.get("backward")) and net.force_backward  # Caffe's input diffs
+        feed = {b: _tensor(blobs[f"input/{b}"]).requires_grad_(grads) for b in net.inputs}
         out = net(record=True, **feed)
         tops = out["_tops"]
         for key in blobs.files:

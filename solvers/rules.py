@@ -105,14 +105,11 @@ def clip_gradients(diffs, clip):
 
 
 def _sumsq(flat):
-    """``caffe_cpu_dot(x, x)``, OpenBLAS's ``sdot`` in Caffe's builds: on the CPU numpy's
-    float32 ``dot``, which calls the OpenBLAS numpy bundles and so sums in the same order
-    (``torch.dot`` sums in another: one ulp of the clipping norm at some steps); on CUDA,
-    torch's (GPU Caffe calls cuBLAS)."""
-    if flat.device.type == "cpu":
-        a = flat.detach().numpy()
-        return F32(np.dot(a, a))
-    return F32(torch.dot(flat, flat).item())
+    """``caffe_cpu_dot(x, x)`` (:func:`fcn_port.port.layers.exact.dot`: OpenBLAS's order on
+    the CPU, numpy's float32 ``dot``; torch's on CUDA, where GPU Caffe calls cuBLAS)."""
+    from fcn_port.port.layers.exact import dot
+
+    return F32(dot(flat, flat).item())
 
 
 def normalize(diff, iter_size):

@@ -45,6 +45,12 @@ Where stock PyTorch differs
   / ``torch.compile`` that case skips the Python checks and calls the op directly.
 * PyTorch has N-D convolution only for 1, 2 and 3 spatial axes. Caffe's ``im2col_nd`` also
   allows more, and this module rejects those with a clear error.
+
+``Im2col`` (``im2col_layer.cpp``) is Caffe's first step alone, as a layer: the same geometry
+fields of ConvolutionParameter (no weights), and a top (N, C * kh * kw, out_h, out_w) whose
+channel ``(c * kh + i) * kw + j`` holds input channel ``c`` at window offset ``(i, j)``:
+``F.unfold``'s row order, so the layer is ``F.unfold`` reshaped (2-D only here; its backward,
+col2im, is unfold's autograd).
 """
 import math
 
@@ -229,3 +235,45 @@ class Deconvolution(_BaseConv):
     output_padding); weight blob is (C_in, num_output / group, *kernel)."""
 
     transposed = True
+
+
+@register("Im2col")
+class Im2col(CaffeLayer):
+    _dims = _BaseConv._dims
+
+    def __init__(self, lp, bottom_shapes, phase="TEST"):
+        super().__init__(lp, bottom_shapes, phase)
+        cp = lp.convolution_param
+        if len(bottom_shapes) != 1 or len(bottom_shapes[0]) != 4 or cp.axis not in (1, -3):
+            self.fail(f"takes one (N, C, H, W) bottom with the channel axis 1 (2-D im2col "
+                      f"only), got {[tuple(b) for b in bottom_shapes]}, axis {cp.axis}")
+        self.kernel = self._dims(cp, "kernel_size", "kernel_h", "kernel_w", 2, None)
+        self.stride = self._dims(cp, "stride", "stride_h", "stride_w", 2, 1)
+        self.pad = self._dims(cp, "pad", "pad_h", "pad_w", 2, 0)
+        self.dilation = self._dims(cp, "dilation", None, None, 2, 1)
+        if min(self.kernel + self.stride + self.dilation) <= 0:
+            self.fail(f"kernel {self.kernel}, stride {self.stride} and dilation "
+                      f"{self.dilation} must be > 0")
+        self.top_shapes(bottom_shapes)
+
+    def _out(self, size):
+        out = [_c_div(h + 2 * p - (d * (k - 1) + 1), s) + 1 for h, k, s, p, d in
+               zip(size, self.kernel, self.stride, self.pad, self.dilation)]
+        if min(out) < 0:
+            self.fail(f"negative output size {out} for input {tuple(size)}")
+        return out
+
+    def top_shapes(self, bottoms):
+        n, c, *size = bottoms[0]
+        return [(n, c * math.prod(self.kernel), *self._out(size))]
+
+    def forward(self, x):
+        out = self._out(x.shape[2:])
+        extra = [max(0, (o - 1) * s + d * (k - 1) + 1 - (h + 2 * p)) for o, s, k, d, h, p in
+                 zip(out, self.stride, self.kernel, self.dilation, x.shape[2:], self.pad)]
+        (ph, pw), (eh, ew) = self.pad, extra
+        x = F.pad(x, (pw, pw + ew, ph, ph + eh))
+        if 0 in out:
+            return x.new_zeros(self.top_shapes([tuple(x.shape)])[0])
+        cols = F.unfold(x, self.kernel, self.dilation, 0, self.stride)
+        return cols.reshape(x.shape[0], cols.shape[1], *out)

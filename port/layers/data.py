@@ -1,4 +1,4 @@
-"""Input, DummyData and Silence: where blobs enter a net, and where unused ones end.
+"""Input, DummyData, Parameter and Silence: where blobs enter a net, and where unused ones end.
 
 ``Input`` (``is_source = True``): declares the blobs the caller feeds. ``input_param.shape`` is
 given once (every top gets it), once per top, or not at all (then the shape is whatever is fed;
@@ -13,6 +13,10 @@ tops; or one per top) with its shape from ``shape`` (once or once per top) or th
 ``num``/``channels``/``height``/``width`` lists (each once or once per top, 4-D). Caffe fills
 constant tops once and refills random ones at every forward; here every forward returns fresh
 tensors, which is the same for both. Random fillers match Caffe's in distribution only.
+
+``Parameter`` (``parameter_layer.hpp``): no bottoms; one learnable blob of
+``parameter_param.shape`` (zeros until weights are loaded: Caffe gives it no filler), and the
+top *is* that blob (Caffe shares data and diff), so the top's gradient is the blob's.
 
 ``Silence``: consumes its bottoms and has no tops, so nothing complains that they are unused;
 its backward gives them zero gradient, which is what an unused tensor gets in autograd.
@@ -109,3 +113,20 @@ class Silence(CaffeLayer):
 
     def forward(self, *bottoms):
         return ()
+
+
+@register("Parameter")
+class Parameter(CaffeLayer):
+    def __init__(self, lp, bottom_shapes, phase="TEST"):
+        super().__init__(lp, bottom_shapes, phase)
+        if len(lp.top) != 1:
+            self.fail(f"has exactly 1 top, got {len(lp.top)}")
+        self.add_blob(_dims(self, lp.parameter_param.shape))
+
+    def top_shapes(self, bottoms):
+        if bottoms:
+            self.fail(f"takes no bottoms, got {len(bottoms)}")
+        return [tuple(self.blob(0).shape)]
+
+    def forward(self):
+        return self.blob(0)

@@ -2,7 +2,11 @@
 
 How Caffe computes it, and where a naive PyTorch version differs:
 
-* Shapes must match exactly; Caffe does not broadcast (``a + b`` in PyTorch would).
+* Shapes must match exactly; Caffe does not broadcast (``a + b`` in PyTorch would). Its loops
+  run over bottom 0's count: where a data-dependent layer (``Filter``) has shrunk bottom 0
+  since the net was set up, the real Caffe reads the first that many values of each other
+  bottom (the zoo oracle's Filter case shows it), and so does this layer at run time; a
+  bottom with fewer values is an error.
 * ``SUM``: ``top = sum_i coeff_i * bottom_i``, one ``coeff`` per bottom or none (all 1);
   ``coeff`` with ``PROD`` is an error. Gradient ``coeff_i * top_diff``.
 * ``PROD``: ``top = b0 * b1 * ...``. With ``stable_prod_grad`` (the default) Caffe's gradient is
@@ -56,6 +60,11 @@ class Eltwise(CaffeLayer):
         return [first]
 
     def forward(self, *bottoms):
+        n, shape = bottoms[0].numel(), bottoms[0].shape
+        if any(b.shape != shape for b in bottoms[1:]):  # bottom 0 shrank at run time
+            if any(b.numel() < n for b in bottoms[1:]):
+                self.fail(f"bottom shapes must match: {[tuple(b.shape) for b in bottoms]}")
+            bottoms = (bottoms[0],) + tuple(b.reshape(-1)[:n].reshape(shape) for b in bottoms[1:])
         if self.op == _OP.SUM:
             top = None
             for c, b in zip(self.coeff, bottoms):

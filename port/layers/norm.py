@@ -24,6 +24,15 @@ values per channel (PyTorch's ``momentum`` is ``1 - f`` applied to the statistic
 The blobs are statistics, not learned: they never receive gradients (Caffe forces their
 ``lr_mult`` to 0 and rejects ``param`` specs with another value).
 
+``MVN`` (``mvn_layer.cpp``): per (sample, channel), or per sample with ``across_channels``,
+``y = x - mean``, and with ``normalize_variance`` (default) ``y = (x - mean) / (sqrt(var) +
+eps)``: eps is added *after* the square root (``caffe_powx(var, 0.5)`` then
+``caffe_add_scalar``), var is the biased mean of squares. Caffe's backward is
+``(dy - mean(dy) - y mean(dy y)) / (sqrt(var) + eps)``, which treats ``y`` as if eps were 0;
+autograd of the forward would not, and differs where eps is not negligible, so the gradient is
+Caffe's own (a custom autograd Function). Without ``normalize_variance`` it is
+``dy - mean(dy)``, as autograd's.
+
 ``Scale`` / ``Bias``: ``y = x * s (+ b)`` / ``y = x + b`` where s (b) is a learned blob or the
 second bottom, broadcast from ``axis`` over ``num_axes`` axes (-1: to the end) of the first
 bottom, dims matching exactly (a 0-D blob is a scalar, axis ignored). The learned scale starts
@@ -220,3 +229,41 @@ class Scale(CaffeLayer):
         s, s_view, b, b_view = self._scale_and_bias(tuple(x.shape), scale)
         y = x * s.reshape(s_view)
         return y if b is None else y + b.reshape(b_view)
+
+
+class _MVN(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x2, eps):
+        dim = x2.shape[1]
+        mean = x2.sum(1, keepdim=True) * _f32(1.0 / dim)
+        centred = x2 - mean
+        var = (centred * centred).sum(1, keepdim=True) * _f32(1.0 / dim)
+        std = torch.pow(var, 0.5) + eps  # caffe_powx(var, 0.5), then + eps
+        y = centred / std
+        ctx.save_for_backward(y, std)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        y, std = ctx.saved_tensors
+        dim = y.shape[1]
+        d = dy - (dy.sum(1, keepdim=True) + y * (dy * y).sum(1, keepdim=True)) * _f32(1.0 / dim)
+        return d / std, None
+
+
+@register("MVN")
+class MVN(CaffeLayer):
+    def top_shapes(self, bottoms):
+        if len(bottoms) != 1:
+            self.fail(f"takes exactly 1 bottom, got {len(bottoms)}")
+        if len(bottoms[0]) < 2 and not self.lp.mvn_param.across_channels:
+            self.fail(f"needs a channel axis (axis 1), got shape {tuple(bottoms[0])}")
+        return [tuple(bottoms[0])]
+
+    def forward(self, x):
+        p = self.lp.mvn_param
+        rows = x.shape[0] if p.across_channels else x.shape[0] * x.shape[1]
+        x2 = x.reshape(rows, -1)
+        if not p.normalize_variance:
+            return (x2 - x2.sum(1, keepdim=True) * _f32(1.0 / x2.shape[1])).reshape(x.shape)
+        return _MVN.apply(x2, _f32(p.eps)).reshape(x.shape)

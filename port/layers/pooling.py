@@ -51,6 +51,13 @@ axes, ``torch.export``) follows the input's size. For every MAX pooling NaN is r
 clamped at ``-FLT_MAX``: the max of the window's non-NaN values, never below ``-FLT_MAX``, as
 in Caffe. The shape checks and the empty top are still done outside ``torch.export`` /
 ``torch.compile`` (under the TorchScript tracer they run, but do not enter the graph).
+
+``SPP`` (``spp_layer.cpp``, spatial pyramid pooling) is ``pyramid_height`` of these poolings
+(``spp_param.pool``, MAX by default) over the whole H x W: level ``l`` has ``b = 2^l`` bins
+per axis, ``kernel = ceil(H / b)``, ``stride = kernel``, ``pad = (kernel * b - H + 1) / 2``
+(integer division), each flattened to (N, C * pooled) and concatenated along axis 1. With one
+level the top is that pooling's own (N, C, 1, 1). Each level is a :class:`Pooling` here, so
+the rules above hold per level (a pad that reaches the kernel is Caffe's error too).
 """
 import math
 
@@ -222,3 +229,43 @@ class Pooling(CaffeLayer):
         kernel = "global" if self.global_pooling else self.kernel
         return (f"name={self.name!r}, {self.method}, kernel={kernel}, stride={self.stride}, "
                 f"pad={self.pad}, round={'CEIL' if self.ceil else 'FLOOR'}")
+
+
+@register("SPP")
+class SPP(CaffeLayer):
+    def __init__(self, lp, bottom_shapes, phase="TEST"):
+        super().__init__(lp, bottom_shapes, phase)
+        if lp.spp_param.pyramid_height < 1:
+            self.fail(f"pyramid_height must be >= 1, got {lp.spp_param.pyramid_height}")
+        self._levels = {}  # bottom shape -> its poolings
+
+    def levels(self, shape):
+        """The :class:`Pooling` of every pyramid level for a bottom of ``shape``."""
+        if len(shape) != 4:
+            self.fail(f"bottom must have 4 axes (num, channels, height, width), got {shape}")
+        if shape not in self._levels:
+            p, out = self.lp.spp_param, []
+            for level in range(p.pyramid_height):
+                bins = 2 ** level
+                (kh, kw) = (-(-size // bins) for size in shape[2:])
+                pp = caffe_pb2.PoolingParameter(
+                    pool=p.pool, kernel_h=kh, kernel_w=kw, stride_h=kh, stride_w=kw,
+                    pad_h=(kh * bins - shape[2] + 1) // 2, pad_w=(kw * bins - shape[3] + 1) // 2)
+                sub = caffe_pb2.LayerParameter(name=f"{self.name} level {level}", type="Pooling",
+                                               pooling_param=pp, top=[self.name])
+                out.append(Pooling(sub, [shape], self.phase))
+            self._levels[shape] = out
+        return self._levels[shape]
+
+    def top_shapes(self, bottoms):
+        if len(bottoms) != 1:
+            self.fail(f"takes exactly 1 bottom, got {len(bottoms)}")
+        shape = tuple(bottoms[0])
+        tops = [pool.top_shapes([shape])[0] for pool in self.levels(shape)]
+        if len(tops) == 1:
+            return tops
+        return [(shape[0], sum(math.prod(t[1:]) for t in tops))]
+
+    def forward(self, x):
+        tops = [pool(x) for pool in self.levels(tuple(x.shape))]
+        return tops[0] if len(tops) == 1 else torch.cat([t.flatten(1) for t in tops], 1)

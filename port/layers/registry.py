@@ -18,18 +18,21 @@ from ..errors import NetError
 
 FAMILIES = {  # module of fcn_port.port.layers -> the Caffe types it registers
     "contrastive": ("ContrastiveLoss",),
-    "conv": ("Convolution", "Deconvolution"),
+    "conv": ("Convolution", "Deconvolution", "Im2col"),
     "crop": ("Crop",),
-    "data": ("Input", "DummyData", "Silence"),
+    "data": ("Input", "DummyData", "Parameter", "Silence"),
     "eltwise": ("Eltwise",),
+    "embed": ("Embed",),
     "inner_product": ("InnerProduct",),
     "loss": ("Softmax", "SoftmaxWithLoss", "Accuracy", "ArgMax"),
+    "losses": ("EuclideanLoss", "SigmoidCrossEntropyLoss", "HingeLoss", "MultinomialLogisticLoss"),
     "neuron": ("ReLU", "Sigmoid", "TanH", "AbsVal", "Power", "BNLL", "Exp", "Log", "Dropout",
                "Threshold", "ELU", "Clip", "Swish", "PReLU"),
-    "norm": ("LRN", "BatchNorm", "Bias", "Scale"),
-    "pooling": ("Pooling",),
+    "norm": ("LRN", "BatchNorm", "Bias", "Scale", "MVN"),
+    "pooling": ("Pooling", "SPP"),
     "python": ("Python",),
-    "shape": ("Concat", "Slice", "Split", "Flatten", "Reshape"),
+    "reduction": ("Reduction",),
+    "shape": ("Concat", "Slice", "Split", "Flatten", "Reshape", "Tile", "BatchReindex", "Filter"),
 }
 _FAMILY = {t: module for module, ts in FAMILIES.items() for t in ts}
 _TYPES = {}

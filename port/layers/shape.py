@@ -19,6 +19,19 @@ tensor is used several times; each top is a separate view so per-top gradients s
 (default: all of them; a negative ``axis`` counts from the end with -1 meaning *after* the
 last axis, so ``axis: -1, num_axes: 0`` appends dims). In the new dims ``0`` copies the bottom's
 dim at the same position (``torch.reshape`` has no such rule) and one ``-1`` is inferred.
+
+``Tile`` (``tile_layer.cpp``): ``tiles`` copies of the bottom along ``axis`` (default 1), each
+copy of the whole block from ``axis`` on, one after another (``torch.cat`` of the copies, not
+``repeat_interleave``); the backward sums the copies.
+
+``BatchReindex``: top ``i`` is bottom row ``int(permut[i])`` (any number of rows, repeats
+allowed), ``index_select`` along axis 0; the backward adds each top row's gradient into its
+source row; the indices get none.
+
+``Filter``: the last bottom holds one selector per sample; every other bottom keeps the
+samples whose selector is nonzero, in order (one top per such bottom). The number kept is
+known only from the data, as in Caffe's ``Reshape`` at each forward; the shapes the net is
+built with say all N. The selector gets no gradient.
 """
 import math
 
@@ -194,3 +207,56 @@ class Reshape(CaffeLayer):
 
     def forward(self, x):
         return x.reshape(self.top_shapes([tuple(x.shape)])[0])
+
+
+@register("Tile")
+class Tile(CaffeLayer):
+    def top_shapes(self, bottoms):
+        shape = _one_bottom(self, bottoms)
+        p = self.lp.tile_param
+        axis = canonical_axis(self, p.axis, len(shape))
+        if p.tiles <= 0:
+            self.fail(f"tiles must be > 0, got {p.tiles}")
+        return [shape[:axis] + (shape[axis] * p.tiles,) + shape[axis + 1:]]
+
+    def forward(self, x):
+        p = self.lp.tile_param
+        return torch.cat([x] * p.tiles, canonical_axis(self, p.axis, x.dim()))
+
+
+def _indices(layer, index, n):
+    idx = index.detach().reshape(-1).to(torch.int64)
+    if bool(((idx < 0) | (idx >= n)).any()):
+        layer.fail(f"index {int(idx[(idx < 0) | (idx >= n)][0])} outside [0, {n})")
+    return idx
+
+
+@register("BatchReindex")
+class BatchReindex(CaffeLayer):
+    def top_shapes(self, bottoms):
+        if len(bottoms) != 2 or len(bottoms[1]) != 1:
+            self.fail(f"takes 2 bottoms (data, a 1-D index), got shapes "
+                      f"{[tuple(b) for b in bottoms]}")
+        return [(bottoms[1][0],) + tuple(bottoms[0][1:])]
+
+    def forward(self, x, permut):
+        return x.index_select(0, _indices(self, permut, x.shape[0]))
+
+
+@register("Filter")
+class Filter(CaffeLayer):
+    def top_shapes(self, bottoms):
+        if len(bottoms) < 2 or len(bottoms) - 1 != len(self.lp.top):
+            self.fail(f"takes data bottoms and a selector (one top per data bottom): "
+                      f"{len(bottoms)} bottoms, {len(self.lp.top)} tops")
+        n, sel = bottoms[0][0], tuple(bottoms[-1])
+        if math.prod(sel) != n or any(b[0] != n for b in bottoms[:-1]):
+            self.fail(f"the selector {sel} needs one value per sample of every bottom "
+                      f"{[tuple(b) for b in bottoms[:-1]]}")
+        return [tuple(b) for b in bottoms[:-1]]
+
+    def forward(self, *bottoms):
+        keep = bottoms[-1].detach().reshape(-1).to(torch.int64) != 0  # static_cast<int>
+        index = torch.nonzero(keep).reshape(-1)
+        tops = tuple(b.index_select(0, index) for b in bottoms[:-1])
+        return tops[0] if len(tops) == 1 else tops
