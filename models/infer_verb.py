@@ -27,6 +27,8 @@ def _run(args, load_checkpoint, demo_image, keep_freed_memory):
         raise UserInputError(f"--max-size must be at least 32 pixels; got {args.max_size}")
     check_output_dir(args.out, "-o")
     model = load_checkpoint(args.checkpoint, args.device, fcn_for="infer")
+    if args.mean_file:
+        _use_mean_file(model, args.mean_file)
     args.images = expand_images(args.images) or [str(demo_image)]  # default: the demo image
     if len(args.images) > 1 and keep_freed_memory:  # later passes reuse the first one's
         keep_freed_memory()                           # pages (~25% faster on CPU)
@@ -35,6 +37,21 @@ def _run(args, load_checkpoint, demo_image, keep_freed_memory):
                 log=None if args.quiet else lambda line: print(line, file=sys.stdout),
                 max_size=args.max_size, check_memory=not args.force,
                 progress=len(args.images) > 1 or sys.stderr.isatty(), legend=not args.no_legend)
+
+
+def _use_mean_file(model, path):
+    """``--mean-file``: the mean image's per-channel means replace the model's colour mean."""
+    from ..port.errors import CaffeFormatError
+    from ..port.formats.blobproto import channel_means, read_blob_file
+    from .preprocess import input_kinds
+
+    meta = model.meta
+    mean = channel_means(read_blob_file(path), path)
+    if input_kinds(meta)[0] != "color" or len(mean) != 3:
+        raise CaffeFormatError(path, "", f"holds a {len(mean)}-channel mean; --mean-file "
+                               f"replaces the 3-channel colour mean of a model whose first "
+                               f"input is a colour image ({meta.get('model', 'this model')})")
+    meta["mean"] = mean
 
 
 IMAGE_ENDINGS = (".jpg", ".jpeg", ".png")
@@ -103,6 +120,9 @@ def add_infer_verb(verbs, load_checkpoint, demo_image, keep_freed_memory=None):
     p.add_argument("--no-legend", action="store_true", help=(
         "write the overlay exactly as the official vis_seg (by default a strip below it names "
         "the classes shown, VOC's names for 21 classes)"))
+    p.add_argument("--mean-file", metavar="MEAN.binaryproto", help=(
+        "subtract this mean image's per-channel means (BGR, as Caffe wrote it) instead of the "
+        "model's"))
     p.add_argument("-q", "--quiet", action="store_true", help="do not list the files written")
     p.epilog = examples(
         "fcn-port infer voc-fcn8s-demo.pt",

@@ -166,7 +166,7 @@ def folder_keys(layer_param):
 
 
 def reader_for(layer_param, root=None, data_root=None, rng="py2", check=True, missing_ok=False,
-               *, folders=None, split=None, randomize=None):
+               *, folders=None, split=None, randomize=None, mean=None):
     """The reader for an official ``Python`` data layer (a LayerParameter), or None when its
     module/layer is not one we serve. ``missing_ok``: None too when a folder cannot be found
     (param_str unreadable, no folder key, or no such folder): the layer is left to others.
@@ -174,7 +174,7 @@ def reader_for(layer_param, root=None, data_root=None, rng="py2", check=True, mi
     Overrides (``fcn-port eval`` and ``--eval-split``): ``folders`` maps a folder key (see
     :func:`folder_keys`) to a path used as it is; ``split`` replaces the param_str's split and
     ``randomize`` its randomize (the official rule still makes a split without 'train'
-    sequential)."""
+    sequential); ``mean`` (BGR) its mean (``fcn-port eval --mean-file``)."""
     py = layer_param.python_param
     entry = OFFICIAL.get((py.module, py.layer))
     if entry is None:
@@ -214,7 +214,7 @@ def reader_for(layer_param, root=None, data_root=None, rng="py2", check=True, mi
         split = _get(params, "split", str, "a split name", where)
     split = check_name(split, *where, "split")
     if entry.mean:
-        kw["mean"] = _mean(params, where)
+        kw["mean"] = _mean(params, where) if mean is None else tuple(mean)
     if randomize is None:
         randomize = _get(params, "randomize", (bool,), "True or False", where, True)
     seed = _get(params, "seed", (int, type(None)), "an integer or None", where, None)

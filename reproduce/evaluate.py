@@ -43,7 +43,8 @@ class Evaluation:
     :class:`~.segtests.SegTest`; ``on_image(k, batch, preds)`` sees each image (saving,
     grids)."""
 
-    def __init__(self, checkpoint, dataset, root, *, split=None, voc_root=None, device="cpu"):
+    def __init__(self, checkpoint, dataset, root, *, split=None, voc_root=None, device="cpu",
+                 mean=None):
         from ..models import net_param
         from ..models.verbs import load_checkpoint
         from ..models.zoo import FCNConfig
@@ -82,7 +83,7 @@ class Evaluation:
                                      "PASCAL VOC folder (voc_dir); give it")
             folders[key] = voc_root
         self.reader = datasets.reader_for(data, root=root, folders=folders, split=split,
-                                          randomize=False)
+                                          randomize=False, mean=mean)
         self.split = self.reader.split
         self.inputs = list(meta.get("inputs") or ["data"])
         missing = [t for t in self.inputs if t not in self.reader.tops]

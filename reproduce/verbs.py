@@ -177,6 +177,8 @@ def _add_eval(verbs):
                    help="images in --grid, the first K scored (default 4)")
     p.add_argument("--device", type=device_arg, default="cpu",
                    help="cpu (default), cuda, cuda:N, or auto (CUDA when available)")
+    p.add_argument("--mean-file", metavar="MEAN.binaryproto", help=(
+        "subtract this mean image's per-channel means (BGR) instead of the data layer's"))
     p.epilog = examples(
         "fcn-port eval voc-fcn8s.pt --dataset voc --root data/pascal/VOC2011",
         "fcn-port eval fcn8s-heavy-pascal.caffemodel --dataset voc --root VOC2011 --json "
@@ -208,8 +210,13 @@ def _eval(args):
     check_output_file(args.png, "--png", "a .png file name")
     check_output_file(args.grid, "--grid", "a .png file name")
     args.device = check_device(args.device)
+    mean = None
+    if args.mean_file:
+        from fcn_port.port.formats.blobproto import channel_means, read_blob_file
+
+        mean = channel_means(read_blob_file(args.mean_file), args.mean_file)
     ev = evaluate.Evaluation(args.checkpoint, args.dataset, args.root, split=args.split,
-                             voc_root=args.voc_root, device=args.device)
+                             voc_root=args.voc_root, device=args.device, mean=mean)
     samples, first = [], ev.heads[0]
 
     def on_image(k, batch, preds):

@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 
 LEFT_OUT = {"fcn/voc-fcn32s"}
-KINDS = ("fcn", "formats", "layers", "solver", "update")
+KINDS = ("data", "fcn", "formats", "layers", "solver", "update")
 ZOO = ("argmax_threshold", "caffenet", "deeplab_largefov", "embed_filter_reindex", "googlenet",
        "losses_contrastive", "losses_multinomial_softmax_axis", "losses_regression",
-       "mix_neurons", "mix_shapes", "nin_cifar10", "prelu", "resnet50",
-       "squeezenet_v1.1")  # the zoo/ cases passing so far
+       "lstm_rnn", "mix_neurons", "mix_shapes", "nin_cifar10", "prelu", "resnet50",
+       "squeezenet_v1.1", "ssd_head")  # every zoo/ case
 HERE = Path(__file__).resolve().parent
 
 

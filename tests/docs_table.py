@@ -120,6 +120,8 @@ COMMANDS = {
     "fcn-port parity tests/data/oracle/zoo/googlenet tests/data/oracle/zoo/squeezenet_v1.1":
         Cmd(where="checkout"),
     "fcn-port parity --caffe-blas tests/data/oracle/zoo/resnet50": Cmd(where="checkout"),
+    "fcn-port inspect tests/data/oracle/data/lmdb_raw_meanfile_crop/mean.binaryproto":
+        Cmd(where="checkout"),
     "bash reproduce/voc2011.sh --smoke":
         Cmd(("voc2011-run/results/results.md", "voc2011-run/results/curves.png",
              "voc2011-run/voc-fcn8s/voc-fcn8s.caffemodel"), "checkout"),

@@ -159,3 +159,46 @@ def blob_pieces(array, legacy=False):
     payload = [length_delimited(8 if double else 5, values.nbytes), values] if values.size else []
     pieces = before + payload + after
     return pieces, sum(len(p) if isinstance(p, bytes) else p.nbytes for p in pieces)
+
+
+BLOB_FILE = "a BlobProto (.binaryproto, e.g. a mean image written by compute_image_mean)"
+
+
+def read_blob_file(path):
+    """The one BlobProto of a ``.binaryproto`` file (Caffe's ``ReadProtoFromBinaryFile`` of a
+    mean file), its data a float array of the blob's shape viewing the mapped file (no copy:
+    memory is bounded by the file). CaffeFormatError naming the file and byte otherwise."""
+    import os
+    import stat
+
+    from ..errors import CaffeFormatError
+    from ..fileio import map_file
+
+    path = os.fspath(path)
+    try:
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        regular = True  # map_file names the problem
+    if not regular:
+        raise CaffeFormatError(path, "", f"not a regular file; expected {BLOB_FILE}")
+    buf = map_file(path, BLOB_FILE)
+    try:
+        return parse_blob(buf, 0, len(buf))
+    except WireError as e:
+        raise CaffeFormatError(path, f"byte {e.offset}", f"{e.what}; expected {BLOB_FILE}") \
+            from None
+
+
+def channel_means(blob, path="mean file"):
+    """The per-channel means of a mean image (C x H x W, or 1 x C x H x W): what
+    ``fcn-port infer``/``eval --mean-file`` subtract, as pycaffe's examples do with
+    ``mean.mean(1).mean(1)``."""
+    from ..errors import CaffeFormatError
+
+    data = blob.data
+    if data.ndim == 4 and data.shape[0] == 1:
+        data = data[0]
+    if data.ndim != 3 or data.shape[0] < 1 or data.size == 0:
+        raise CaffeFormatError(path, "", f"a mean image is C x H x W (or 1 x C x H x W), this "
+                               f"blob is {tuple(blob.data.shape)}")
+    return [float(v) for v in data.reshape(data.shape[0], -1).mean(1, dtype=np.float64)]

@@ -194,9 +194,31 @@ def inspect_file(path, *, stats=False, known_types=None, net_by_name=None):
         report = _state_report(path) if is_state else _weights_report(path, stats)
     elif path.endswith(".solverstate"):
         report = _state_report(path)
+    elif path.endswith(".binaryproto"):
+        report = _blob_report(path)
     else:
         report = _weights_report(path, stats)
     return {"file": path, "bytes": os.path.getsize(path), **report}
+
+
+def _blob_report(path):
+    """A ``.binaryproto``: one BlobProto (a mean image, Infogain's H), its shape and values."""
+    from .blobproto import read_blob_file
+
+    data = read_blob_file(path).data
+    report = {"format": "binary", "kind": "BlobProto", "shape": list(data.shape),
+              "count": int(data.size)}
+    if data.size:
+        finite = data[np.isfinite(data)]
+        report["stats"] = {"min": float(finite.min()) if finite.size else None,
+                           "max": float(finite.max()) if finite.size else None,
+                           "mean": float(finite.mean(dtype=np.float64)) if finite.size else None,
+                           "nonfinite": int(data.size - finite.size)}
+        image = data[0] if data.ndim == 4 and data.shape[0] == 1 else data
+        if image.ndim == 3:
+            report["channel_means"] = [float(v) for v in
+                                       image.reshape(image.shape[0], -1).mean(1, dtype=np.float64)]
+    return report
 
 
 def _shape(s):
@@ -224,6 +246,17 @@ def format_report(r):
         lines.append(f"note: {_esc(r['note'])}")
     for key, value in (r.get("meta") or {}).items():
         lines.append(f"{_esc(key)}: {_esc(value)}")
+    if r["kind"] == "BlobProto":
+        lines.append(f"shape: {_shape(r['shape'])} ({r['count']:,} values)")
+        if r.get("stats") and r["stats"]["min"] is None:
+            lines.append(f"values: all {r['count']:,} NaN/Inf")
+        elif r.get("stats"):
+            s = r["stats"]
+            lines.append(f"values: min {s['min']:.6g}, max {s['max']:.6g}, mean {s['mean']:.6g}"
+                         + (f", {s['nonfinite']} NaN/Inf" if s["nonfinite"] else ""))
+        if r.get("channel_means"):
+            lines.append("per-channel mean (what --mean-file subtracts): ["
+                         + ", ".join(f"{v:.5f}" for v in r["channel_means"]) + "]")
     if r["kind"] == "solver":
         lines.append(f"settings: {r['settings']}")
     if r["kind"] == "solverstate":

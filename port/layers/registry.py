@@ -31,7 +31,9 @@ FAMILIES = {  # module of fcn_port.port.layers -> the Caffe types it registers
     "norm": ("LRN", "BatchNorm", "Bias", "Scale", "MVN"),
     "pooling": ("Pooling", "SPP"),
     "python": ("Python",),
+    "recurrent": ("LSTM", "RNN"),
     "reduction": ("Reduction",),
+    "ssd": ("Normalize", "Permute", "PriorBox"),
     "shape": ("Concat", "Slice", "Split", "Flatten", "Reshape", "Tile", "BatchReindex", "Filter"),
 }
 _FAMILY = {t: module for module, ts in FAMILIES.items() for t in ts}
