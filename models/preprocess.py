@@ -33,7 +33,9 @@ Labels: a paletted (P) or grayscale (L) PNG read as uint8 palette indices, 255 =
 VOC SegmentationClass PNGs. Errors are :class:`CaffeFormatError` naming the file and what was
 expected.
 
-Decoders: every image fcn-port reads goes through :func:`open_image`, which lets Pillow try only
+Decoders: every image fcn-port reads goes through :func:`open_image`
+(:mod:`fcn_port.port.fileio.images`, where Caffe's own data layers use it too), which lets
+Pillow try only
 JPEG and PNG (:data:`FORMATS`: the formats of every official dataset and of infer.py's photos).
 ``Image.open`` with no format list tries about 40 formats by content, and one of them (EPS)
 runs Ghostscript on the file: a PostScript program named ``photo.jpg`` would run. A source scan
@@ -43,9 +45,9 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..port.errors import CaffeFormatError
+from ..port.fileio.images import open_image
 from .zoo import MEANS
 
 # the values are the model zoo's (models/zoo.py MEANS); the dtype is each data layer's
@@ -65,32 +67,10 @@ MEAN_DTYPES = {"voc": np.float64, "pascalcontext": np.float32, "siftflow": np.fl
 _TO_RGB = {"RGB", "L", "1", "P", "PA", "RGBA", "RGBX", "LA", "La", "RGBa", "CMYK", "YCbCr"}
 _DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 _IMAGE_HINT = "a JPEG or PNG image"
-FORMATS = ("JPEG", "PNG")  # the only decoders Pillow may run (see the module docstring)
 
 
 def _name(source):
     return os.fspath(source) if isinstance(source, (str, bytes, os.PathLike)) else "<image>"
-
-
-def open_image(source, expected=_IMAGE_HINT, *, decode=True):
-    """Open ``source`` (a path or a PIL image) as JPEG or PNG only (:data:`FORMATS`) and fully
-    decode it (``decode=False``: the header only, for its size before any pixel is inflated);
-    bad files raise CaffeFormatError."""
-    if isinstance(source, Image.Image):
-        return source
-    path = os.fspath(source)
-    try:
-        with Image.open(path, formats=FORMATS) as im:
-            if decode:
-                im.load()
-            return im
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        raise CaffeFormatError(path, "", f"cannot open ({e.strerror}); expected {expected}") from None
-    except Image.UnidentifiedImageError:
-        raise CaffeFormatError(path, "", f"not a JPEG or PNG image (fcn-port decodes no other "
-                               f"format); expected {expected}") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise CaffeFormatError(path, "", f"cannot decode ({e}); expected {expected}") from None
 
 
 def image_size(source, expected=_IMAGE_HINT):

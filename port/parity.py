@@ -60,6 +60,8 @@ def run_forward_case(case, rtol=DEFAULT_RTOL, caffe_blas=False):
     case = Path(case)
     meta = json.loads((case / "case.json").read_text())
     blobs = np.load(case / "blobs.npz")
+    if meta.get("kind") == "data":
+        return _run_data_case(case, meta, blobs, rtol)
     weights = [p for p in (case / "weights.caffemodel", case / "weights.caffemodel.h5") if p.exists()]
     cmp = Comparison()
     for wpath in weights:
@@ -91,6 +93,34 @@ def run_forward_case(case, rtol=DEFAULT_RTOL, caffe_blas=False):
                     g = params[(layer, int(i))].grad
                     cmp.add(f"{key}{tag}", np.zeros_like(blobs[key]) if g is None else g.numpy(), blobs[key])
     return {"case": case.name, "kind": "backward" if meta.get("backward") else "forward",
+            "compared": cmp.compared, "worst": cmp.worst, "where": cmp.where,
+            "pass": cmp.compared > 0 and cmp.worst <= rtol}
+
+
+def _run_data_case(case, meta, blobs, rtol):
+    """A case whose net reads its own data (Caffe's data layers, paths relative to the case):
+    ``passes`` forward passes, each compared with ``top/...`` (pass 1) or ``pass<p>/top/...``."""
+    from .datalayers import TYPES, source_for
+    from .formats.text import read_net
+    from .net import CaffeNet, filter_layers
+
+    phase = meta.get("phase", "TEST")
+    param, _ = read_net(case / "net.prototxt")
+    sources = {lp.name: source_for(lp, phase, case, meta.get("random_seed"))
+               for lp in filter_layers(param, phase) if lp.type in TYPES}
+    first = {top: v for src in sources.values() for top, v in src[0].items()}
+    net = CaffeNet(param, phase, input_shapes={t: v.shape for t, v in first.items()})
+    cmp = Comparison()
+    for p in range(meta.get("passes", 1)):
+        feed = {t: _tensor(v) for src in sources.values() for t, v in src[p].items()}
+        with torch.no_grad():
+            tops = net(record=True, **feed)["_tops"]
+        prefix = "top/" if p == 0 else f"pass{p + 1}/top/"
+        for key in blobs.files:
+            if key.startswith(prefix):
+                layer, i = _layer_and_index(key[len(prefix) - 4:])
+                cmp.add(key, tops[(layer, int(i))].numpy(), blobs[key])
+    return {"case": case.name, "kind": f"data ({meta.get('passes', 1)} passes)",
             "compared": cmp.compared, "worst": cmp.worst, "where": cmp.where,
             "pass": cmp.compared > 0 and cmp.worst <= rtol}
 

@@ -45,7 +45,10 @@ that returns a source for an unbound ``Python`` data layer it recognises (or Non
 readers of the official layers (``reproduce/``) plug in there, so a net names its data and
 ``fcn-port train`` finds it. The sources a user gives win: by layer name first, then the
 default source (``--batches``), and only then the factories; :attr:`Feeder.feeds` says which
-source feeds each data layer (``fcn-port train`` logs it).
+source feeds each data layer (``fcn-port train`` logs it). Caffe's own data layers (``Data``
+on LMDB, ``ImageData``, ``HDF5Data``) read their sources themselves
+(:mod:`fcn_port.port.datalayers`, with the solver's ``random_seed`` for TRAIN crops and
+mirrors); ``MemoryData`` is fed like ``Input``.
 """
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -57,6 +60,7 @@ import torch
 from fcn_port.port.errors import CaffeFormatError, UserInputError
 
 _FACTORIES = []
+CAFFE_DATA = ("Data", "ImageData", "HDF5Data", "MemoryData")  # Caffe's own data layers
 
 
 class DataWarning(UserWarning):
@@ -171,10 +175,11 @@ def _fits_memory(path, nbytes):
 
 def source_layers(layers, bound=()):
     """The layers (LayerParameters as Caffe keeps them for a state, ``filter_layers``) that take
-    a source: ``Input`` layers, and ``Python`` layers without bottoms not in ``bound`` (the
-    names bound to code). ``[(name, type, tops, LayerParameter)]``."""
+    a source: ``Input`` layers, Caffe's own data layers, and ``Python`` layers without bottoms
+    not in ``bound`` (the names bound to code). ``[(name, type, tops, LayerParameter)]``."""
     return [(lp.name, lp.type, list(lp.top), lp) for lp in layers
-            if not lp.bottom and (lp.type == "Input" or (lp.type == "Python" and lp.name not in bound))]
+            if not lp.bottom and (lp.type in ("Input",) + CAFFE_DATA
+                                  or (lp.type == "Python" and lp.name not in bound))]
 
 
 def _is_indexed(source):
@@ -240,7 +245,7 @@ class Feeder:
     ORDERS = ("continuous", "caffe")
 
     def __init__(self, layers, sources, *, phase="TRAIN", root=None, rank=0, world=1,
-                 iter_size=1, what="net", order="continuous", prefetch=True):
+                 iter_size=1, what="net", order="continuous", prefetch=True, seed=None):
         if sources is None or not isinstance(sources, dict):
             sources = {None: sources} if sources is not None else {}
         if order not in self.ORDERS:
@@ -258,6 +263,10 @@ class Feeder:
             source, how = sources.get(name), "bound by name"
             if source is None and default is not None:
                 source, how = default, "the given default source"
+            if source is None and ltype in CAFFE_DATA and ltype != "MemoryData":
+                from fcn_port.port.datalayers import source_for  # MemoryData: the caller feeds
+
+                source, how = source_for(lp, phase, root, seed), "Caffe's data layer"
             if source is None and ltype == "Python":
                 for factory in _FACTORIES:
                     source = factory(lp, phase, root)

@@ -126,7 +126,8 @@ class Trainer:
             self.feeder = Feeder(source_layers(layers, python_layers or {}), sources,
                                  phase=phase, root=root, rank=self.group.rank,
                                  world=self.group.world, iter_size=param.iter_size,
-                                 what="train net", order=data_order)
+                                 what="train net", order=data_order,
+                                 seed=param.random_seed if param.random_seed >= 0 else None)
             return self.feeder.shapes()
         self.solver, self.net = from_solver_prototxt(
             solver_path, weights=weights, param=param, shapes=shapes, device=self.device,

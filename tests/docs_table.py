@@ -122,6 +122,9 @@ COMMANDS = {
     "fcn-port parity --caffe-blas tests/data/oracle/zoo/resnet50": Cmd(where="checkout"),
     "fcn-port inspect tests/data/oracle/data/lmdb_raw_meanfile_crop/mean.binaryproto":
         Cmd(where="checkout"),
+    "python -m fcn_port.port.datalayers.example lenet-lmdb": Cmd(("lenet-lmdb/mnist_train_lmdb/data.mdb",)),
+    "cd lenet-lmdb && fcn-port train --solver lenet_solver.prototxt":
+        Cmd(("lenet-lmdb/snapshots/lenet_iter_200.caffemodel",)),
     "bash reproduce/voc2011.sh --smoke":
         Cmd(("voc2011-run/results/results.md", "voc2011-run/results/curves.png",
              "voc2011-run/voc-fcn8s/voc-fcn8s.caffemodel"), "checkout"),

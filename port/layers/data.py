@@ -18,6 +18,12 @@ tensors, which is the same for both. Random fillers match Caffe's in distributio
 ``parameter_param.shape`` (zeros until weights are loaded: Caffe gives it no filler), and the
 top *is* that blob (Caffe shares data and diff), so the top's gradient is the blob's.
 
+``Data``, ``ImageData``, ``HDF5Data``, ``MemoryData``: Caffe's own data layers are sources
+here, like ``Input``: their tops are net inputs, fed pass by pass from the layer's reader
+(:mod:`fcn_port.port.datalayers`, which ``fcn-port train`` and ``parity`` bind), or by the
+caller (MemoryData, whose ``memory_data_param`` gives the data top's shape, N x C x H x W,
+and the label's, N).
+
 ``Silence``: consumes its bottoms and has no tops, so nothing complains that they are unused;
 its backward gives them zero gradient, which is what an unused tensor gets in autograd.
 """
@@ -130,3 +136,22 @@ class Parameter(CaffeLayer):
 
     def forward(self):
         return self.blob(0)
+
+
+@register("Data", "ImageData", "HDF5Data", "MemoryData")
+class DataLayer(Input):
+    """A Caffe data layer: a source whose tops the caller feeds (module doc)."""
+
+    def __init__(self, lp, bottom_shapes, phase="TEST"):
+        if lp.type == "MemoryData" and not lp.input_param.shape:
+            p, lp = lp.memory_data_param, _with_shapes(lp)
+            lp.input_param.shape.add().dim.extend([p.batch_size, p.channels, p.height, p.width])
+            if len(lp.top) > 1:
+                lp.input_param.shape.add().dim.extend([p.batch_size])
+        super().__init__(lp, bottom_shapes, phase)
+
+
+def _with_shapes(lp):
+    copy = caffe_pb2.LayerParameter()
+    copy.CopyFrom(lp)
+    return copy

@@ -1,5 +1,5 @@
 """The losses besides SoftmaxWithLoss (:mod:`.loss`) and ContrastiveLoss (:mod:`.contrastive`):
-EuclideanLoss, SigmoidCrossEntropyLoss, HingeLoss and MultinomialLogisticLoss.
+EuclideanLoss, SigmoidCrossEntropyLoss, HingeLoss, MultinomialLogisticLoss and InfogainLoss.
 
 How Caffe computes them (BVLC master; every one has a scalar top, loss weight 1 by default)
 --------------------------------------------------------------------------------------------
@@ -23,6 +23,13 @@ How Caffe computes them (BVLC master; every one has a scalar top, loss weight 1 
 ``MultinomialLogisticLoss`` (``multinomial_logistic_loss_layer.cpp``)
     Probabilities N x D (a Softmax's top) and labels: ``loss = -sum log(max(p_y, 1e-20)) / N``.
     Backward: ``-top_diff / N / max(p_y, 1e-20)`` at the true class, 0 elsewhere.
+``InfogainLoss`` (``infogain_loss_layer.cpp``, BVLC master since PR #3855)
+    Scores (softmax taken inside, along ``infogain_loss_param.axis``, default 1), labels, and
+    the K x K matrix H as a third bottom or a ``.binaryproto`` (``source``). Per non-ignored
+    position with label y: ``-sum_l H[y, l] log(max(p_l, 1e-20))``, summed and divided by the
+    normalizer of ``loss_param.normalization`` (default VALID). Backward:
+    ``(p_l * sum_k H[y, k] - H[y, l]) * top_diff / normalizer``. (The pre-2017 layer, which
+    the oracle's Caffe build still has, took probabilities: fcn-port follows master.)
 
 Where PyTorch differs
 ---------------------
@@ -36,6 +43,7 @@ a hinge's kink and at the 1e-20 floor are its own). Labels are truncated with
 """
 import math
 
+import numpy as np
 import torch
 
 from .base import CaffeLayer
@@ -192,3 +200,76 @@ class MultinomialLogisticLoss(_Loss):
         if bool(((lab < 0) | (lab >= p2.shape[1])).any()):
             self.fail(f"label value outside [0, {p2.shape[1]})")
         return _Multinomial.apply(p2, lab).reshape(())
+
+
+class _Infogain(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, scores, lab, valid, h, normalizer):
+        p = torch.softmax(scores, 1)  # (outer, K, inner)
+        logp = torch.log(torch.clamp(p, min=LOG_THRESHOLD))
+        rows = h[torch.where(valid, lab, 0)]  # (outer, inner, K): H[y, :]
+        keep = valid.to(p.dtype)
+        terms = (rows.permute(0, 2, 1) * logp).sum(1) * keep
+        ctx.save_for_backward(p, rows, keep)
+        ctx.normalizer = normalizer
+        return -terms.sum() / normalizer
+
+    @staticmethod
+    def backward(ctx, top):
+        p, rows, valid = ctx.saved_tensors
+        h_y = rows.permute(0, 2, 1)  # (outer, K, inner)
+        grad = (p * h_y.sum(1, keepdim=True) - h_y) * valid.unsqueeze(1)  # valid: 0/1 floats
+        return grad * (top / ctx.normalizer), None, None, None, None
+
+
+@register("InfogainLoss")
+class InfogainLoss(CaffeLayer):
+    def __init__(self, lp, bottom_shapes, phase="TEST"):
+        super().__init__(lp, bottom_shapes, phase)
+        p, loss = lp.infogain_loss_param, lp.loss_param
+        self.ignore_label = loss.ignore_label if loss.HasField("ignore_label") else None
+        if not loss.HasField("normalization") and loss.HasField("normalize"):
+            self.normalization = _NORM.VALID if loss.normalize else _NORM.BATCH_SIZE
+        else:
+            self.normalization = loss.normalization
+        h = None
+        if len(bottom_shapes) == 2:
+            if not p.source:
+                self.fail("takes the infogain matrix H as a third bottom or from "
+                          "infogain_loss_param.source (a .binaryproto)")
+            from ..formats.blobproto import read_blob_file
+
+            data = read_blob_file(p.source).data
+            k = int(math.isqrt(data.size))
+            if k * k != data.size:
+                self.fail(f"H from {p.source} has {data.size} values; expected K x K")
+            h = torch.from_numpy(np.array(data, np.float32)).reshape(k, k)
+        self.register_buffer("h", h, persistent=False)  # not a blob: no weights key
+
+    def top_shapes(self, bottoms):
+        if len(bottoms) not in (2, 3):
+            self.fail(f"takes 2 or 3 bottoms (scores, labels[, H]), got {len(bottoms)}")
+        scores = tuple(bottoms[0])
+        axis = self.lp.infogain_loss_param.axis % len(scores)
+        k = scores[axis]
+        if math.prod(scores) // k != math.prod(bottoms[1]):
+            self.fail(f"needs one label per position: scores {scores}, labels {tuple(bottoms[1])}")
+        h = tuple(bottoms[2]) if len(bottoms) == 3 else tuple(self.h.shape)
+        if math.prod(h) != k * k:
+            self.fail(f"H {h} must hold K x K = {k} x {k} values")
+        return [()]
+
+    def forward(self, scores, label, *h):
+        axis = self.lp.infogain_loss_param.axis % scores.dim()
+        k = scores.shape[axis]
+        x = scores.reshape(math.prod(scores.shape[:axis]), k, -1)
+        lab = label.detach().reshape(x.shape[0], x.shape[2]).to(torch.int64)
+        valid = lab != self.ignore_label if self.ignore_label is not None else \
+            torch.ones_like(lab, dtype=torch.bool)
+        if bool((valid & ((lab < 0) | (lab >= k))).any()):
+            self.fail(f"label outside [0, {k})")
+        hm = (h[0] if h else self.h).detach().reshape(k, k).to(scores.dtype)
+        count = int(valid.sum())
+        n = {_NORM.FULL: lab.numel(), _NORM.VALID: count, _NORM.BATCH_SIZE: x.shape[0],
+             _NORM.NONE: 1}[self.normalization]
+        return _Infogain.apply(x, lab, valid, hm, float(max(1, n)))

@@ -39,7 +39,6 @@ bottom, dims matching exactly (a 0-D blob is a scalar, axis ignored). The learne
 from ``filler`` (constant 1 when not given); ``bias_term`` adds a Bias with ``bias_filler``
 (constant 0). Blob order: [scale, bias], or [bias] when the scale is a bottom.
 """
-import math
 
 import numpy as np
 import torch

@@ -1,5 +1,5 @@
-"""Caffe's ``LSTM`` and ``RNN`` layers (``recurrent_layer.cpp``, ``lstm_layer.cpp``,
-``lstm_unit_layer.cpp``, ``rnn_layer.cpp``).
+"""Caffe's ``LSTM``, ``RNN`` and ``LSTMUnit`` layers (``recurrent_layer.cpp``,
+``lstm_layer.cpp``, ``lstm_unit_layer.cpp``, ``rnn_layer.cpp``).
 
 How Caffe computes them
 -----------------------
@@ -122,13 +122,37 @@ class LSTM(_Recurrent):
 
     def step(self, xw_t, cont_t, state):
         (xw, static), (h, c) = xw_t, state
-        hid = self.hidden
         a = _sum(torch.nn.functional.linear(cont_t * h, self.blob(self.n_blobs - 1)), xw, static)
-        i, f, o = (torch.sigmoid(a[:, k * hid:(k + 1) * hid]) for k in range(3))
-        g = torch.tanh(a[:, 3 * hid:])
-        c = cont_t * f * c + i * g
-        h = o * torch.tanh(c)
+        c, h = lstm_unit(c, a, cont_t)
         return h, [h, c]
+
+
+def lstm_unit(c_prev, a, cont):
+    """``LSTMUnitLayer::Forward_cpu``: gate pre-activations ``a`` (..., 4H) in Caffe's order
+    i, f, o, g; ``c = cont * f * c_prev + i * g``, ``h = o * tanh(c)``. Returns (c, h)."""
+    hid = a.shape[-1] // 4
+    i, f, o = (torch.sigmoid(a[..., k * hid:(k + 1) * hid]) for k in range(3))
+    g = torch.tanh(a[..., 3 * hid:])
+    c = cont * f * c_prev + i * g
+    return c, o * torch.tanh(c)
+
+
+@register("LSTMUnit")
+class LSTMUnit(CaffeLayer):
+    """The cell alone (``lstm_unit_layer.cpp``): bottoms c_prev (1 x N x H), the gate inputs
+    (1 x N x 4H) and cont (1 x N); tops c and h (1 x N x H). cont gets no gradient."""
+
+    def top_shapes(self, bottoms):
+        if len(bottoms) != 3:
+            self.fail(f"takes 3 bottoms (c_prev, gate inputs, cont), got {len(bottoms)}")
+        c, x, cont = (tuple(b) for b in bottoms)
+        if len(c) != 3 or x != c[:2] + (4 * c[2],) or cont != c[:2]:
+            self.fail(f"needs c_prev 1 x N x H, gates 1 x N x 4H and cont 1 x N; got {c}, {x}, "
+                      f"{cont}")
+        return [c, c]
+
+    def forward(self, c_prev, a, cont):
+        return lstm_unit(c_prev, a, cont.detach().unsqueeze(-1).to(a.dtype))
 
 
 @register("RNN")

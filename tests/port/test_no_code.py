@@ -190,10 +190,10 @@ def test_no_source_file_evaluates_unpickles_or_imports_what_a_file_names():
 
 def test_every_image_is_opened_by_the_one_reader_with_its_format_list():
     """Image.open with no format list tries ~40 decoders by content, EPS among them (which runs
-    Ghostscript on the file): every Image.open is models/preprocess.open_image's, with
+    Ghostscript on the file): every Image.open is port/fileio/images.open_image's, with
     ``formats=``; images come in through it."""
     opens = [(rel, node) for rel, node, name in _calls() if name.endswith("Image.open")]
-    assert [rel for rel, _ in opens] == ["models/preprocess.py"], opens
+    assert [rel for rel, _ in opens] == ["port/fileio/images.py"], opens
     assert all(_kw(node, "formats") is not None for _, node in opens)
 
 

@@ -99,3 +99,46 @@ def test_shapes_are_checked():
         make_layer('name: "e" type: "EuclideanLoss"', [(2, 3), (2, 4)]).top_shapes([(2, 3), (2, 4)])
     with pytest.raises(LayerError):
         make_layer('name: "h" type: "HingeLoss"', [(2, 3), (3,)]).top_shapes([(2, 3), (3,)])
+
+
+def _infogain_caffe(scores, label, h, ignore=None):
+    """infogain_loss_layer.cpp (BVLC master) Forward_cpu and Backward_cpu, loop for loop."""
+    outer, k, inner = scores.shape
+    e = np.exp(scores - scores.max(1, keepdims=True))
+    prob = e / e.sum(1, keepdims=True)
+    loss, count, diff = 0.0, 0, np.zeros_like(prob)
+    for i in range(outer):
+        for j in range(inner):
+            y = int(label[i, j])
+            if ignore is not None and y == ignore:
+                continue
+            for l in range(k):
+                loss -= h[y, l] * np.log(max(prob[i, l, j], 1e-20))
+                diff[i, l, j] = prob[i, l, j] * h[y].sum() - h[y, l]
+            count += 1
+    return loss / max(1, count), diff / max(1, count)
+
+
+def test_infogain_takes_scores_and_h_as_a_bottom_or_a_binaryproto(tmp_path):
+    rng = np.random.default_rng(2)
+    scores = rng.standard_normal((2, 3, 4)).astype(f32)
+    label = np.array([[0, 2, 1, 5], [1, 1, 0, 2]], f32)
+    h = rng.random((3, 3)).astype(f32)
+    text = 'name: "i" type: "InfogainLoss" loss_param { ignore_label: 5 }'
+    layer = make_layer(text, [scores.shape, label.shape, (1, 1, 3, 3)])
+    x = torch.tensor(scores, requires_grad=True)
+    loss = layer(x, torch.tensor(label), torch.tensor(h).reshape(1, 1, 3, 3))
+    loss.backward()
+    want, diff = _infogain_caffe(scores.astype(np.float64), label, h.astype(np.float64), 5)
+    assert float(loss.detach()) == pytest.approx(want, rel=1e-5)
+    np.testing.assert_allclose(x.grad.numpy(), diff, rtol=1e-4, atol=1e-6)
+    from fcn_port.port.formats.blobproto import blob_pieces
+
+    pieces, _ = blob_pieces(h.reshape(1, 1, 3, 3))  # Caffe's Blob::ToProto layout
+    (tmp_path / "h.binaryproto").write_bytes(b"".join(bytes(p) if isinstance(p, bytes) else
+                                                      p.tobytes() for p in pieces))
+    from_file = make_layer(f'name: "i" type: "InfogainLoss" infogain_loss_param {{ source: '
+                           f'"{tmp_path / "h.binaryproto"}" }} loss_param {{ ignore_label: 5 }}',
+                           [scores.shape, label.shape])
+    assert float(from_file(torch.tensor(scores), torch.tensor(label))) == pytest.approx(want,
+                                                                                       rel=1e-5)

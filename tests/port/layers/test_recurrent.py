@@ -72,3 +72,20 @@ def test_recurrent_shapes_are_checked():
     with pytest.raises(LayerError):
         make_layer('name: "l" type: "LSTM" recurrent_param { num_output: 2 expose_hidden: true }',
                    [(3, 2, 4), (3, 2)])
+
+
+def test_lstm_unit_alone_is_the_cell_of_lstm():
+    rng = np.random.default_rng(3)
+    c0, a = rng.standard_normal((1, 2, 3)), rng.standard_normal((1, 2, 12))
+    cont = np.array([[1.0, 0.0]])
+    unit = make_layer('name: "u" type: "LSTMUnit" top: "c" top: "h"', [c0.shape, a.shape,
+                                                                        cont.shape])
+    c, h = (v.double().numpy() for v in unit(*(torch.tensor(v, dtype=torch.float32)
+                                               for v in (c0, a, cont))))
+    for n in range(2):  # lstm_unit_layer.cpp Forward_cpu, loop for loop
+        for d in range(3):
+            i, o = sig(a[0, n, d]), sig(a[0, n, 6 + d])
+            f = 0.0 if cont[0, n] == 0 else cont[0, n] * sig(a[0, n, 3 + d])
+            want_c = f * c0[0, n, d] + i * np.tanh(a[0, n, 9 + d])
+            assert c[0, n, d] == pytest.approx(want_c, rel=1e-5, abs=1e-6)
+            assert h[0, n, d] == pytest.approx(o * np.tanh(want_c), rel=1e-5, abs=1e-6)

