@@ -96,7 +96,7 @@ class LMDBData(_Batches):
         import lmdb
 
         self.where = self.path = _path(p.source, root)
-        if not os.path.isdir(self.where) or not os.path.isfile(os.path.join(self.where, "data.mdb")):
+        if not os.path.isfile(os.path.join(self.where, "data.mdb")):
             raise CaffeFormatError(self.where, "", f"no LMDB here (a folder with data.mdb); "
                                    f"expected layer '{lp.name}''s data_param.source")
         try:
@@ -187,6 +187,8 @@ class HDF5Data(_Batches):
             for t, part in _read_h5(f, lp.top).items():
                 self.arrays[t].append(part)
         self.arrays = {t: np.concatenate(parts) for t, parts in self.arrays.items()}
+        if not self.count():
+            raise CaffeFormatError(self.where, "", "its files hold no rows")
 
     def count(self):
         return len(self.arrays[self.tops[0]])

@@ -24,6 +24,11 @@ here, like ``Input``: their tops are net inputs, fed pass by pass from the layer
 caller (MemoryData, whose ``memory_data_param`` gives the data top's shape, N x C x H x W,
 and the label's, N).
 
+``HDF5Output`` (``hdf5_output_layer.cpp``): a sink of two bottoms that writes them to
+``hdf5_output_param.file_name`` as float32 datasets ``data`` and ``label``. Caffe creates the
+file when the net is set up and fails on a second forward pass (the datasets exist); here each
+forward writes the file whole, atomically, with that pass's batch. No gradient.
+
 ``Silence``: consumes its bottoms and has no tops, so nothing complains that they are unused;
 its backward gives them zero gradient, which is what an unused tensor gets in autograd.
 """
@@ -155,3 +160,25 @@ def _with_shapes(lp):
     copy = caffe_pb2.LayerParameter()
     copy.CopyFrom(lp)
     return copy
+
+
+@register("HDF5Output")
+class HDF5Output(CaffeLayer):
+    def top_shapes(self, bottoms):
+        if len(bottoms) != 2:
+            self.fail(f"takes exactly 2 bottoms (data, label), got {len(bottoms)}")
+        if not self.lp.hdf5_output_param.file_name:
+            self.fail("needs hdf5_output_param.file_name")
+        return []
+
+    @torch.no_grad()
+    def forward(self, data, label):
+        import h5py
+
+        from ..fileio import atomic_output
+
+        with atomic_output(self.lp.hdf5_output_param.file_name, mode=None) as tmp, \
+                h5py.File(tmp, "w") as f:
+            f.create_dataset("data", data=data.detach().to("cpu", torch.float32).numpy())
+            f.create_dataset("label", data=label.detach().to("cpu", torch.float32).numpy())
+        return ()

@@ -55,7 +55,7 @@ def test_neuron_gradients_at_the_edges():
 
 def _prelu_caffe(x, slope, shared):
     """Forward_cpu and Backward_cpu of prelu_layer.cpp, loop for loop (top_diff = 1)."""
-    n, channels = x.shape[0], x.shape[1]
+    channels = x.shape[1]
     dim = int(np.prod(x.shape[2:], dtype=np.int64))
     div = channels if shared else 1
     flat, top = x.reshape(-1), np.zeros(x.size, np.float32)

@@ -102,3 +102,19 @@ def test_parameter_top_is_its_blob_and_embed_looks_up_rows():
     assert embed.blob(0).grad[3].tolist() == [2.0, 2.0, 2.0]  # row 3 used twice
     with pytest.raises(LayerError):
         embed(torch.tensor([4.0]))
+
+
+def test_hdf5_output_writes_data_and_label_datasets(tmp_path):
+    import h5py
+
+    out = tmp_path / "dump.h5"
+    layer = make_layer(f'name: "o" type: "HDF5Output" hdf5_output_param {{ file_name: "{out}" }}',
+                       [(2, 3), (2,)])
+    assert layer.top_shapes([(2, 3), (2,)]) == []
+    x, y = torch.arange(6.0).reshape(2, 3), torch.tensor([1.0, 0.0])
+    assert layer(x, y) == ()
+    with h5py.File(out, "r") as f:
+        assert f["data"][()].tolist() == x.tolist() and f["label"][()].tolist() == [1.0, 0.0]
+    layer(x + 1, y)  # a second pass rewrites the file whole
+    with h5py.File(out, "r") as f:
+        assert f["data"][0, 0] == 1.0
