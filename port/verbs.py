@@ -27,6 +27,9 @@ def add_verbs(verbs, *, net_by_name=None, model_runner=None, model_check=None,
     from .surgery_verbs import add_surgery_verbs
 
     add_surgery_verbs(verbs, net_by_name)
+    from .codegen_verb import add_codegen_verb
+
+    add_codegen_verb(verbs)
 
 
 # --device, for every verb that takes one

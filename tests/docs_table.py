@@ -122,6 +122,9 @@ COMMANDS = {
     "fcn-port parity --caffe-blas tests/data/oracle/zoo/resnet50": Cmd(where="checkout"),
     "fcn-port inspect tests/data/oracle/data/lmdb_raw_meanfile_crop/mean.binaryproto":
         Cmd(where="checkout"),
+    "fcn-port codegen tests/data/oracle/fcn/voc-fcn8s/net.prototxt tests/data/oracle/fcn/"
+    "voc-fcn8s/weights.caffemodel -o fcn8s.py --weights-out fcn8s.safetensors":
+        Cmd(("fcn8s.py", "fcn8s.safetensors"), "checkout"),
     "python -m fcn_port.port.datalayers.example lenet-lmdb": Cmd(("lenet-lmdb/mnist_train_lmdb/data.mdb",)),
     "cd lenet-lmdb && fcn-port train --solver lenet_solver.prototxt":
         Cmd(("lenet-lmdb/snapshots/lenet_iter_200.caffemodel",)),
@@ -298,7 +301,11 @@ def _solverstate(path):
 
 # (pattern of the name as the docs write it, what to make, how) - made before the first
 # command or block that names it, unless the command makes it itself
+_ORACLE_FCN8S = ROOT / "tests" / "data" / "oracle" / "fcn" / "voc-fcn8s"
 INPUTS = [
+    (r"from fcn8s import", "fcn8s.py", lambda p, big: _cli(
+        p.parent, "codegen", _ORACLE_FCN8S / "net.prototxt", _ORACLE_FCN8S / "weights.caffemodel",
+        "-o", "fcn8s.py", "--weights-out", "fcn8s.safetensors")),
     (r"fcn8s-heavy-pascal\.caffemodel", "fcn8s-heavy-pascal.caffemodel",
      lambda p, big: _link(FAST_FCN8S, p)),
     (r"voc-fcn8s\.caffemodel", "voc-fcn8s.caffemodel", lambda p, big: _link(FAST_FCN8S, p)),

@@ -1,0 +1,158 @@
+"""The functions a generated net file carries (:mod:`.codegen` copies their source into it):
+Caffe's semantics where PyTorch's defaults differ, written against torch alone.
+
+Each is the same rule as the layer module named in its docstring (that module says how Caffe
+computes it); the generated file cannot import fcn-port, so it holds this copy, and the codegen
+tests check the two against each other on the oracle cases.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FLT_MAX = 3.4028234663852886e38
+
+
+class Blobs(nn.Module):
+    """A Caffe layer's learnable blobs, named "0", "1", ... (state dict keys "<layer>.<i>")."""
+
+    def __init__(self, *shapes):
+        super().__init__()
+        for i, shape in enumerate(shapes):
+            self.register_parameter(str(i), nn.Parameter(torch.zeros(shape)))
+
+    def __getitem__(self, i):
+        return getattr(self, str(i))
+
+
+def conv(x, w, b, stride, pad, dilation, groups):
+    """Caffe's Convolution (port/layers/conv.py): C++ truncating output size; where the last
+    window overruns the padded input, extra zeros on the right, as Caffe's im2col reads."""
+    extra = []
+    for i, (h, k) in enumerate(zip(x.shape[2:], w.shape[2:])):
+        span = h + 2 * pad[i] - (dilation[i] * (k - 1) + 1)
+        out = (span // stride[i] if span >= 0 else -(-span // stride[i])) + 1
+        extra.append(max(0, (out - 1) * stride[i] + dilation[i] * (k - 1) + 1 - h - 2 * pad[i]))
+    if any(extra):
+        x = F.pad(x, (pad[1], pad[1] + extra[1], pad[0], pad[0] + extra[0]))
+        pad = (0, 0)
+    return F.conv2d(x, w, b, stride, pad, dilation, groups)
+
+
+def deconv(x, w, b, stride, pad, dilation, groups):
+    """Caffe's Deconvolution: conv_transpose with no output padding."""
+    return F.conv_transpose2d(x, w, b, stride, pad, 0, groups, dilation)
+
+
+def _pooled(size, kernel, stride, pad, ceil):
+    out = []
+    for h, k, s, p in zip(size, kernel, stride, pad):
+        q = (torch.tensor(float(h + 2 * p - k)) / torch.tensor(float(s))).item()  # float32
+        n = int(torch.tensor(q).ceil() if ceil else torch.tensor(q).floor()) + 1
+        if p > 0 and (n - 1) * s >= h + p:
+            n -= 1
+        out.append(n)
+    return out
+
+
+def pool(x, method, kernel, stride, pad, ceil=True):
+    """Caffe's Pooling (port/layers/pooling.py): its pooled size, windows clipped to the image
+    (MAX never below -FLT_MAX, NaN never wins), AVE divided by the window clipped at H + pad."""
+    kernel = kernel or tuple(x.shape[2:])  # global pooling
+    (oh, ow) = _pooled(x.shape[2:], kernel, stride, pad, ceil)
+    (h, w), (ph, pw), (sh, sw), (kh, kw) = x.shape[2:], pad, stride, kernel
+    right, bottom = max(0, (ow - 1) * sw + kw - (w + pw)), max(0, (oh - 1) * sh + kh - (h + ph))
+    widths = (pw, pw + right, ph, ph + bottom)
+    if method == "MAX":
+        x = torch.where(torch.isnan(x), torch.full_like(x, -FLT_MAX), x)
+        y = F.max_pool2d(F.pad(x, widths, value=-FLT_MAX), kernel, stride)
+        return y[:, :, :oh, :ow].clamp_min(-FLT_MAX)
+    total = F.avg_pool2d(F.pad(x, widths), kernel, stride, divisor_override=1)[:, :, :oh, :ow]
+    sizes = []
+    for n, k, s, p, size in ((oh, kh, sh, ph, h), (ow, kw, sw, pw, w)):
+        start = torch.arange(n) * s - p
+        sizes.append(torch.clamp(start + k, max=size + p) - start)
+    return total / (sizes[0][:, None] * sizes[1][None, :]).to(x.dtype)
+
+
+def crop(x, like, axis, offsets):
+    """Caffe's Crop (port/layers/crop.py): bottom 0 cut to bottom 1's size from ``axis`` on,
+    at ``offsets`` (one for all axes, or one per axis)."""
+    for i in range(axis, x.dim()):
+        o = offsets[0] if len(offsets) == 1 else offsets[i - axis] if offsets else 0
+        x = x[(slice(None),) * i + (slice(o, o + like.shape[i]),)]
+    return x
+
+
+def eltwise(op, bottoms, coeff):
+    """Caffe's Eltwise (port/layers/eltwise.py): SUM with coefficients, PROD, or MAX with
+    Caffe's tie rule (bottom 1 wins a tie with bottom 0; later bottoms must be greater)."""
+    if op == "SUM":
+        top = None
+        for c, b in zip(coeff, bottoms):
+            term = b if c == 1 else b * c
+            top = term if top is None else top + term
+        return top
+    if op == "PROD":
+        top = bottoms[0]
+        for b in bottoms[1:]:
+            top = top * b
+        return top
+    top = torch.where(bottoms[0] > bottoms[1], bottoms[0], bottoms[1])
+    for b in bottoms[2:]:
+        top = torch.where(b > top, b, top)
+    return top
+
+
+def batch_norm(x, blobs, eps):
+    """Caffe's BatchNorm with global statistics (port/layers/norm.py): the blobs divided by the
+    scale factor, ``(x - mean) / sqrt(var + eps)``, the root rounded once from float64 (a
+    correctly rounded float32 sqrt, as Caffe's)."""
+    s = blobs[2].detach()[0]
+    factor = torch.where(s == 0, torch.zeros_like(s), 1 / s)
+    view = (1, -1) + (1,) * (x.dim() - 2)
+    mean, var = blobs[0].detach() * factor, blobs[1].detach() * factor
+    return (x - mean.view(view)) / torch.sqrt((var + eps).double()).float().view(view)
+
+
+def scale(x, s, b, axis):
+    """Caffe's Scale / Bias (port/layers/norm.py): a blob broadcast from ``axis``."""
+    view = (1,) * axis + tuple(s.shape) + (1,) * (x.dim() - axis - s.dim())
+    y = x * s.reshape(view)
+    return y if b is None else y + b.reshape(view)
+
+
+def lrn(x, size, alpha, beta, k, within):
+    """Caffe's LRN (port/layers/norm.py): across channels ``x * (k + alpha / n * sum x^2)^-beta``
+    over the n-channel window (zero-padded), ``alpha / n`` rounded to float; within a channel
+    ``x * (1 + alpha * mean x^2)^-beta`` over the n x n window, padding counted."""
+    pad, sq = (size - 1) // 2, x * x
+    if within:
+        area = F.avg_pool2d(sq, size, stride=1, padding=pad, count_include_pad=True)
+        return x * torch.pow(1 + area * alpha, -beta)
+    padded, c = F.pad(sq, (0, 0, 0, 0, pad, pad)), x.shape[1]
+    window = padded[:, 0:c]
+    for i in range(1, size):
+        window = window + padded[:, i:i + c]
+    return x * torch.pow(window * torch.tensor(alpha / size).item() + k, -beta)
+
+
+def softmax_loss(x, label, axis, ignore_label, normalization):
+    """Caffe's SoftmaxWithLoss forward (port/layers/loss.py): ``-sum log(max(p_label,
+    FLT_MIN))`` over the positions whose label is not ``ignore_label``, divided by
+    ``max(1, n)`` with n by ``normalization`` (FULL, VALID, BATCH_SIZE, NONE)."""
+    outer, c = int(torch.tensor(x.shape[:axis]).prod()), x.shape[axis]
+    prob = torch.softmax(x, axis).reshape(outer, c, -1)
+    lab = label.reshape(outer, -1).to(torch.int64)
+    valid = lab != ignore_label if ignore_label is not None else torch.ones_like(lab, dtype=bool)
+    picked = prob.gather(1, torch.where(valid, lab, 0).unsqueeze(1)).squeeze(1)
+    terms = -torch.log(torch.clamp(picked, min=1.1754943508222875e-38))
+    total = terms[valid].double().sum().float()
+    n = {"FULL": lab.numel(), "VALID": int(valid.sum()), "BATCH_SIZE": outer,
+         "NONE": 1}[normalization]
+    return total / max(1, n)
+
+
+def prelu(x, slope, shared):
+    """Caffe's PReLU (port/layers/neuron.py): ``x`` where ``x > 0``, else ``slope * x``."""
+    a = slope if shared else slope.reshape((1, -1) + (1,) * (x.dim() - 2))
+    return torch.where(x > 0, x, a * x)

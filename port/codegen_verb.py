@@ -1,0 +1,59 @@
+"""``fcn-port codegen NET.prototxt [WEIGHTS] -o net.py [--weights-out net.safetensors]``: a
+Caffe net as one standalone PyTorch file (:mod:`.codegen`), and its weights as safetensors."""
+import os
+
+from .errors import UnsupportedError, UserInputError
+from .outputs import check_output_file
+from .parsers import examples
+
+
+def add_codegen_verb(verbs):
+    p = verbs.add_parser("codegen", help="write a Caffe net as one standalone PyTorch file",
+                         description=(
+        "Write NET.prototxt (TEST phase) as one Python file that imports only torch: class Net "
+        "with one attribute per Caffe layer under its name, forward in Caffe's order, Caffe's "
+        "semantics (pooling geometry, crop offsets, ...) as small functions in the file. "
+        "--weights-out writes WEIGHTS (or the net's fillers) as safetensors with keys "
+        "<layer>.<i>, which Net().load_state_dict takes."))
+    p.add_argument("net", metavar="NET.prototxt")
+    p.add_argument("weights", nargs="?", metavar="WEIGHTS.caffemodel")
+    p.add_argument("-o", "--output", required=True, metavar="NET.py")
+    p.add_argument("--weights-out", metavar="W.safetensors")
+    p.epilog = examples(
+        "fcn-port codegen tests/data/oracle/fcn/voc-fcn8s/net.prototxt "
+        "tests/data/oracle/fcn/voc-fcn8s/weights.caffemodel -o fcn8s.py "
+        "--weights-out fcn8s.safetensors")
+    p.set_defaults(run=_codegen)
+
+
+def _codegen(args):
+    inputs = tuple(x for x in (args.net, args.weights) if x)
+    check_output_file(args.output, "-o", "a .py file name", inputs=inputs)
+    if not args.output.endswith(".py"):
+        raise UserInputError(f"-o {args.output}: the generated module's name ends in .py")
+    if args.weights_out:
+        check_output_file(args.weights_out, "--weights-out", "a .safetensors file name",
+                          inputs=inputs)
+        if not args.weights_out.endswith(".safetensors"):
+            raise UserInputError(f"--weights-out {args.weights_out}: ends in .safetensors")
+    from .codegen import generate, state_dict
+    from .fileio import atomic_output
+    from .net import from_prototxt
+
+    net = from_prototxt(args.net, "TEST", weights=args.weights)
+    dotted = [lp.name for lp in net.layer_params if "." in lp.name]
+    if dotted:
+        raise UnsupportedError(f"layer '{dotted[0]}': a name with '.' cannot be a module "
+                               "attribute (its state dict key would be ambiguous)")
+    text = generate(net, os.path.basename(args.net),
+                    os.path.basename(args.weights_out or "weights.safetensors"))
+    if args.weights_out:
+        from .fileio import safetensors
+
+        state = {k: v.cpu().numpy() for k, v in state_dict(net).items()}
+        safetensors.write(args.weights_out, state, {"format": "fcn-port codegen weights"})
+    with atomic_output(args.output, mode="w") as f:
+        f.write(text)
+    print(f"{args.output}: class Net ({len(net.layer_params)} layers, inputs "
+          f"{', '.join(net.inputs)}; outputs {', '.join(net.outputs)})"
+          + (f"\n{args.weights_out}: {len(state)} tensors" if args.weights_out else ""))
