@@ -40,7 +40,7 @@ def _codegen(args):
     from .fileio import atomic_output
     from .net import from_prototxt
 
-    net = from_prototxt(args.net, "TEST", weights=args.weights)
+    net = from_prototxt(args.net, "TEST", weights=args.weights, splits=False)  # no fan-outs
     dotted = [lp.name for lp in net.layer_params if "." in lp.name]
     if dotted:
         raise UnsupportedError(f"layer '{dotted[0]}': a name with '.' cannot be a module "
