@@ -40,7 +40,11 @@ def _codegen(args):
     from .fileio import atomic_output
     from .net import from_prototxt
 
-    net = from_prototxt(args.net, "TEST", weights=args.weights, splits=False)  # no fan-outs
+    net = from_prototxt(args.net, "TEST", weights=args.weights, splits=False,  # no fan-outs
+                        input_shapes=_data_layer_shapes(args.net))
+    if not net.layer_params:
+        raise UserInputError(f"{args.net}: no layer is in the TEST phase (codegen writes the "
+                             "TEST net)")
     dotted = [lp.name for lp in net.layer_params if "." in lp.name]
     if dotted:
         raise UnsupportedError(f"layer '{dotted[0]}': a name with '.' cannot be a module "
@@ -54,6 +58,24 @@ def _codegen(args):
         safetensors.write(args.weights_out, state, {"format": "fcn-port codegen weights"})
     with atomic_output(args.output, mode="w") as f:
         f.write(text)
-    print(f"{args.output}: class Net ({len(net.layer_params)} layers, inputs "
+    n = len(net.layer_params)
+    print(f"{args.output}: class Net ({n} layer{'s' * (n != 1)}, inputs "
           f"{', '.join(net.inputs)}; outputs {', '.join(net.outputs)})"
           + (f"\n{args.weights_out}: {len(state)} tensors" if args.weights_out else ""))
+
+
+def _data_layer_shapes(path):
+    """The tops' shapes of the net's Caffe data layers (Data, ImageData, HDF5Data), from one
+    batch as Caffe's ``DataLayerSetUp`` reads one datum: paths from the working folder, else
+    from the net's folder. The generated net takes these tops as inputs."""
+    from .datalayers import TYPES, source_for
+    from .formats.text import read_net
+    from .net import filter_layers
+
+    param, _ = read_net(path)
+    shapes = {}
+    for lp in filter_layers(param, "TEST"):
+        if lp.type in TYPES:
+            batch = source_for(lp, "TEST", os.path.dirname(path) or ".")[0]
+            shapes.update((top, tuple(v.shape)) for top, v in batch.items())
+    return shapes

@@ -349,6 +349,12 @@ def _named(lp, fn, *args, **kw):
     except LayerError:
         raise
     except (ValueError, RuntimeError, IndexError, TypeError) as e:
+        shapes = next((a for a in args if isinstance(a, list)), [])  # the bottoms' shapes
+        unknown = [b for b, shape in zip(lp.bottom, shapes) if shape is None]
+        if isinstance(e, TypeError) and unknown:
+            raise NetError(f"layer '{lp.name}' ({lp.type}): the shape of bottom '{unknown[0]}' "
+                           "is not known when the net is set up (its source declares none: give "
+                           "the Input a shape, or feed the data layer)") from e
         raise NetError(f"layer '{lp.name}' ({lp.type}): {e}") from e
 
 

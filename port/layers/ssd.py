@@ -145,18 +145,12 @@ class PriorBox(CaffeLayer):
                       f"{[tuple(b) for b in bottoms]}")
         return [(1, 2, bottoms[0][2] * bottoms[0][3] * self.priors * 4)]
 
-    @torch.no_grad()
-    def forward(self, fmap, image):
+    def geometry(self):
+        """What the boxes depend on besides the two bottoms' sizes: the (width, height) of each
+        box at a position in Caffe's order (float32 values), the image size and step when the
+        prototxt gives them (else None: from the bottoms), the offset, clip and variance."""
         p, f32 = self.lp.prior_box_param, np.float32
-        (h_map, w_map), (img_h, img_w) = fmap.shape[2:], image.shape[2:]
-        if p.HasField("img_size"):
-            img_h = img_w = p.img_size
-        elif p.img_h and p.img_w:
-            img_h, img_w = p.img_h, p.img_w
-        step_h, step_w = (p.step_h, p.step_w) if p.step_h and p.step_w else (p.step, p.step)
-        if not step_h:
-            step_h, step_w = f32(img_h) / f32(h_map), f32(img_w) / f32(w_map)
-        sizes = []  # (box width, box height) as float, in Caffe's order at each position
+        sizes = []
         for s, min_size in enumerate(int(v) for v in p.min_size):
             sizes.append((f32(min_size), f32(min_size)))
             if p.max_size:
@@ -164,17 +158,30 @@ class PriorBox(CaffeLayer):
                 sizes.append((side, side))
             for ar in self.ratios[1:]:
                 sizes.append((f32(min_size) * np.sqrt(ar), f32(min_size) / np.sqrt(ar)))
-        bw = np.array([b[0] for b in sizes], np.float64)
-        bh = np.array([b[1] for b in sizes], np.float64)
-        off = f32(p.offset)
+        img = (p.img_size,) * 2 if p.HasField("img_size") else \
+            (p.img_h, p.img_w) if p.img_h and p.img_w else None
+        step = (p.step_h, p.step_w) if p.step_h and p.step_w else \
+            (p.step, p.step) if p.step else None
+        return dict(sizes=[(float(w), float(h)) for w, h in sizes], img=img,
+                    step=None if step is None else tuple(float(f32(v)) for v in step),
+                    offset=float(f32(p.offset)), clip=p.clip,
+                    variance=[float(f32(v)) for v in p.variance] or [0.1])
+
+    @torch.no_grad()
+    def forward(self, fmap, image):
+        g, f32 = self.geometry(), np.float32
+        (h_map, w_map), (img_h, img_w) = fmap.shape[2:], g["img"] or image.shape[2:]
+        step_h, step_w = g["step"] or (f32(img_h) / f32(h_map), f32(img_w) / f32(w_map))
+        bw = np.array([b[0] for b in g["sizes"]], np.float64)
+        bh = np.array([b[1] for b in g["sizes"]], np.float64)
+        off = f32(g["offset"])
         cx = ((np.arange(w_map, dtype=f32) + off) * f32(step_w)).astype(np.float64)
         cy = ((np.arange(h_map, dtype=f32) + off) * f32(step_h)).astype(np.float64)
         cy, cx = cy[:, None, None], cx[None, :, None]
         boxes = np.stack(np.broadcast_arrays((cx - bw / 2.) / img_w, (cy - bh / 2.) / img_h,
                                              (cx + bw / 2.) / img_w, (cy + bh / 2.) / img_h),
                          -1).astype(f32).reshape(-1)
-        if p.clip:
+        if g["clip"]:
             boxes = np.clip(boxes, 0, 1)
-        variance = list(p.variance) or [0.1]
-        var = np.resize(np.array(variance, f32), boxes.size)
+        var = np.resize(np.array(g["variance"], f32), boxes.size)
         return torch.from_numpy(np.stack([boxes, var])[None]).to(fmap.device)

@@ -49,6 +49,9 @@ INPUT = 'layer { name: "data" type: "Input" top: "data" input_param { shape { di
      "layer 'a' (ReLU): bottom 'b'"),
     (INPUT + 'layer { name: "c" type: "Input" top: "c" input_param { shape { dim: 1 dim: 3 dim: 4 dim: 8 } } }\n'
              'layer { name: "s" type: "Eltwise" bottom: "data" bottom: "c" top: "s" }', "layer 's' (Eltwise)"),
+    ('layer { name: "d" type: "Input" top: "d" }\n'
+     'layer { name: "p" type: "Pooling" bottom: "d" top: "p" pooling_param { kernel_size: 2 } }',
+     "layer 'p' (Pooling): the shape of bottom 'd' is not known"),
 ])
 def test_bad_nets_give_clear_errors(body, needle):
     with pytest.raises(NetError) as err:

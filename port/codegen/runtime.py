@@ -23,6 +23,9 @@ class Blobs(nn.Module):
     def __getitem__(self, i):
         return getattr(self, str(i))
 
+    def __len__(self):
+        return len(self._parameters)
+
 
 def conv(x, w, b, stride, pad, dilation, groups):
     """Caffe's Convolution (port/layers/conv.py): C++ truncating output size; where the last
@@ -56,7 +59,8 @@ def _pooled(size, kernel, stride, pad, ceil):
 
 def pool(x, method, kernel, stride, pad, ceil=True):
     """Caffe's Pooling (port/layers/pooling.py): its pooled size, windows clipped to the image
-    (MAX never below -FLT_MAX, NaN never wins), AVE divided by the window clipped at H + pad."""
+    (MAX never below -FLT_MAX, NaN never wins), AVE divided by the window clipped at H + pad,
+    STOCHASTIC (TEST) ``sum x^2 / sum x`` where ``sum x > 0``, else 0."""
     kernel = kernel or tuple(x.shape[2:])  # global pooling
     (oh, ow) = _pooled(x.shape[2:], kernel, stride, pad, ceil)
     (h, w), (ph, pw), (sh, sw), (kh, kw) = x.shape[2:], pad, stride, kernel
@@ -67,6 +71,9 @@ def pool(x, method, kernel, stride, pad, ceil=True):
         y = F.max_pool2d(F.pad(x, widths, value=-FLT_MAX), kernel, stride)
         return y[:, :, :oh, :ow].clamp_min(-FLT_MAX)
     total = F.avg_pool2d(F.pad(x, widths), kernel, stride, divisor_override=1)[:, :, :oh, :ow]
+    if method == "STOCHASTIC":
+        squares = F.avg_pool2d(F.pad(x * x, widths), kernel, stride, divisor_override=1)
+        return torch.where(total > 0, squares[:, :, :oh, :ow] / total, torch.zeros_like(total))
     sizes = []
     for n, k, s, p, size in ((oh, kh, sh, ph, h), (ow, kw, sw, pw, w)):
         start = torch.arange(n) * s - p
@@ -85,7 +92,11 @@ def crop(x, like, axis, offsets):
 
 def eltwise(op, bottoms, coeff):
     """Caffe's Eltwise (port/layers/eltwise.py): SUM with coefficients, PROD, or MAX with
-    Caffe's tie rule (bottom 1 wins a tie with bottom 0; later bottoms must be greater)."""
+    Caffe's tie rule (bottom 1 wins a tie with bottom 0; later bottoms must be greater).
+    Caffe loops over bottom 0's count: a larger bottom (after a Filter) is read as a prefix."""
+    n, shape = bottoms[0].numel(), bottoms[0].shape
+    bottoms = [bottoms[0]] + [b if b.shape == shape else b.reshape(-1)[:n].reshape(shape)
+                              for b in bottoms[1:]]
     if op == "SUM":
         top = None
         for c, b in zip(coeff, bottoms):
@@ -115,9 +126,11 @@ def batch_norm(x, blobs, eps):
 
 
 def scale(x, s, b, axis):
-    """Caffe's Scale / Bias (port/layers/norm.py): a blob broadcast from ``axis``."""
-    view = (1,) * axis + tuple(s.shape) + (1,) * (x.dim() - axis - s.dim())
-    y = x * s.reshape(view)
+    """Caffe's Scale / Bias (port/layers/norm.py): blobs broadcast from ``axis`` (``s`` None:
+    Bias alone)."""
+    blob = b if s is None else s
+    view = (1,) * axis + tuple(blob.shape) + (1,) * (x.dim() - axis - blob.dim())
+    y = x if s is None else x * s.reshape(view)
     return y if b is None else y + b.reshape(view)
 
 
