@@ -15,10 +15,13 @@ How OpenCV does it, and how it is reproduced here
   channels: 1 for grayscale, 3 (BGR) for colour, 4 (BGRA) with alpha; a palette expands to BGR.
 * ``cv::resize(INTER_LINEAR)`` on 8-bit images (ImageData's ``new_height``/``new_width``):
   half-pixel centres, ``fx = (x + 0.5) * src / dst - 0.5`` clamped at the edges, weights
-  rounded to 11 bits, a horizontal pass into ints and a vertical pass rounded by
-  ``(b0 * (r0 >> 4) >> 16) + (b1 * (r1 >> 4) >> 16) + 2 >> 2`` (OpenCV's vectorised
-  ``VResizeLinear``). This reproduces the oracle's PNG resizes exactly but not its JPEG one:
-  2 of its 80 pixels are one grey level off (OpenCV's exact path is not found yet).
+  each of the two weights rounded to 11 bits on its own, a horizontal pass into ints and a
+  vertical pass rounded by ``(b0 * (r0 >> 4) >> 16) + (b1 * (r1 >> 4) >> 16) + 2 >> 2``
+  (``VResizeLinearVec_32s8u``, which OpenCV's scalar tail matches on these sizes). At the
+  edges ``resizeGeneric_`` treats the axes differently: a column past the edge takes the edge
+  pixel whole (weight 2048), while a row past it keeps its weights and reads the edge row for
+  both taps, so the top and bottom rows of an upscale are ``(b0 r >> 16) + (b1 r >> 16)``,
+  not ``r`` (checked against OpenCV 4.6's ``cv::resize`` pixel for pixel).
 
 Everything is H x W x C uint8 (C = 1 for grayscale), as a ``cv::Mat``.
 """
@@ -60,8 +63,8 @@ def _png_gray(im):
 def resize_linear(img, height, width):
     """``cv::resize(img, (width, height), INTER_LINEAR)`` of an H x W x C uint8 image."""
     src_h, src_w = img.shape[:2]
-    xs, ax = _taps(src_w, width)
-    ys, ay = _taps(src_h, height)
+    xs, ax = _taps(src_w, width, edge_weights=False)
+    ys, ay = _taps(src_h, height, edge_weights=True)
     src = img.astype(np.int64)
     rows = src[:, xs[:, 0]] * ax[None, :, 0, None] + src[:, xs[:, 1]] * ax[None, :, 1, None]
     r0, r1 = rows[ys[:, 0]] >> 4, rows[ys[:, 1]] >> 4
@@ -70,17 +73,18 @@ def resize_linear(img, height, width):
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def _taps(src, dst):
-    """(indices (dst, 2), 11-bit weights (dst, 2)) of each output along one axis."""
+def _taps(src, dst, edge_weights):
+    """(indices (dst, 2), 11-bit weights (dst, 2)) of each output along one axis. Past an
+    edge the indices clamp; horizontally OpenCV also sets the weight to all on the edge pixel,
+    vertically (``edge_weights``) it keeps the weights and reads the edge row twice."""
     scale = 1.0 / (dst / src)  # OpenCV: 1 / inv_scale, double; each position then float
     f = ((np.arange(dst) + 0.5) * scale - 0.5).astype(np.float32)
     i = np.floor(f).astype(np.int64)
     f = (f - i.astype(np.float32)).astype(np.float32)
-    low = i < 0
-    f[low], i[low] = 0, 0
-    high = i >= src - 1
-    f[high], i[high] = 0, src - 1
-    w0 = np.rint((np.float32(1) - f) * np.float32(2048)).astype(np.int64)
-    w = np.stack([w0, 2048 - w0], 1)
-    idx = np.stack([i, np.minimum(i + 1, src - 1)], 1)
+    if not edge_weights:
+        low, high = i < 0, i >= src - 1
+        f[low], i[low] = 0, 0
+        f[high], i[high] = 0, src - 1
+    w = np.rint(np.stack([np.float32(1) - f, f], 1) * np.float32(2048)).astype(np.int64)
+    idx = np.clip(np.stack([i, i + 1], 1), 0, src - 1)
     return idx, w
