@@ -60,7 +60,7 @@ import torch
 from fcn_port.port.errors import CaffeFormatError, UserInputError
 
 _FACTORIES = []
-CAFFE_DATA = ("Data", "ImageData", "HDF5Data", "MemoryData")  # Caffe's own data layers
+CAFFE_DATA = ("Data", "ImageData", "HDF5Data", "MemoryData", "WindowData")  # Caffe's own data layers
 
 
 class DataWarning(UserWarning):

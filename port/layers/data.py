@@ -18,7 +18,7 @@ tensors, which is the same for both. Random fillers match Caffe's in distributio
 ``parameter_param.shape`` (zeros until weights are loaded: Caffe gives it no filler), and the
 top *is* that blob (Caffe shares data and diff), so the top's gradient is the blob's.
 
-``Data``, ``ImageData``, ``HDF5Data``, ``MemoryData``: Caffe's own data layers are sources
+``Data``, ``ImageData``, ``HDF5Data``, ``MemoryData``, ``WindowData``: Caffe's own data layers are sources
 here, like ``Input``: their tops are net inputs, fed pass by pass from the layer's reader
 (:mod:`fcn_port.port.datalayers`, which ``fcn-port train`` and ``parity`` bind), or by the
 caller (MemoryData, whose ``memory_data_param`` gives the data top's shape, N x C x H x W,
@@ -143,7 +143,7 @@ class Parameter(CaffeLayer):
         return self.blob(0)
 
 
-@register("Data", "ImageData", "HDF5Data", "MemoryData")
+@register("Data", "ImageData", "HDF5Data", "MemoryData", "WindowData")
 class DataLayer(Input):
     """A Caffe data layer: a source whose tops the caller feeds (module doc)."""
 

@@ -21,7 +21,7 @@ FAMILIES = {  # module of fcn_port.port.layers -> the Caffe types it registers
     "conv": ("Convolution", "Deconvolution", "Im2col"),
     "crop": ("Crop",),
     "data": ("Input", "DummyData", "Parameter", "Silence", "Data", "ImageData", "HDF5Data",
-             "MemoryData", "HDF5Output"),
+             "MemoryData", "WindowData", "HDF5Output"),
     "eltwise": ("Eltwise",),
     "embed": ("Embed",),
     "inner_product": ("InnerProduct",),

@@ -69,6 +69,20 @@ def test_readme_lists_exactly_the_registered_layers():
     assert layer_table() in (REPO / "README.md").read_text()
 
 
+BVLC_MASTER = """AbsVal Accuracy ArgMax BNLL BatchNorm BatchReindex Bias Clip Concat ContrastiveLoss
+Convolution Crop Data Deconvolution Dropout DummyData ELU Eltwise Embed EuclideanLoss Exp Filter
+Flatten HDF5Data HDF5Output HingeLoss Im2col ImageData InfogainLoss InnerProduct Input LRN LSTM
+LSTMUnit Log MVN MemoryData MultinomialLogisticLoss PReLU Parameter Pooling Power Python RNN ReLU
+Reduction Reshape SPP Scale Sigmoid SigmoidCrossEntropyLoss Silence Slice Softmax SoftmaxWithLoss
+Split Swish TanH Threshold Tile WindowData""".split()  # every REGISTER_LAYER_CLASS/CREATOR
+
+
+def test_every_layer_type_of_bvlc_master_is_registered():
+    from fcn_port.port.layers import registry
+
+    assert len(BVLC_MASTER) == 61 and not set(BVLC_MASTER) - set(registry.names())
+
+
 def test_inspect_escapes_what_a_file_names_and_errors_too(tmp_path, capsys):
     """A layer name holding ESC/OSC, CR and a newline could rewrite the user's terminal or
     forge an output line; a file name likewise in an error (issue 16)."""
