@@ -11,8 +11,8 @@ BatchNorm's scale factor).
 
 The net is first built by the interpreter (:class:`.net.CaffeNet`, TEST phase), so every check
 it makes holds; a layer type the generator has no statement for is one line naming it.
-:mod:`.statements` holds the statement of every type it writes (the list:
-``sorted(statements.WRITERS)``). Caffe's data layers (Data, ImageData, HDF5Data, MemoryData)
+:mod:`.statements` and :mod:`.statements_more` hold the statement of every type it writes
+(:data:`TYPES`). Caffe's data layers (Data, ImageData, HDF5Data, MemoryData)
 are inputs of the generated net, as Input is: it computes, the caller feeds. The file carries
 only the functions its statements call.
 """
@@ -20,8 +20,10 @@ import inspect
 import keyword
 import re
 
-from . import runtime, runtime_more
+from . import runtime, runtime_more, statements_more
 from .statements import Site, statement
+
+TYPES = tuple(sorted(statements_more.WRITERS))  # every type written (both modules register)
 
 RUNTIME = {name: module for module in (runtime, runtime_more) for name, value in
            vars(module).items() if getattr(value, "__module__", module.__name__) ==

@@ -22,6 +22,7 @@ FAMILIES = {  # module of fcn_port.port.layers -> the Caffe types it registers
     "crop": ("Crop",),
     "data": ("Input", "DummyData", "Parameter", "Silence", "Data", "ImageData", "HDF5Data",
              "MemoryData", "WindowData", "HDF5Output"),
+    "detection": ("DetectionOutput",),
     "eltwise": ("Eltwise",),
     "embed": ("Embed",),
     "inner_product": ("InnerProduct",),

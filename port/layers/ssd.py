@@ -1,5 +1,5 @@
 """The SSD fork's layers (weiliu89/caffe, branch ssd) that released detection models carry:
-``Normalize``, ``Permute`` and ``PriorBox`` (``DetectionOutput`` is not here yet).
+``Normalize``, ``Permute`` and ``PriorBox`` (``DetectionOutput``: :mod:`.detection`).
 
 How that Caffe computes them
 ----------------------------

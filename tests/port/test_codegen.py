@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from fcn_port import cli
-from fcn_port.port.codegen import generate, state_dict
-from fcn_port.port.codegen.statements import WRITERS
+from fcn_port.port.codegen import TYPES, generate, state_dict
 from fcn_port.port.formats.text import read_net
 from fcn_port.port.net import from_prototxt
 from helpers import ORACLE
@@ -170,7 +169,7 @@ def test_every_type_codegen_writes_equals_the_interpreter(tmp_path):
                                    err_msg=k)
     seen = {lp.type for case in CASES for lp in read_net(case / "net.prototxt")[0].layer}
     seen |= {lp.type for lp in read_net(tmp_path / "net.prototxt")[0].layer}
-    assert set(WRITERS) - seen <= {"HDF5Output", "Split"}, set(WRITERS) - seen
+    assert set(TYPES) - seen <= {"HDF5Output", "Split"}, set(TYPES) - seen
 
 
 def test_data_layer_tops_are_inputs_and_the_generated_net_equals_caffe(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """The model-zoo oracle cases (issue 19): nets other than FCN, written by real Caffe, through
-``fcn-port parity`` at 1e-5, forward and gradients. The in-repo copies are the cases fcn-port
-passes so far (``tests/copy_oracle.py``'s ZOO); the rest wait for their layers. GoogLeNet's
+``fcn-port parity`` at 1e-5, forward and gradients: every case of the shared oracle
+(``tests/copy_oracle.py``'s ZOO) and the DetectionOutput cases ``tests/make_detection_cases.py``
+wrote with the same Caffe. GoogLeNet's
 and SqueezeNet's layer names hold ``/`` (``inception_3a/1x1``), which once ended parity in an
 internal error (its keys ``top/<layer>/<i>`` were split on every ``/``)."""
 import subprocess
