@@ -34,13 +34,18 @@ def installed(peer):
     return all(importlib.util.find_spec(m) is not None for m in (PEERS[peer], "onnx"))
 
 
+def require(peer):
+    """One line naming what to install, unless ``peer`` is :func:`installed`."""
+    if not installed(peer):
+        raise UnsupportedError(f"the {peer} backend needs the '{PEERS[peer]}' and 'onnx' "
+                               "packages: pip install 'fcn-port[bench]'")
+
+
 def session(peer, onnx_path, threads=None):
     """A callable ``run(*arrays) -> [arrays]`` running ``onnx_path`` in ``peer``
     ('onnxruntime' or 'openvino') at float32 with ``threads`` (default: torch's)."""
     threads = int(threads or torch.get_num_threads())
-    if not installed(peer):
-        raise UnsupportedError(f"the {peer} backend needs the '{PEERS[peer]}' and 'onnx' "
-                               "packages: pip install 'fcn-port[bench]'")
+    require(peer)
     if peer == "onnxruntime":
         import onnxruntime as ort
 

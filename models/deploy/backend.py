@@ -1,0 +1,82 @@
+"""``fcn-port infer --backend onnxruntime|openvino``: segmentation through a peer runtime, for
+the users for whom it is faster (another model, another size, another CPU), checked first.
+
+The model is exported to ONNX (:func:`.onnx.export_onnx`, height and width dynamic) in a
+private temporary folder and opened in the peer at float32 (:func:`.peers.session`). Before
+the first image the peer must agree with fcn-port: on random inputs at two sizes (one odd) its
+outputs must equal the PyTorch model's within ``rtol`` of ``max(1, max|y|)`` (1e-5, the parity
+rule); otherwise the run stops with one line and writes nothing. Then :class:`Backend` stands
+in for the model in :func:`..infer.infer_files`: ``backend(*inputs)`` runs the peer and returns
+tensors, as the model would. The peers run on the CPU only.
+"""
+import os
+import tempfile
+
+import numpy as np
+import torch
+
+from fcn_port.port.errors import NetError, UnsupportedError
+
+RTOL = 1e-5
+CHECK_SIZES = ((97, 131), (64, 64))
+
+
+class Backend:
+    """The model's stand-in: its ``meta`` and ``cfg``, and a forward run by ``peer``."""
+
+    def __init__(self, model, peer, run, checks):
+        self.meta, self.cfg, self.peer, self.run, self.checks = model.meta, model.cfg, peer, \
+            run, checks
+
+    def __call__(self, *inputs):
+        outs = tuple(torch.from_numpy(np.asarray(y)) for y in
+                     self.run(*(x.detach().cpu().float().numpy() for x in inputs)))
+        return outs if len(outs) > 1 else outs[0]
+
+    def parameters(self):
+        return iter(())
+
+    def buffers(self):
+        return iter(())
+
+    def eval(self):
+        return self
+
+    def to(self, device):
+        if torch.device(device).type != "cpu":
+            raise UnsupportedError(f"--backend {self.peer} runs on the CPU; use --device cpu "
+                                   "or no --backend")
+        return self
+
+
+def open_backend(model, peer, rtol=RTOL, sizes=CHECK_SIZES):
+    """``model`` (an FCN) running in ``peer`` ('onnxruntime' or 'openvino'), checked against
+    the model at ``sizes``: a :class:`Backend`, its ``checks`` the error at each size."""
+    from .onnx import export_onnx, sample_inputs
+    from .peers import require, session
+
+    require(peer)  # before the export, which needs onnx too
+    model = model.eval()
+    with tempfile.TemporaryDirectory(prefix="fcn-port-backend-") as folder:
+        path = os.path.join(folder, "model.onnx")
+        report = export_onnx(model, path, size=sizes[0], dynamic=True, check=False)
+        if not report["dynamic"]:
+            raise UnsupportedError(f"--backend {peer}: this model exports at one input size "
+                                   f"only ({report.get('static_because')}); run without "
+                                   "--backend")
+        run = session(peer, path)
+    checks = []
+    for size in sizes:
+        inputs = sample_inputs(model.cfg, size, seed=2)
+        with torch.inference_mode():
+            want = model(*inputs)
+        want = want if isinstance(want, tuple) else (want,)
+        got = run(*(x.numpy() for x in inputs))
+        err = max(float(np.abs(np.asarray(g) - w.numpy()).max() / max(1.0, float(w.abs().max())))
+                  for g, w in zip(got, want))
+        checks.append({"size": list(size), "error": err})
+        if not err <= rtol:
+            raise NetError(f"--backend {peer}: its output differs from fcn-port's by {err:.3g} "
+                           f"at {size[0]}x{size[1]} (the limit is {rtol:g}); run without "
+                           "--backend")
+    return Backend(model, peer, run, checks)
