@@ -63,6 +63,9 @@ def run_forward_case(case, rtol=DEFAULT_RTOL, caffe_blas=False):
     if meta.get("kind") == "data":
         return _run_data_case(case, meta, blobs, rtol)
     weights = [p for p in (case / "weights.caffemodel", case / "weights.caffemodel.h5") if p.exists()]
+    if not weights:
+        raise CaffeFormatError(case, "", "no weights.caffemodel: "
+                               + meta.get("weights_note", "the case is incomplete"))
     cmp = Comparison()
     for wpath in weights:
         tag = "" if wpath.suffix == ".caffemodel" else " [h5]"

@@ -69,6 +69,8 @@ def caffe_cases(out):
                 "layers), CPU, OpenBLAS", "generator": "tests/make_fullwidth_cases.py",
                 "phase": "TEST", "inputs": ["data"], "backward": False, "losses": {},
                 "weights": "tests/fullwidth.py weights(layer, type, shapes), seed 19",
+                "weights_note": "not shipped; python tests/make_fullwidth_cases.py "
+                                "--weights CASE writes it",
                 "layers": [{"name": n, "type": l.type} for n, l in zip(net._layer_names,
                                                                       net.layers)],
                 "recorded": sorted(k for k in saved if k.startswith("top/"))}

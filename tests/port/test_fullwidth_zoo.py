@@ -36,3 +36,12 @@ def test_the_six_nets_are_there_at_full_width():
                                        "resnet50", "deeplab_largefov"}
     text = (ORACLE / "fullwidth" / "resnet50" / "net.prototxt").read_text()
     assert text.count('type: "BatchNorm"') == 53 and "num_output: 2048" in text
+
+
+def test_a_case_without_its_weights_says_so():
+    from fcn_port.port import parity
+    from fcn_port.port.errors import CaffeFormatError
+
+    with pytest.raises(CaffeFormatError):
+        parity.run_forward_case(CASES[0], 1e-5)
+    assert parity.run_case(CASES[0])["pass"] is False
