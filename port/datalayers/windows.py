@@ -29,6 +29,8 @@ How Caffe computes it
 fcn-port computes the same in numpy with float32 where Caffe's ``Dtype`` is float; the
 generator is replayed from its seed, so pass ``d`` is the same whatever came before.
 """
+import sys
+
 import numpy as np
 
 from ..errors import CaffeFormatError
@@ -100,8 +102,6 @@ class WindowData:
         return dict(images), fg, bg, channels
 
     def __len__(self):
-        import sys
-
         return sys.maxsize  # Caffe samples for ever
 
     def _draw(self, k):
