@@ -58,16 +58,19 @@ def _codegen(args):
         safetensors.write(args.weights_out, state, {"format": "fcn-port codegen weights"})
     with atomic_output(args.output, mode="w") as f:
         f.write(text)
+    from .formats.protoutil import printable
+
     n = len(net.layer_params)
-    print(f"{args.output}: class Net ({n} layer{'s' * (n != 1)}, inputs "
-          f"{', '.join(net.inputs)}; outputs {', '.join(net.outputs)})"
+    print(f"{printable(args.output, 200)}: class Net ({n} layer{'s' * (n != 1)}, inputs "
+          f"{printable(', '.join(net.inputs), 200)}; outputs "
+          f"{printable(', '.join(net.outputs), 200)})"
           + (f"\n{args.weights_out}: {len(state)} tensors" if args.weights_out else ""))
 
 
 def _data_layer_shapes(path):
-    """The tops' shapes of the net's Caffe data layers (Data, ImageData, HDF5Data), from one
-    batch as Caffe's ``DataLayerSetUp`` reads one datum: paths from the working folder, else
-    from the net's folder. The generated net takes these tops as inputs."""
+    """The tops' shapes of the net's Caffe data layers (``datalayers.TYPES``), from one batch as
+    Caffe's ``DataLayerSetUp`` reads one datum: paths from the working folder, else from the
+    net's folder. The generated net takes these tops as inputs."""
     from .datalayers import TYPES, source_for
     from .formats.text import read_net
     from .net import filter_layers

@@ -130,7 +130,8 @@ def hinge_loss(s, label, l2):
 
 
 def multinomial_loss(p, label):
-    """Caffe's MultinomialLogisticLoss (port/layers/losses.py): ``-sum log(max(p_y, 1e-20)) / N``."""
+    """Caffe's MultinomialLogisticLoss (port/layers/losses.py):
+    ``-sum log(max(p_y, 1e-20)) / N``."""
     p2 = p.reshape(p.shape[0], -1)
     picked = p2.gather(1, label.reshape(-1, 1).to(torch.int64))
     return -torch.log(torch.clamp(picked, min=1e-20)).sum() / p.shape[0]

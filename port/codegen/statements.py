@@ -257,7 +257,8 @@ def _scale(s):
     p = s.lp.scale_param if s.lp.type == "Scale" else s.lp.bias_param
     axis, x = _axis(s, p.axis), s.b[0]
     if len(s.b) == 2:  # the factor is the second bottom
-        view = f"{s.b[1]}.reshape({(1,) * axis + tuple(s.shapes[1]) + (1,) * (len(s.shapes[0]) - axis - len(s.shapes[1]))})"
+        ones = len(s.shapes[0]) - axis - len(s.shapes[1])
+        view = f"{s.b[1]}.reshape({(1,) * axis + tuple(s.shapes[1]) + (1,) * ones})"
         if s.lp.type == "Bias":
             return f"{x} + {view}"
         return f"{x} * {view}" if not s.layer.bias_term else \

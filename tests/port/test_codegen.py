@@ -1,6 +1,7 @@
 """fcn-port codegen: the generated file runs where fcn_port cannot be imported, and its outputs
 equal the interpreter's on every oracle net and on a net of every other type it writes, and
 Caffe's for the FCN nets and a net fed by Caffe's own data layers (their tops are inputs)."""
+import re
 import subprocess
 import sys
 
@@ -180,3 +181,23 @@ def test_data_layer_tops_are_inputs_and_the_generated_net_equals_caffe(tmp_path,
     feed = {"data": blobs["top/data/0"], "label": blobs["top/data/1"]}
     out = _run_generated(tmp_path, None, feed, text=(tmp_path / "gen.py").read_text(), state={})
     np.testing.assert_allclose(out["pool"], blobs["top/pool/0"], rtol=1e-6, atol=1e-6)
+
+
+def test_names_in_the_file_are_data_never_code(tmp_path):
+    """A hostile prototxt's layer, blob and net names (quotes, newlines, code) end up only in
+    string literals and escaped comments: the generated file does what the net says."""
+    bad = 'c\\"\\nraise SystemExit(7)\\n#'
+    (tmp_path / "net.prototxt").write_text(
+        f'name: "{bad}"\ninput: "x{bad}" input_shape {{ dim: 1 dim: 2 dim: 4 dim: 4 }}\n'
+        f'layer {{ name: "{bad}" type: "Convolution" bottom: "x{bad}" top: "y{bad}" '
+        'convolution_param { num_output: 3 kernel_size: 3 } }\n')
+    net = from_prototxt(tmp_path / "net.prototxt", "TEST")
+    text = generate(net)
+    assert "\nraise SystemExit" not in text
+    (arg,) = re.findall(r"def forward\(self, (\w+)\)", text)  # the input, as an identifier
+    feed = {arg: np.ones((1, 2, 4, 4), np.float32)}
+    got = _run_generated(tmp_path, net, feed)
+    with torch.no_grad():
+        want = net(torch.ones(1, 2, 4, 4))
+    (key,) = want
+    np.testing.assert_allclose(got[key], want[key].numpy(), rtol=1e-6, atol=1e-6)
