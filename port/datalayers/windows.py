@@ -56,6 +56,9 @@ class WindowData:
             raise CaffeFormatError(lp.name, "window_data_param", f"batch_size ({p.batch_size}) "
                                    f"and transform_param.crop_size ({t.crop_size}) must be > 0")
         self.crop, self.mirror = t.crop_size, t.mirror
+        if (p.context_pad > 0 or p.crop_mode == "square") and 2 * p.context_pad >= t.crop_size:
+            raise CaffeFormatError(lp.name, "window_data_param", f"context_pad {p.context_pad} "
+                                   f"leaves nothing of crop_size {t.crop_size}")
         self.images, self.fg, self.bg, self.channels = self._read(p, root)
         if not self.fg or not self.bg:
             raise CaffeFormatError(self.where, "", f"{len(self.fg)} foreground and "
