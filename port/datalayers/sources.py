@@ -7,7 +7,8 @@ How Caffe reads them
 Every one reads ``batch_size`` items per forward pass, in order, and starts again at the
 first item after the last (no epoch boundary inside a batch: a batch may span the end).
 
-* ``Data``: the records of an LMDB (``data_param.source``; ``backend: LMDB``) in key order;
+* ``Data``: the records of an LMDB (``data_param.source``; ``backend: LMDB``), or of a
+  LevelDB (``backend: LEVELDB``, Caffe's default; read with the optional plyvel) in key order;
   each a Datum: ``channels x height x width`` uint8 ``data`` (or ``float_data``), or an
   ``encoded`` image decoded as OpenCV would (:mod:`.decode`: the file's own channels, or
   ``force_color`` / ``force_gray``); ``label`` its int label. The top's shape is the first
@@ -87,25 +88,10 @@ class LMDBData(_Batches):
     def __init__(self, lp, phase, root, seed=None):
         p = lp.data_param
         super().__init__(lp, p.batch_size, lp.top)
-        if p.backend != p.LMDB:
-            raise UnsupportedError(f"layer '{lp.name}' (Data): backend LEVELDB needs plyvel, "
-                                   "which fcn-port does not use; convert the database to LMDB "
-                                   "(Caffe's convert_imageset --backend lmdb)")
         if p.rand_skip:
             raise UnsupportedError(f"layer '{lp.name}' (Data): rand_skip is not supported")
-        import lmdb
-
         self.where = self.path = _path(p.source, root)
-        if not os.path.isfile(os.path.join(self.where, "data.mdb")):
-            raise CaffeFormatError(self.where, "", f"no LMDB here (a folder with data.mdb); "
-                                   f"expected layer '{lp.name}''s data_param.source")
-        try:
-            self.env = lmdb.open(self.where, readonly=True, lock=False, readahead=False,
-                                 max_readers=8)
-            with self.env.begin() as txn:
-                self.keys = [k for k in txn.cursor().iternext(keys=True, values=False)]
-        except lmdb.Error as e:
-            raise CaffeFormatError(self.where, "", f"unreadable LMDB ({e})") from None
+        self.keys, self.get = (_lmdb if p.backend == p.LMDB else _leveldb)(self.where, lp.name)
         t = lp.transform_param
         self.mode = "color" if t.force_color else "gray" if t.force_gray else "unchanged"
         self.transform = Transformer(t, phase, root, seed, f"layer '{lp.name}'")
@@ -116,8 +102,7 @@ class LMDBData(_Batches):
     def item(self, i, serial):
         from ..formats.proto import caffe_pb2
 
-        with self.env.begin() as txn:
-            value = txn.get(self.keys[i])
+        value = self.get(self.keys[i])
         datum = caffe_pb2.Datum()
         try:
             datum.ParseFromString(value)
@@ -136,6 +121,46 @@ class LMDBData(_Batches):
                                        f"{c} x {h} x {w}")
             chw = values.reshape(c, h, w)
         return self.transform(chw, serial), datum.label
+
+
+def _lmdb(path, name):
+    """(keys in order, get) of the LMDB at ``path``, opened read-only without a lock."""
+    import lmdb
+
+    if not os.path.isfile(os.path.join(path, "data.mdb")):
+        raise CaffeFormatError(path, "", f"no LMDB here (a folder with data.mdb); expected "
+                               f"layer '{name}''s data_param.source")
+    try:
+        env = lmdb.open(path, readonly=True, lock=False, readahead=False, max_readers=8)
+        with env.begin() as txn:
+            keys = [k for k in txn.cursor().iternext(keys=True, values=False)]
+    except lmdb.Error as e:
+        raise CaffeFormatError(path, "", f"unreadable LMDB ({e})") from None
+
+    def get(key):
+        with env.begin() as txn:
+            return txn.get(key)
+    return keys, get
+
+
+def _leveldb(path, name):
+    """(keys in order, get) of the LevelDB at ``path`` (plyvel, an optional package; LevelDB's
+    byte-wise key order is the order Caffe's LevelDB cursor reads)."""
+    try:
+        import plyvel
+    except ImportError:
+        raise UnsupportedError(f"layer '{name}' (Data): backend LEVELDB needs the plyvel "
+                               "package: pip install 'fcn-port[leveldb]' (or convert the "
+                               "database to LMDB)") from None
+    if not os.path.isfile(os.path.join(path, "CURRENT")):
+        raise CaffeFormatError(path, "", f"no LevelDB here (a folder with CURRENT); expected "
+                               f"layer '{name}''s data_param.source")
+    try:
+        db = plyvel.DB(path, create_if_missing=False)
+        keys = list(db.iterator(include_value=False))
+    except plyvel.Error as e:
+        raise CaffeFormatError(path, "", f"unreadable LevelDB ({e})") from None
+    return keys, db.get
 
 
 class ImageData(_Batches):

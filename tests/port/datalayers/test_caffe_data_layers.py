@@ -1,6 +1,8 @@
 """Caffe's own data layers against the real Caffe (the oracle's data/ cases: LMDB raw and
 encoded, force_gray, a mean file and a centre crop, seeded TRAIN crops and mirrors, HDF5 over
 two files, ImageData), pass by pass, and OpenCV's decoding and resizing rules transcribed."""
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -64,7 +66,8 @@ def test_bad_sources_are_one_line(tmp_path, monkeypatch, capsys):
     with pytest.raises(CaffeFormatError):
         source_for(layer('name: "d" type: "Data" top: "data" data_param { source: "nope" '
                          'batch_size: 2 backend: LMDB }'), root=str(tmp_path))
-    with pytest.raises(UnsupportedError):
+    plyvel = importlib.util.find_spec("plyvel") is not None  # optional: [leveldb]
+    with pytest.raises(CaffeFormatError if plyvel else UnsupportedError):  # no LevelDB there
         source_for(layer('name: "d" type: "Data" top: "data" data_param { source: "x" '
                          'batch_size: 2 backend: LEVELDB }'), root=str(tmp_path))
     (tmp_path / "list.txt").write_text("a.png not-a-label\n")
@@ -113,4 +116,48 @@ def test_a_context_pad_that_leaves_no_crop_is_one_line(tmp_path):
                     'window_data_param { source: "w.txt" batch_size: 2 context_pad: 2 }',
                     caffe_pb2.LayerParameter)[0]
     with pytest.raises(CaffeFormatError):
+        source_for(lp, root=str(tmp_path))
+
+
+def _as_leveldb(case, tmp_path):
+    """A copy of the LMDB case ``case`` whose records (same keys, same Datums) sit in a
+    LevelDB, the net reading it with ``backend: LEVELDB``."""
+    import shutil
+
+    import lmdb
+    import plyvel
+
+    copy = shutil.copytree(case, tmp_path / case.name)
+    env = lmdb.open(str(case / "raw_lmdb"), readonly=True, lock=False)
+    db = plyvel.DB(str(copy / "raw_leveldb"), create_if_missing=True)
+    with env.begin() as txn:
+        for key, value in txn.cursor():
+            db.put(key, value)
+    db.close()
+    net = (copy / "net.prototxt").read_text()
+    (copy / "net.prototxt").write_text(net.replace('"raw_lmdb"', '"raw_leveldb"')
+                                       .replace("backend: LMDB", "backend: LEVELDB"))
+    return copy
+
+
+def test_leveldb_reads_as_caffe_does(tmp_path):
+    """Caffe's LevelDB and LMDB cursors both read in byte-wise key order: the same records in a
+    LevelDB give Caffe's batches of the LMDB case, value for value."""
+    pytest.importorskip("plyvel")
+    copy = _as_leveldb(ORACLE / "data" / "lmdb_raw_meanfile_crop", tmp_path)
+    row = parity.run_case(copy)
+    assert row["pass"] and row["worst"] == 0 and row["compared"] >= 4, row
+
+
+def test_leveldb_without_plyvel_is_one_line(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from fcn_port.port.datalayers import source_for
+    from fcn_port.port.formats.proto import caffe_pb2
+    from fcn_port.port.formats.text import parse_text
+
+    monkeypatch.setitem(sys.modules, "plyvel", None)  # as if not installed
+    lp = parse_text('name: "d" type: "Data" top: "data" data_param { source: "db" '
+                    'batch_size: 2 }', caffe_pb2.LayerParameter)[0]  # LEVELDB: the default
+    with pytest.raises(UnsupportedError):
         source_for(lp, root=str(tmp_path))
