@@ -72,6 +72,9 @@ def open_backend(model, peer, rtol=RTOL, sizes=CHECK_SIZES):
             want = model(*inputs)
         want = want if isinstance(want, tuple) else (want,)
         got = run(*(x.numpy() for x in inputs))
+        if [np.shape(g) for g in got] != [tuple(w.shape) for w in want]:
+            raise NetError(f"--backend {peer}: its outputs are {[np.shape(g) for g in got]} at "
+                           f"{size[0]}x{size[1]}, fcn-port's {[tuple(w.shape) for w in want]}")
         err = max(float(np.abs(np.asarray(g) - w.numpy()).max() / max(1.0, float(w.abs().max())))
                   for g, w in zip(got, want))
         checks.append({"size": list(size), "error": err})
