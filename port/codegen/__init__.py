@@ -27,9 +27,11 @@ from .statements import Site, statement
 TYPES = tuple(sorted(statements_more.WRITERS))  # every type written (both modules register)
 
 RUNTIME = {name: module for module in (runtime, runtime_more) for name, value in
-           vars(module).items() if getattr(value, "__module__", module.__name__) ==
-           module.__name__ and not name.startswith("__") and name not in ("torch", "F", "nn")}
-"""Every helper a file may carry, in definition order: name -> its module."""
+           vars(module).items() if (getattr(value, "__module__", module.__name__) ==
+           module.__name__ or value in module.SHARED) and not name.startswith("__")
+           and name not in ("torch", "F", "nn", "SHARED")}
+"""Every helper a file may carry, in definition order: name -> its module (``SHARED``: the
+layers' own functions, imported there)."""
 RESERVED = set(RUNTIME) | {"torch", "F", "nn", "self", "Net", "generated"}
 
 

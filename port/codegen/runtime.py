@@ -3,11 +3,16 @@ Caffe's semantics where PyTorch's defaults differ, written against torch alone.
 
 Each is the same rule as the layer module named in its docstring (that module says how Caffe
 computes it); the generated file cannot import fcn-port, so it holds this copy, and the codegen
-tests check the two against each other on the oracle cases.
+tests check the two against each other on the oracle cases. Where a layer module's own
+function is torch only, that function itself is copied (``SHARED``).
 """
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..layers.eltwise import eltwise
+
+SHARED = (eltwise,)  # the interpreter's own functions, copied into files as they are
 
 FLT_MAX = 3.4028234663852886e38
 
@@ -88,30 +93,6 @@ def crop(x, like, axis, offsets):
         o = offsets[0] if len(offsets) == 1 else offsets[i - axis] if offsets else 0
         x = x[(slice(None),) * i + (slice(o, o + like.shape[i]),)]
     return x
-
-
-def eltwise(op, bottoms, coeff):
-    """Caffe's Eltwise (port/layers/eltwise.py): SUM with coefficients, PROD, or MAX with
-    Caffe's tie rule (bottom 1 wins a tie with bottom 0; later bottoms must be greater).
-    Caffe loops over bottom 0's count: a larger bottom (after a Filter) is read as a prefix."""
-    n, shape = bottoms[0].numel(), bottoms[0].shape
-    bottoms = [bottoms[0]] + [b if b.shape == shape else b.reshape(-1)[:n].reshape(shape)
-                              for b in bottoms[1:]]
-    if op == "SUM":
-        top = None
-        for c, b in zip(coeff, bottoms):
-            term = b if c == 1 else b * c
-            top = term if top is None else top + term
-        return top
-    if op == "PROD":
-        top = bottoms[0]
-        for b in bottoms[1:]:
-            top = top * b
-        return top
-    top = torch.where(bottoms[0] > bottoms[1], bottoms[0], bottoms[1])
-    for b in bottoms[2:]:
-        top = torch.where(b > top, b, top)
-    return top
 
 
 def batch_norm(x, blobs, eps):

@@ -7,7 +7,10 @@ forward only, for inference: the interpreter's layers also give Caffe's backward
 import torch
 import torch.nn.functional as F
 
+from ..layers.recurrent import lstm_unit
 from .runtime import pool
+
+SHARED = (lstm_unit,)  # the interpreter's own functions, copied into files as they are
 
 
 def spp(x, method, height):
@@ -165,15 +168,6 @@ def filled(shape, kind, value, low, high, mean, std):
     if kind == "uniform":
         return torch.rand(shape) * (high - low) + low
     return torch.randn(shape) * std + mean
-
-
-def lstm_unit(c_prev, a, cont):
-    """Caffe's LSTMUnit (port/layers/recurrent.py): gates in Caffe's order i, f, o, g;
-    ``c = cont * f * c_prev + i * g``, ``h = o * tanh(c)``. Returns (c, h)."""
-    hid = a.shape[-1] // 4
-    i, f, o = (torch.sigmoid(a[..., k * hid:(k + 1) * hid]) for k in range(3))
-    c = cont * f * c_prev + i * torch.tanh(a[..., 3 * hid:])
-    return c, o * torch.tanh(c)
 
 
 def _unroll(x, cont, static, states, blobs, n_states, step):

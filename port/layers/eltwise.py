@@ -61,23 +61,32 @@ class Eltwise(CaffeLayer):
 
     def forward(self, *bottoms):
         n, shape = bottoms[0].numel(), bottoms[0].shape
-        if any(b.shape != shape for b in bottoms[1:]):  # bottom 0 shrank at run time
-            if any(b.numel() < n for b in bottoms[1:]):
-                self.fail(f"bottom shapes must match: {[tuple(b.shape) for b in bottoms]}")
-            bottoms = (bottoms[0],) + tuple(b.reshape(-1)[:n].reshape(shape) for b in bottoms[1:])
-        if self.op == _OP.SUM:
-            top = None
-            for c, b in zip(self.coeff, bottoms):
-                term = b if c == 1 else b * c
-                top = term if top is None else top + term
-            return top
-        if self.op == _OP.PROD:
-            top = bottoms[0] * bottoms[1]
-            for b in bottoms[2:]:
-                top = top * b
-            return top
-        # MAX: bottom 0 only if strictly above bottom 1, later bottoms only if strictly above
-        top = torch.where(bottoms[0] > bottoms[1], bottoms[0], bottoms[1])
-        for b in bottoms[2:]:
-            top = torch.where(b > top, b, top)
+        if any(b.shape != shape and b.numel() < n for b in bottoms[1:]):
+            self.fail(f"bottom shapes must match: {[tuple(b.shape) for b in bottoms]}")
+        return eltwise({_OP.SUM: "SUM", _OP.PROD: "PROD", _OP.MAX: "MAX"}[self.op], bottoms,
+                       self.coeff)
+
+
+def eltwise(op, bottoms, coeff):
+    """Caffe's Eltwise forward (module doc): ``op`` "SUM" (with ``coeff``), "PROD" or "MAX"
+    with Caffe's tie rule; a bottom larger than bottom 0 (after a Filter) is read as a prefix.
+    Torch only: fcn-port codegen copies this function into the files it writes."""
+    n, shape = bottoms[0].numel(), bottoms[0].shape
+    bottoms = [bottoms[0]] + [b if b.shape == shape else b.reshape(-1)[:n].reshape(shape)
+                              for b in bottoms[1:]]
+    if op == "SUM":
+        top = None
+        for c, b in zip(coeff, bottoms):
+            term = b if c == 1 else b * c
+            top = term if top is None else top + term
         return top
+    if op == "PROD":
+        top = bottoms[0]
+        for b in bottoms[1:]:
+            top = top * b
+        return top
+    # MAX: bottom 0 only if strictly above bottom 1, later bottoms only if strictly above
+    top = torch.where(bottoms[0] > bottoms[1], bottoms[0], bottoms[1])
+    for b in bottoms[2:]:
+        top = torch.where(b > top, b, top)
+    return top

@@ -129,7 +129,8 @@ class LSTM(_Recurrent):
 
 def lstm_unit(c_prev, a, cont):
     """``LSTMUnitLayer::Forward_cpu``: gate pre-activations ``a`` (..., 4H) in Caffe's order
-    i, f, o, g; ``c = cont * f * c_prev + i * g``, ``h = o * tanh(c)``. Returns (c, h)."""
+    i, f, o, g; ``c = cont * f * c_prev + i * g``, ``h = o * tanh(c)``. Returns (c, h).
+    Torch only: fcn-port codegen copies this function into the files it writes."""
     hid = a.shape[-1] // 4
     i, f, o = (torch.sigmoid(a[..., k * hid:(k + 1) * hid]) for k in range(3))
     g = torch.tanh(a[..., 3 * hid:])

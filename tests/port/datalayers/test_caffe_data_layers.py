@@ -85,13 +85,17 @@ def test_bad_sources_are_one_line(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err.count("\n") == 1
 
 
-@pytest.mark.parametrize("windows", [
-    "# 0\nimg.png\n3 4 4\n1\n1 0.9 0 0 3\n",            # the file ends inside a window
-    "0\nimg.png\n3 4 4\n0\n",                             # no '#'
-    "# 0\nimg.png\n3 4 4\n1\n0 0.9 0 0 3 3\n",           # foreground with label 0
-    "# 0\nimg.png\n3 4 4\n1\n1 0.9 0 0 3 3\n",           # no background window
+WINDOWS = "# 0\nimg.png\n3 4 4\n2\n1 0.9 0 0 3 3\n0 0.1 0 0 2 2\n"
+
+
+@pytest.mark.parametrize("windows,extra", [
+    ("# 0\nimg.png\n3 4 4\n1\n1 0.9 0 0 3\n", ""),       # the file ends inside a window
+    ("0\nimg.png\n3 4 4\n0\n", ""),                        # no '#'
+    ("# 0\nimg.png\n3 4 4\n1\n0 0.9 0 0 3 3\n", ""),      # foreground with label 0
+    ("# 0\nimg.png\n3 4 4\n1\n1 0.9 0 0 3 3\n", ""),      # no background window
+    (WINDOWS, "context_pad: 2"),                             # nothing of the crop is left
 ])
-def test_bad_window_files_are_one_line(tmp_path, windows):
+def test_bad_window_files_and_settings_are_one_line(tmp_path, windows, extra):
     from fcn_port.port.datalayers import source_for
     from fcn_port.port.formats.proto import caffe_pb2
     from fcn_port.port.formats.text import parse_text
@@ -99,21 +103,7 @@ def test_bad_window_files_are_one_line(tmp_path, windows):
     (tmp_path / "w.txt").write_text(windows)
     lp = parse_text('name: "w" type: "WindowData" top: "data" top: "label" '
                     'transform_param { crop_size: 4 } '
-                    'window_data_param { source: "w.txt" batch_size: 2 }',
-                    caffe_pb2.LayerParameter)[0]
-    with pytest.raises(CaffeFormatError):
-        source_for(lp, root=str(tmp_path))
-
-
-def test_a_context_pad_that_leaves_no_crop_is_one_line(tmp_path):
-    from fcn_port.port.datalayers import source_for
-    from fcn_port.port.formats.proto import caffe_pb2
-    from fcn_port.port.formats.text import parse_text
-
-    (tmp_path / "w.txt").write_text("# 0\nimg.png\n3 4 4\n2\n1 0.9 0 0 3 3\n0 0.1 0 0 2 2\n")
-    lp = parse_text('name: "w" type: "WindowData" top: "data" top: "label" '
-                    'transform_param { crop_size: 4 } '
-                    'window_data_param { source: "w.txt" batch_size: 2 context_pad: 2 }',
+                    f'window_data_param {{ source: "w.txt" batch_size: 2 {extra} }}',
                     caffe_pb2.LayerParameter)[0]
     with pytest.raises(CaffeFormatError):
         source_for(lp, root=str(tmp_path))
