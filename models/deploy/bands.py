@@ -180,6 +180,6 @@ class BandedConvReLU(nn.Module):
                 piece = F.pad(piece, pads)
             piece = piece.contiguous(memory_format=torch.channels_last)
             out[:, :, r0:r1, c0:c1] = torch.ops.mkldnn._convolution_pointwise(
-                piece, self.fused.weight, layer.blob(1) if layer.bias_term else None, [0, 0],
+                piece, self.fused.packed(piece), layer.blob(1) if layer.bias_term else None, [0, 0],
                 [1, 1], [1, 1], 1, "relu", [], "")
         return out

@@ -51,11 +51,25 @@ class FusedConvReLU(nn.Module):
             w.data = w.data.contiguous(memory_format=torch.channels_last)
         w = w.detach()
         self.weight = w.contiguous(memory_format=torch.channels_last) if channels_last else w
+        self._packed = None
+
+    def packed(self, x):
+        """The weight in oneDNN's own blocked layout, made once at the first input's shape.
+        A plain weight is reordered into that layout on every call (fc6's 411 MB: 293 ms a
+        call with, 244 ms without); results are the same bit for bit, and at any later input
+        shape too (oneDNN reorders again if its kernel for that shape wants another blocking).
+        The packed weight is a second copy of the weights."""
+        if self._packed is None:
+            c = self.layer
+            self._packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                self.weight.to_mkldnn(), list(c.pad), list(c.stride), list(c.dilation), c.group,
+                list(x.shape))
+        return self._packed
 
     def forward(self, x):
         c = self.layer
         return torch.ops.mkldnn._convolution_pointwise(
-            x, self.weight, c.blob(1) if c.bias_term else None, list(c.pad), list(c.stride),
+            x, self.packed(x), c.blob(1) if c.bias_term else None, list(c.pad), list(c.stride),
             list(c.dilation), c.group, "relu", [], "")
 
 
