@@ -120,19 +120,19 @@ def fused(model, channels_last=True, inplace=False, bands=False):
 
 
 def _bands(model, out, pairs):
-    """Wrap the trunk's fused convolutions of ``out`` in :class:`.bands.BandedConvReLU`; the
-    :class:`.bands.BandPlan` they share (None where the net has no such trunk)."""
+    """Wrap the trunk's fused convolutions and pools of ``out`` in :mod:`.bands`' banded
+    modules; the :class:`.bands.BandPlan` they share (None where the net has no such trunk)."""
     from ..spec import net_param
-    from .bands import BandedConvReLU, BandPlan, trunk
+    from .bands import BandedConvReLU, BandedPool, BandPlan, trunk
 
     chain = trunk(net_param(model.cfg, "model").layer, pairs, model._modules)
     if not any(kind == "conv" for kind, _ in chain):
         return None
-    layers = {name: model._modules[name] for _, name in chain}
-    plan = BandPlan(chain, layers)
+    plan = BandPlan(chain, {name: model._modules[name] for _, name in chain},
+                    {name: out._modules[name] for _, name in chain})
     for kind, name in chain:
-        if kind == "conv":
-            out._modules[name] = BandedConvReLU(out._modules[name], name, plan)
+        banded = BandedConvReLU if kind == "conv" else BandedPool
+        out._modules[name] = banded(out._modules[name], name, plan)
     return plan
 
 
@@ -145,7 +145,7 @@ class NHWC(nn.Module):
 
     def forward(self, *inputs):
         if self.bands is not None:
-            self.bands.begin(inputs[0].shape[-2:])
+            self.bands.begin(inputs[0].shape[1:])
         y = self.inner(*(x.contiguous(memory_format=torch.channels_last) for x in inputs))
         return tuple(t.contiguous() for t in y) if isinstance(y, tuple) else y.contiguous()
 
