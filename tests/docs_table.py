@@ -200,6 +200,7 @@ COMMANDS = {
     # ---- models/data/README.md
     "fcn-port convert": Cmd(("voc-fcn8s-demo.pt",)),
     "fcn-port infer voc-fcn8s-demo.pt": Cmd(("demo.png", "demo_overlay.png")),
+    "fcn-port infer voc-fcn8s-demo.pt --backend fast -o out/": Cmd(("out/demo.png",)),
     "fcn-port infer voc-fcn8s-demo.pt --backend openvino -o out/": Cmd(
         ("out/demo.png",), why="needs the [bench] extra (openvino, onnx), which .ci/run does not "
         "install; tests/models/deploy/test_backend.py runs both peers where they are installed",
@@ -316,6 +317,7 @@ INPUTS = [
     (r"X\.caffemodel", "X.caffemodel", lambda p, big: _link(FAST_FCN8S, p)),
     (r"voc-fcn8s\.pt", "voc-fcn8s.pt", lambda p, big: _cli(p.parent, "convert", FAST_FCN8S,
                                                             "-o", p.name)),
+    (r"voc-fcn8s-demo\.pt", "voc-fcn8s-demo.pt", lambda p, big: _cli(p.parent, "convert")),
     (r"image\.jpg", "image.jpg", lambda p, big: _link(DEMO_IMAGE, p)),
     (r"a\.jpg", "a.jpg", lambda p, big: _link(DEMO_IMAGE, p)),
     (r"VGG_ILSVRC_16_layers\.caffemodel", "VGG_ILSVRC_16_layers.caffemodel",

@@ -1,13 +1,15 @@
-"""``fcn-port infer --backend onnxruntime|openvino``: segmentation through a peer runtime, for
-the users for whom it is faster (another model, another size, another CPU), checked first.
+"""``fcn-port infer --backend fast|onnxruntime|openvino``: segmentation through fcn-port's fast
+CPU path (:mod:`.fast`) or a peer runtime, checked first.
 
-The model is exported to ONNX (:func:`.onnx.export_onnx`, height and width dynamic) in a
+``fast`` is :func:`.fast.fast_model` (conv+ReLU fused, channels-last, packed weights, the blank
+margins computed once per size): 1.55x eager and 1.39x OpenVINO for voc-fcn8s at 500 x 500 on
+2 cores (benchmarks/README.md), within 2e-6 of eager there. For a peer, the model is exported to ONNX (:func:`.onnx.export_onnx`, height and width dynamic) in a
 private temporary folder and opened in the peer at float32 (:func:`.peers.session`). Before
 the first image the peer must agree with fcn-port: on random inputs at two sizes (one odd) its
 outputs must equal the PyTorch model's within ``rtol`` of ``max(1, max|y|)`` (1e-5, the parity
 rule); otherwise the run stops with one line and writes nothing. Then :class:`Backend` stands
 in for the model in :func:`..infer.infer_files`: ``backend(*inputs)`` runs the peer and returns
-tensors, as the model would. The peers run on the CPU only.
+tensors, as the model would. Both run on the CPU only.
 """
 import os
 import tempfile
@@ -24,9 +26,10 @@ CHECK_SIZES = ((97, 131), (64, 64))
 class Backend:
     """The model's stand-in: its ``meta`` and ``cfg``, and a forward run by ``peer``."""
 
-    def __init__(self, model, peer, run, checks):
+    def __init__(self, model, peer, run, checks, path=None):
         self.meta, self.cfg, self.peer, self.run, self.checks = model.meta, model.cfg, peer, \
             run, checks
+        self.path = path  # the fast path's variant (fast_model's name), None for a peer
 
     def __call__(self, *inputs):
         outs = tuple(torch.from_numpy(np.asarray(y)) for y in
@@ -50,21 +53,17 @@ class Backend:
 
 
 def open_backend(model, peer, rtol=RTOL, sizes=CHECK_SIZES):
-    """``model`` (an FCN) running in ``peer`` ('onnxruntime' or 'openvino'), checked against
-    the model at ``sizes``: a :class:`Backend`, its ``checks`` the error at each size."""
-    from .onnx import export_onnx, sample_inputs
-    from .peers import require, session
+    """``model`` (an FCN) running in ``peer`` ('fast', 'onnxruntime' or 'openvino'), checked
+    against the model at ``sizes``: a :class:`Backend`, its ``checks`` the error at each
+    size."""
+    from .onnx import sample_inputs
 
-    require(peer)  # before the export, which needs onnx too
     model = model.eval()
-    with tempfile.TemporaryDirectory(prefix="fcn-port-backend-") as folder:
-        path = os.path.join(folder, "model.onnx")
-        report = export_onnx(model, path, size=sizes[0], dynamic=True, check=False)
-        if not report["dynamic"]:
-            raise UnsupportedError(f"--backend {peer}: this model exports at one input size "
-                                   f"only ({report.get('static_because')}); run without "
-                                   "--backend")
-        run = session(peer, path)
+    path = None
+    if peer == "fast":
+        run, path = _fast(model, sizes[0])
+    else:
+        run = _peer(model, peer, sizes[0])
     checks = []
     for size in sizes:
         inputs = sample_inputs(model.cfg, size, seed=2)
@@ -82,4 +81,36 @@ def open_backend(model, peer, rtol=RTOL, sizes=CHECK_SIZES):
             raise NetError(f"--backend {peer}: its output differs from fcn-port's by {err:.3g} "
                            f"at {size[0]}x{size[1]} (the limit is {rtol:g}); run without "
                            "--backend")
-    return Backend(model, peer, run, checks)
+    return Backend(model, peer, run, checks, path)
+
+
+def _fast(model, size):
+    """(run, variant): :func:`.fast.fast_model` chosen on an input of ``size`` (no
+    ``torch.compile``; the model's own weights re-laid channels-last in place)."""
+    from .fast import fast_model
+    from .onnx import sample_inputs
+
+    fn, how, _ = fast_model(model, sample_inputs(model.cfg, size, seed=2), compile=False,
+                            inplace=True)
+
+    def run(*arrays):
+        with torch.inference_mode():
+            y = fn(*(torch.from_numpy(a) for a in arrays))
+        return [t.numpy() for t in (y if isinstance(y, tuple) else (y,))]
+    return run, how
+
+
+def _peer(model, peer, size):
+    """A peer session on the model's ONNX export (dynamic height and width)."""
+    from .onnx import export_onnx
+    from .peers import require, session
+
+    require(peer)  # before the export, which needs onnx too
+    with tempfile.TemporaryDirectory(prefix="fcn-port-backend-") as folder:
+        path = os.path.join(folder, "model.onnx")
+        report = export_onnx(model, path, size=size, dynamic=True, check=False)
+        if not report["dynamic"]:
+            raise UnsupportedError(f"--backend {peer}: this model exports at one input size "
+                                   f"only ({report.get('static_because')}); run without "
+                                   "--backend")
+        return session(peer, path)

@@ -1,6 +1,6 @@
-"""fcn-port infer --backend onnxruntime|openvino (issue 18): the peer is checked against
+"""fcn-port infer --backend fast|onnxruntime|openvino (issue 18): the backend is checked against
 fcn-port at start-up, then writes the same label maps; a peer that is missing or disagrees, or a
-GPU asked of it, is one line and exit 2 with nothing written."""
+GPU asked of a CPU backend, is one line and exit 2 with nothing written."""
 import numpy as np
 import pytest
 from PIL import Image
@@ -36,6 +36,17 @@ def test_a_peer_backend_writes_fcn_ports_labels(peer, ckpt, tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"backend {peer}: agrees with fcn-port within" in out
     assert np.array_equal(_labels(tmp_path / peer), _labels(tmp_path / "torch"))
+
+
+def test_the_fast_backend_writes_fcn_ports_labels(ckpt, tmp_path, capsys):
+    model, image = ckpt
+    assert cli.main(["infer", model, str(image), "-o", str(tmp_path / "torch"), "-q"]) == 0
+    assert cli.main(["infer", model, str(image), "-o", str(tmp_path / "fast"),
+                     "--backend", "fast"]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("backend fast (") and "agrees with fcn-port within" in line
+    assert float(line.split("within ")[1].split()[0]) <= 1e-5
+    assert np.array_equal(_labels(tmp_path / "fast"), _labels(tmp_path / "torch"))
 
 
 def test_a_missing_peer_is_one_line_before_the_model_loads(ckpt, tmp_path, capsys,
@@ -81,8 +92,9 @@ def test_a_peer_that_disagrees_stops_the_run(ckpt, tmp_path, capsys, monkeypatch
     assert not (tmp_path / "o").exists()
 
 
-def test_a_peer_runs_on_the_cpu_only(ckpt, tmp_path, capsys):
+@pytest.mark.parametrize("backend", ["fast", "openvino"])
+def test_a_cpu_backend_runs_on_the_cpu_only(backend, ckpt, tmp_path, capsys):
     model, image = ckpt
-    assert cli.main(["infer", model, str(image), "--device", "cuda", "--backend", "openvino",
+    assert cli.main(["infer", model, str(image), "--device", "cuda", "--backend", backend,
                      "-o", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "o").exists()
