@@ -4,7 +4,7 @@
     python benchmarks/peers.py [--model voc-fcn8s] [--size 500 500] [--runs 7] [--json]
 
 One process, one model (the official net with seeded random He-normal weights), one input:
-fcn-port eager, fcn-port's fast path (``fast_model``: the constant bands, conv+ReLU fused,
+fcn-port eager, fcn-port's fast path (``fast_model``: the blank margins, conv+ReLU fused,
 channels-last), ONNX Runtime and OpenVINO (float32) on fcn-port's own ONNX export, timed
 interleaved (see ``fcn_port.models.deploy.peers``), glibc keeping freed memory for all. It
 prints each one's median and min and its error against eager, and the target: the fast path at

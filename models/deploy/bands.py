@@ -41,6 +41,7 @@ rounding of eager; :func:`.fast.fast_model` checks the whole model within 1e-5 b
 it, and the tests check the blank against the eager maps outside R.
 """
 import collections
+import math
 
 import torch
 import torch.nn.functional as F
@@ -158,7 +159,7 @@ class BandPlan:
     ``modules``: {name: module computing the whole layer} for the blank pass."""
 
     def __init__(self, chain, layers, modules):
-        self.chain, self.layers, self.modules = chain, layers, modules
+        self.chain, self.modules = chain, modules
         self.geos = [_geometry(kind, layers[name]) for kind, name in chain]
         self.size, self._plans = None, collections.OrderedDict()
 
@@ -189,9 +190,7 @@ class BandPlan:
             return {}
         blanks, gaps = [], []
         for axis, n in enumerate(size):
-            step = 1
-            for (k, s, p), (kind, _) in zip(self.geos[:max(banded) + 1], self.chain):
-                step *= s[axis]
+            step = math.prod(s[axis] for _, s, _ in self.geos[:max(banded) + 1])
             for short in range(n - (n - 1) // step * step, n + 1, step):
                 g = _gaps(self.geos, short, axis, banded)
                 if g is not None or short == n:
@@ -202,7 +201,7 @@ class BandPlan:
             memory_format=torch.channels_last)
         plans = {}
         with torch.no_grad():
-            for i, (kind, name) in enumerate(self.chain[:max(banded) + 1]):
+            for i, (_, name) in enumerate(self.chain[:max(banded) + 1]):
                 x = self.modules[name](x)
                 if i in banded:
                     (r0, r1, hr), (c0, c1, hc) = spans[0][i], spans[1][i]

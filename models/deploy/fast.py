@@ -9,12 +9,14 @@ builds, from the same parameters (shared, not copied, unless a layout change nee
    :mod:`fcn_port.models.deploy.onnx`), so nothing is swapped;
 2. ``fuse``: each Convolution whose only reader is an in-place ReLU (every ``conv_relu`` of
    the official nets) becomes one oneDNN convolution with a ReLU post-op
-   (``torch.ops.mkldnn._convolution_pointwise``), the ReLU an identity;
+   (``torch.ops.mkldnn._convolution_pointwise``), the ReLU an identity, its weight packed in
+   oneDNN's blocked layout for the input's shape (:meth:`FusedConvReLU.packed`);
 3. ``channels_last``: the fused convolutions' weights are kept in NHWC and the input is fed in
    NHWC (oneDNN's native layout: no reorders between layers); with ``bands``, the trunk's
-   convolutions compute the per-channel constant bands that conv1_1's pad 100 leaves in the
-   early feature maps once instead of at every pixel (:mod:`.bands`: 1.94 s -> 1.68 s for
-   voc-fcn8s at 500 x 500 on 2 cores, 2026-12-04);
+   convolutions and pools take the blank margins that conv1_1's pad 100 leaves around each
+   map's image rectangle from one run on a collapsed all-zero input per size, and compute the
+   rectangle alone (:mod:`.bands`: 1.40 s -> 1.19 s for voc-fcn8s at 500 x 500 on 2 cores,
+   2026-12-05; 1.21 s against OpenVINO's 1.68 s);
 4. ``compile``: ``torch.compile`` of the model with Inductor's ``freezing`` (weights folded and
    pre-packed, conv + ReLU fused by Inductor itself), where 2-3 cannot be had (it needs a
    C++ compiler; the first call compiles, ~7-25 s for voc-fcn8s on 2 cores).
@@ -29,8 +31,9 @@ voc-fcn8s from 2.52 s to 1.92 s, steps 1-3 then to 1.76 s.
 max(1, max|eager|)) of the eager model on a probe input; the summation order of oneDNN's NHWC
 kernels differs from NCHW, measured 2.1e-6 on voc-fcn8s at 500 x 500. On 2 AMD EPYC cores
 (benchmarks/README.md) ``fused-nhwc`` and ``compile-freezing`` run equally fast (1.76 s and
-1.80 s against 2.52 s eager); the fused path needs no compiler, compiles nothing and holds
-no second copy of the weights, so it comes first, after its banded form ``bands-nhwc``.
+1.80 s against 2.52 s eager, before the packed weights); the fused path needs no compiler
+and compiles nothing, so it comes first, after its banded form ``bands-nhwc`` (both hold the
+packed weights, a second copy: +538 MB for voc-fcn8s).
 """
 import copy
 
@@ -104,8 +107,7 @@ def fused(model, channels_last=True, inplace=False, bands=False):
     of ``model`` sharing its layers). ``inplace`` re-lays the model's own conv weights out as
     NHWC instead of copying them (538 MB less for voc-fcn8s; ``model`` still works, its
     convolutions then run NHWC). ``bands`` (with ``channels_last``): the trunk's convolutions
-    compute their constant bands once (:mod:`.bands`; the constants are taken from the weights
-    now)."""
+    and pools take their blank margins from one run per input size (:mod:`.bands`)."""
     model.eval()
     if not hasattr(torch.ops.mkldnn, "_convolution_pointwise") or \
             not torch.backends.mkldnn.is_available():
