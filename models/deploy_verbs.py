@@ -236,9 +236,10 @@ def _add_bench_verb(verbs, load_checkpoint, train_step):
     p.add_argument("--warmup", type=int, default=1, help="untimed passes first (default 1)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--fast", action="store_true", help=(
-        "also time fcn-port's fast path (plain ops, conv+ReLU fused, channels-last; "
-        "torch.compile as a fallback; outputs within 1e-5 of eager) after telling malloc to "
-        "keep freed memory"))
+        "also time fcn-port's fast path, what infer --backend fast runs (the blank margins "
+        "once per size, conv+ReLU fused with packed weights, channels-last; torch.compile as "
+        "a fallback; outputs within 1e-5 of eager) after telling malloc to keep freed "
+        "memory"))
     p.add_argument("--no-compile", action="store_true",
                    help="--fast, --peers: never fall back to torch.compile")
     p.add_argument("--peers", action="store_true", help=(
