@@ -3,12 +3,13 @@ CPU path (:mod:`.fast`) or a peer runtime, checked first.
 
 ``fast`` is :func:`.fast.fast_model` (conv+ReLU fused, channels-last, packed weights, the blank
 margins computed once per size): 1.55x eager and 1.39x OpenVINO for voc-fcn8s at 500 x 500 on
-2 cores (benchmarks/README.md), within 2e-6 of eager there. For a peer, the model is exported to ONNX (:func:`.onnx.export_onnx`, height and width dynamic) in a
-private temporary folder and opened in the peer at float32 (:func:`.peers.session`). Before
-the first image the peer must agree with fcn-port: on random inputs at two sizes (one odd) its
-outputs must equal the PyTorch model's within ``rtol`` of ``max(1, max|y|)`` (1e-5, the parity
-rule); otherwise the run stops with one line and writes nothing. Then :class:`Backend` stands
-in for the model in :func:`..infer.infer_files`: ``backend(*inputs)`` runs the peer and returns
+2 cores (benchmarks/README.md), within 2e-6 of eager there. For a peer, the model is exported
+to ONNX (:func:`.onnx.export_onnx`, height and width dynamic) in a private temporary folder
+and opened in the peer at float32 (:func:`.peers.session`). Before the first image either must
+agree with fcn-port's default path: on random inputs at two sizes (one odd) its outputs must
+equal the PyTorch model's within ``rtol`` of ``max(1, max|y|)`` (1e-5, the parity rule);
+otherwise the run stops with one line and writes nothing. Then :class:`Backend` stands in for
+the model in :func:`..infer.infer_files`: ``backend(*inputs)`` runs the backend and returns
 tensors, as the model would. Both run on the CPU only.
 """
 import os

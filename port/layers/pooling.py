@@ -51,9 +51,10 @@ axes, ``torch.export``) follows the input's size. For every MAX pooling NaN is r
 window's non-NaN values, never below ``-FLT_MAX``, as in Caffe. Traced, compiled or on a GPU
 the replacement is unconditional (no data-dependent branch); eager on the CPU it is done only
 when a first pooling of the raw input shows a NaN (``max_pool2d`` propagates NaN, so a result
-without one means no window held one), which spares a full pass over the input (pool1 of
-voc-fcn8s at 500 x 500: 27 -> 8 ms). The shape checks and the empty top are still done outside ``torch.export`` /
-``torch.compile`` (under the TorchScript tracer they run, but do not enter the graph).
+without one means no window held one), which spares three passes over the input (pool1 of
+voc-fcn8s at 500 x 500: 27 -> 9-12 ms). The shape checks and the empty top are still done
+outside ``torch.export`` / ``torch.compile`` (under the TorchScript tracer they run, but do not
+enter the graph).
 
 ``SPP`` (``spp_layer.cpp``, spatial pyramid pooling) is ``pyramid_height`` of these poolings
 (``spp_param.pool``, MAX by default) over the whole H x W: level ``l`` has ``b = 2^l`` bins
