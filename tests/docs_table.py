@@ -169,6 +169,12 @@ COMMANDS = {
         "--runs 1 --warmup 0 --model voc-fcn32s"),
     "python benchmarks/train_step.py --runs 2 --json": Cmd(
         where="checkout", why=BENCH + " (the line above)", instead=None),
+    "python benchmarks/caffe_step.py --caffe-python caffe-env/bin/python --pycaffe caffe/python":
+        Cmd(where="checkout", why="needs a Caffe build (pycaffe), which the project runs without",
+            instead=None),
+    "python benchmarks/train_step.py --caffe-s 9.33": Cmd(
+        where="checkout", why=BENCH, instead="python benchmarks/train_step.py --size 64 64 "
+        "--runs 1 --warmup 0 --model voc-fcn32s --caffe-s 9.33"),
     "fcn-port bench --model voc-fcn8s --train [--fast] --json": Cmd(
         why="[--fast] is optional; " + BENCH, instead="fcn-port bench --model voc-fcn8s --train "
         "--fast --json --size 64 64 --runs 1"),
