@@ -9,9 +9,9 @@ middle 502 x 502 sees the image. Every other pixel of every later map whose rece
 misses the image holds what it would hold for an all-zero image: the map of a *blank* input.
 A blank map is a per-channel constant in its middle, plus a thin frame along the map's edges
 where a layer's zero padding meets a constant that is not zero, and that frame depends only
-on the distance to the edge. For voc-fcn8s at 500 x 500 about 80 of the 300 GFLOP of
-conv1-conv5 are spent on such pixels (conv1_2's map is 48 % margin, conv3_3's 40 %, conv4_3's
-17 %, conv5's under 10 %).
+on the distance to the edge. For voc-fcn8s at 500 x 500, 112 of the 300 GFLOP of conv1-conv5
+are spent on such pixels (conv1_2's map is 48 % margin, conv3_3's 40 %, conv4_3's 29 %,
+conv5_1's 17 %, conv5_3's none).
 
 How it is computed here
 -----------------------
