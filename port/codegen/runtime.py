@@ -10,9 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers.crop import crop
 from ..layers.eltwise import eltwise
+from ..layers.pooling import (_no_nan, pooled_size, _widths, _max_pool, _sum_pool,  # as they
+                              _divisor, pool)  # are defined there, which files keep
 
-SHARED = (eltwise,)  # the interpreter's own functions, copied into files as they are
+# the interpreter's own functions, copied into files as they are
+SHARED = (crop, eltwise, _no_nan, pooled_size, _widths, _max_pool, _sum_pool, _divisor, pool)
 
 FLT_MAX = 3.4028234663852886e38
 
@@ -49,50 +53,6 @@ def conv(x, w, b, stride, pad, dilation, groups):
 def deconv(x, w, b, stride, pad, dilation, groups):
     """Caffe's Deconvolution: conv_transpose with no output padding."""
     return F.conv_transpose2d(x, w, b, stride, pad, 0, groups, dilation)
-
-
-def _pooled(size, kernel, stride, pad, ceil):
-    out = []
-    for h, k, s, p in zip(size, kernel, stride, pad):
-        q = (torch.tensor(float(h + 2 * p - k)) / torch.tensor(float(s))).item()  # float32
-        n = int(torch.tensor(q).ceil() if ceil else torch.tensor(q).floor()) + 1
-        if p > 0 and (n - 1) * s >= h + p:
-            n -= 1
-        out.append(n)
-    return out
-
-
-def pool(x, method, kernel, stride, pad, ceil=True):
-    """Caffe's Pooling (port/layers/pooling.py): its pooled size, windows clipped to the image
-    (MAX never below -FLT_MAX, NaN never wins), AVE divided by the window clipped at H + pad,
-    STOCHASTIC (TEST) ``sum x^2 / sum x`` where ``sum x > 0``, else 0."""
-    kernel = kernel or tuple(x.shape[2:])  # global pooling
-    (oh, ow) = _pooled(x.shape[2:], kernel, stride, pad, ceil)
-    (h, w), (ph, pw), (sh, sw), (kh, kw) = x.shape[2:], pad, stride, kernel
-    right, bottom = max(0, (ow - 1) * sw + kw - (w + pw)), max(0, (oh - 1) * sh + kh - (h + ph))
-    widths = (pw, pw + right, ph, ph + bottom)
-    if method == "MAX":
-        x = torch.where(torch.isnan(x), torch.full_like(x, -FLT_MAX), x)
-        y = F.max_pool2d(F.pad(x, widths, value=-FLT_MAX), kernel, stride)
-        return y[:, :, :oh, :ow].clamp_min(-FLT_MAX)
-    total = F.avg_pool2d(F.pad(x, widths), kernel, stride, divisor_override=1)[:, :, :oh, :ow]
-    if method == "STOCHASTIC":
-        squares = F.avg_pool2d(F.pad(x * x, widths), kernel, stride, divisor_override=1)
-        return torch.where(total > 0, squares[:, :, :oh, :ow] / total, torch.zeros_like(total))
-    sizes = []
-    for n, k, s, p, size in ((oh, kh, sh, ph, h), (ow, kw, sw, pw, w)):
-        start = torch.arange(n) * s - p
-        sizes.append(torch.clamp(start + k, max=size + p) - start)
-    return total / (sizes[0][:, None] * sizes[1][None, :]).to(x.dtype)
-
-
-def crop(x, like, axis, offsets):
-    """Caffe's Crop (port/layers/crop.py): bottom 0 cut to bottom 1's size from ``axis`` on,
-    at ``offsets`` (one for all axes, or one per axis)."""
-    for i in range(axis, x.dim()):
-        o = offsets[0] if len(offsets) == 1 else offsets[i - axis] if offsets else 0
-        x = x[(slice(None),) * i + (slice(o, o + like.shape[i]),)]
-    return x
 
 
 def batch_norm(x, blobs, eps):

@@ -1,4 +1,4 @@
-"""More functions a generated net file carries (see :mod:`.runtime`): pyramid pooling and im2col,
+"""More functions a generated net file carries (see :mod:`.runtime`): im2col,
 the reductions and selections, the losses' forward values, the recurrent layers and SSD's.
 
 Each follows the layer module its docstring names (which says how Caffe computes it); these are
@@ -7,23 +7,10 @@ forward only, for inference: the interpreter's layers also give Caffe's backward
 import torch
 import torch.nn.functional as F
 
+from ..layers.pooling import spp
 from ..layers.recurrent import lstm_unit
-from .runtime import pool
 
-SHARED = (lstm_unit,)  # the interpreter's own functions, copied into files as they are
-
-
-def spp(x, method, height):
-    """Caffe's SPP (port/layers/pooling.py): level l pools 2^l x 2^l bins, kernel ceil(H / bins),
-    stride = kernel, pad (kernel * bins - H + 1) // 2; one level's top as is, else every
-    level flattened and concatenated."""
-    tops = []
-    for level in range(height):
-        bins = 2 ** level
-        kernel = tuple(-(-size // bins) for size in x.shape[2:])
-        pad = tuple((k * bins - size + 1) // 2 for k, size in zip(kernel, x.shape[2:]))
-        tops.append(pool(x, method, kernel, kernel, pad))
-    return tops[0] if len(tops) == 1 else torch.cat([t.flatten(1) for t in tops], 1)
+SHARED = (spp, lstm_unit)  # the interpreter's own functions, copied into files as they are
 
 
 def im2col(x, kernel, stride, pad, dilation):

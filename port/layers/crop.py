@@ -27,6 +27,16 @@ from .base import CaffeLayer, canonical_axis
 from .registry import register
 
 
+def crop(x, like, axis, offsets):
+    """``x`` cut to ``like``'s size on every axis from ``axis`` on, from ``offsets`` (none: 0;
+    one: for every axis; else one per axis). The Crop layer runs this after Caffe's checks,
+    and codegen copies it into the files it writes."""
+    for i in range(axis, x.dim()):  # sized by the reference at run time
+        o = offsets[0] if len(offsets) == 1 else offsets[i - axis] if offsets else 0
+        x = x[(slice(None),) * i + (slice(o, o + like.shape[i]),)]
+    return x
+
+
 @register("Crop")
 class Crop(CaffeLayer):
     def __init__(self, lp, bottom_shapes, phase="TEST"):
@@ -71,10 +81,7 @@ class Crop(CaffeLayer):
     def forward(self, x, ref):
         if not torch.compiler.is_compiling():  # torch.export / compile: no Python size checks
             self.top_shapes([tuple(x.shape), tuple(ref.shape)])
-        for i in range(self.axis, self.ndim):  # sized by the reference at run time
-            o = self._offset(i)
-            x = x[(slice(None),) * i + (slice(o, o + ref.shape[i]),)]
-        return x
+        return crop(x, ref, self.axis, self.offsets)
 
     def extra_repr(self):
         return f"name={self.name!r}, axis={self.axis}, offset={self.offsets or [0]}"

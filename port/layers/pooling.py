@@ -9,7 +9,8 @@ Per spatial axis (``H`` input, ``k`` kernel, ``s`` stride, ``p`` pad)::
     if p > 0 and (pooled - 1) * s >= H + p:      the last window would start in the right-hand
         pooled -= 1                              padding: drop it (only when p > 0)
 
-(the division is done in float32, as in Caffe). Window ``i`` starts at ``i*s - p``.
+(Caffe divides in float32; below 2^24 that rounding never moves a quotient across an
+integer, so :func:`pooled_size` divides integers). Window ``i`` starts at ``i*s - p``.
 
 * MAX starts each output at ``-FLT_MAX`` and replaces it when it finds a strictly greater
   value. It scans the part of the window that lies inside the image. So padding never wins,
@@ -56,12 +57,17 @@ voc-fcn8s at 500 x 500: 27 -> 9-12 ms). The shape checks and the empty top are s
 outside ``torch.export`` / ``torch.compile`` (under the TorchScript tracer they run, but do not
 enter the graph).
 
+The arithmetic is in torch-only functions (:func:`pool`, :func:`spp` and their helpers):
+the layers run them, and ``fcn-port codegen`` copies their source into the files it writes,
+so a generated net pools as the interpreter does.
+
 ``SPP`` (``spp_layer.cpp``, spatial pyramid pooling) is ``pyramid_height`` of these poolings
 (``spp_param.pool``, MAX by default) over the whole H x W: level ``l`` has ``b = 2^l`` bins
 per axis, ``kernel = ceil(H / b)``, ``stride = kernel``, ``pad = (kernel * b - H + 1) / 2``
 (integer division), each flattened to (N, C * pooled) and concatenated along axis 1. With one
-level the top is that pooling's own (N, C, 1, 1). Each level is a :class:`Pooling` here, so
-the rules above hold per level (a pad that reaches the kernel is Caffe's error too).
+level the top is that pooling's own (N, C, 1, 1). Each level is checked as a :class:`Pooling`
+and pooled by :func:`pool`, so the rules above hold per level (a pad that reaches the kernel
+is Caffe's error too).
 """
 import math
 
@@ -81,6 +87,101 @@ def _no_nan(x):
     """NaN as -FLT_MAX: Caffe's strict '>' never picks NaN (its running max starts at -FLT_MAX,
     so the pooled result is clamped at -FLT_MAX afterwards, which also covers -inf)."""
     return torch.where(torch.isnan(x), torch.full_like(x, -FLT_MAX), x)
+
+
+def pooled_size(size, kernel, stride, pad, ceil=True):
+    """Caffe's pooled (height, width) for a bottom of spatial ``size`` (``PoolingLayer::
+    Reshape``): ``(h + 2 pad - kernel) / stride`` rounded up (CEIL) or down, plus one; with
+    padding, a last window that would start in the padding is dropped. Caffe divides in
+    float32; for spans under 2^24 that rounding never carries a quotient across an integer (a
+    non-integer quotient is at least 1 / stride from one), so integer division gives the same
+    sizes."""
+    out = []
+    for h, k, s, p in zip(size, kernel, stride, pad):
+        span = h + 2 * p - k
+        n = (-(-span // s) if ceil else span // s) + 1
+        if p > 0 and (n - 1) * s >= h + p:
+            n -= 1  # the last window would start in the padding
+        out.append(n)
+    return tuple(out)
+
+
+def _widths(size, kernel, stride, pad, pooled):
+    """F.pad widths (left, right, top, bottom): Caffe's pad, plus whatever the last window needs
+    past the right/bottom edge."""
+    (ph, pw), (sh, sw), (kh, kw), (h, w), (oh, ow) = pad, stride, kernel, size, pooled
+    right = max(0, (ow - 1) * sw + kw - (w + pw))
+    bottom = max(0, (oh - 1) * sh + kh - (h + ph))
+    return (pw, pw + right, ph, ph + bottom)
+
+
+def _max_pool(x, kernel, stride, pad, pooled, plain):
+    """MAX over each window clipped to the image, never below -FLT_MAX (NaN propagates)."""
+    if plain:  # Caffe's geometry is max_pool2d's: nothing sized in Python
+        return F.max_pool2d(x, kernel, stride, ceil_mode=True).clamp_min(-FLT_MAX)
+    widths = _widths(x.shape[2:], kernel, stride, pad, pooled)
+    xp = F.pad(x, widths, value=-FLT_MAX) if any(widths) else x
+    y = F.max_pool2d(xp, kernel, stride)[:, :, :pooled[0], :pooled[1]]
+    return y.clamp_min(-FLT_MAX)  # Caffe's running max never drops below -FLT_MAX
+
+
+def _sum_pool(x, kernel, stride, pad, pooled):
+    """Sum of each window's part inside the image: zero padding, then sum pooling."""
+    widths = _widths(x.shape[2:], kernel, stride, pad, pooled)
+    xp = F.pad(x, widths) if any(widths) else x
+    return F.avg_pool2d(xp, kernel, stride, divisor_override=1)[:, :, :pooled[0], :pooled[1]]
+
+
+def _divisor(x, kernel, stride, pad, pooled):
+    """Caffe's AVE divisor per output: the window clipped at H + pad, padding included."""
+    sizes = []
+    for n, k, s, p, h in zip(pooled, kernel, stride, pad, x.shape[2:]):
+        start = torch.arange(n, dtype=torch.int64) * s - p
+        sizes.append(torch.clamp(start + k, max=h + p) - start)
+    div = sizes[0][:, None] * sizes[1][None, :]  # (pooled_h, pooled_w)
+    return div.to(device=x.device, dtype=x.dtype)
+
+
+def pool(x, method, kernel, stride, pad, ceil=True):
+    """Caffe's Pooling of ``x`` (N, C, H, W) with one top: "MAX", "AVE" or "STOCHASTIC" (its
+    TEST phase: ``sum x^2 / sum x`` where ``sum x > 0``, else 0); ``kernel`` None for global
+    pooling. fcn-port's Pooling layer (port/layers/pooling.py) runs this, and codegen copies
+    it into the files it writes."""
+    plain = (method == "MAX" and kernel is not None and tuple(pad) == (0, 0) and ceil
+             and all(k >= s for k, s in zip(kernel, stride)))
+    if plain and torch.compiler.is_compiling():  # torch.export / compile: no Python sizes
+        return _max_pool(_no_nan(x), kernel, stride, pad, None, True)
+    kernel = tuple(x.shape[2:]) if kernel is None else tuple(kernel)
+    pooled = pooled_size(tuple(x.shape[2:]), kernel, stride, pad, ceil)
+    top = tuple(x.shape[:2]) + pooled
+    if 0 in top:  # Caffe allows an empty top; torch's pooling does not
+        return x.new_zeros(top)
+    if method == "MAX":
+        if x.device.type == "cpu" and not (torch.jit.is_tracing()
+                                           or torch.compiler.is_compiling()):
+            y = _max_pool(x, kernel, stride, pad, pooled, plain)  # max_pool2d propagates NaN:
+            if not bool(torch.isnan(y).any()):  # a result without one had none in any window
+                return y
+        return _max_pool(_no_nan(x), kernel, stride, pad, pooled, plain)
+    total = _sum_pool(x, kernel, stride, pad, pooled)
+    if method == "AVE":
+        return total / _divisor(x, kernel, stride, pad, pooled)
+    squares = _sum_pool(x * x, kernel, stride, pad, pooled)
+    return torch.where(total > 0, squares / total, torch.zeros_like(total))
+
+
+def spp(x, method, height):
+    """Caffe's SPP of ``x`` with ``method`` ("MAX", "AVE", "STOCHASTIC") and ``height``
+    levels: level l pools 2^l x 2^l bins, kernel ceil(H / bins), stride = kernel, pad
+    (kernel * bins - H + 1) // 2; one level's top as is, else every level flattened and
+    concatenated. The SPP layer runs this, and codegen copies it."""
+    tops = []
+    for level in range(height):
+        bins = 2 ** level
+        kernel = tuple(-(-size // bins) for size in x.shape[2:])
+        pad = tuple((k * bins - size + 1) // 2 for k, size in zip(kernel, x.shape[2:]))
+        tops.append(pool(x, method, kernel, kernel, pad))
+    return tops[0] if len(tops) == 1 else torch.cat([t.flatten(1) for t in tops], 1)
 
 
 @register("Pooling")
@@ -149,17 +250,11 @@ class Pooling(CaffeLayer):
             self.fail(f"bottom must have 4 axes (num, channels, height, width), got {shape}")
         size = tuple(shape[2:])
         kernel = size if self.global_pooling else self.kernel
-        pooled = []
-        for h, k, s, p in zip(size, kernel, self.stride, self.pad):
-            q = np.float32(h + 2 * p - k) / np.float32(s)  # Caffe divides in float
-            n = int(math.ceil(q) if self.ceil else math.floor(q)) + 1
-            if p > 0 and (n - 1) * s >= h + p:
-                n -= 1  # the last window would start in the padding
-            pooled.append(n)
+        pooled = pooled_size(size, kernel, self.stride, self.pad, self.ceil)
         if min(pooled) < 0:
-            self.fail(f"negative output size {tuple(pooled)} for input {size} with kernel "
+            self.fail(f"negative output size {pooled} for input {size} with kernel "
                       f"{kernel}, stride {self.stride}, pad {self.pad}")
-        return kernel, tuple(pooled)
+        return kernel, pooled
 
     def top_shapes(self, bottoms):
         shape = tuple(bottoms[0])
@@ -168,50 +263,25 @@ class Pooling(CaffeLayer):
         return [top, top] if self.with_mask else [top]
 
     def forward(self, x):
-        if self.plain and torch.compiler.is_compiling():  # torch.export / compile: no Python
-            y = F.max_pool2d(_no_nan(x), self.kernel, self.stride, ceil_mode=True)  # sizes
-            return y.clamp_min(-FLT_MAX)
+        if self.with_mask:
+            return self._max_with_mask(x)
+        if not (self.plain and torch.compiler.is_compiling()):
+            self._geometry(tuple(x.shape))  # Caffe's checks
+        return pool(x, self.method, None if self.global_pooling else self.kernel, self.stride,
+                    self.pad, self.ceil)
+
+    def _max_with_mask(self, x):
+        """MAX with Caffe's mask top: each winner's index h * W + w in its bottom plane (the
+        first of equal values, as Caffe's strict '>'), -1 where no value beat -FLT_MAX."""
         kernel, pooled = self._geometry(tuple(x.shape))
         top = tuple(x.shape[:2]) + pooled
-        if 0 in top:  # Caffe allows an empty top; torch's pooling does not
+        if 0 in top:
             empty = x.new_zeros(top)
-            return (empty, empty.clone()) if self.with_mask else empty
-        if self.method == "MAX":
-            return self._max(x, kernel, pooled)
-        if self.method == "AVE":
-            total = self._sum(x, kernel, pooled)
-            return total / self._divisor(x, kernel, pooled)
-        # STOCHASTIC, TEST phase: sum(x^2) / sum(x) where sum(x) > 0, else 0
-        total = self._sum(x, kernel, pooled)
-        squares = self._sum(x * x, kernel, pooled)
-        return torch.where(total > 0, squares / total, torch.zeros_like(total))
-
-    def _padding(self, size, kernel, pooled):
-        """F.pad widths (left, right, top, bottom): Caffe's pad, plus whatever the last window
-        needs past the right/bottom edge."""
-        (ph, pw), (sh, sw), (kh, kw) = self.pad, self.stride, kernel
-        (h, w), (oh, ow) = size, pooled
-        right = max(0, (ow - 1) * sw + kw - (w + pw))
-        bottom = max(0, (oh - 1) * sh + kh - (h + ph))
-        return (pw, pw + right, ph, ph + bottom)
-
-    def _max(self, x, kernel, pooled):
-        if x.device.type == "cpu" and not (torch.jit.is_tracing()
-                                           or torch.compiler.is_compiling()):
-            out = self._max_of(x, kernel, pooled)  # max_pool2d propagates NaN: a result
-            if not bool(torch.isnan(out[0] if self.with_mask else out).any()):  # without
-                return out                         # one had none in any window
-        return self._max_of(_no_nan(x), kernel, pooled)
-
-    def _max_of(self, x, kernel, pooled):
-        if self.plain:  # Caffe's geometry is max_pool2d's: nothing sized in Python
-            return F.max_pool2d(x, kernel, self.stride, ceil_mode=True).clamp_min(-FLT_MAX)
-        widths = self._padding(x.shape[2:], kernel, pooled)
+            return empty, empty.clone()
+        x = _no_nan(x)
+        widths = _widths(x.shape[2:], kernel, self.stride, self.pad, pooled)
         xp = F.pad(x, widths, value=-FLT_MAX) if any(widths) else x
         oh, ow = pooled
-        if not self.with_mask:
-            y = F.max_pool2d(xp, kernel, self.stride)[:, :, :oh, :ow]
-            return y.clamp_min(-FLT_MAX)  # Caffe's running max never drops below -FLT_MAX
         y, idx = F.max_pool2d(xp, kernel, self.stride, return_indices=True)
         y, idx = y[:, :, :oh, :ow].clamp_min(-FLT_MAX), idx[:, :, :oh, :ow]
         # index into the padded plane -> Caffe's h * W + w in the bottom's plane; -1: no winner
@@ -219,22 +289,6 @@ class Pooling(CaffeLayer):
         mask = (idx // wp - widths[2]) * w + (idx % wp - widths[0])
         mask = torch.where(y > -FLT_MAX, mask, torch.full_like(mask, -1)).to(x.dtype)
         return y, mask
-
-    def _sum(self, x, kernel, pooled):
-        """Sum of each window's part inside the image: zero padding, then sum pooling."""
-        widths = self._padding(x.shape[2:], kernel, pooled)
-        xp = F.pad(x, widths) if any(widths) else x
-        total = F.avg_pool2d(xp, kernel, self.stride, divisor_override=1)
-        return total[:, :, :pooled[0], :pooled[1]]
-
-    def _divisor(self, x, kernel, pooled):
-        """Caffe's AVE divisor per output: the window clipped at H + pad, padding included."""
-        sizes = []
-        for n, k, s, p, h in zip(pooled, kernel, self.stride, self.pad, x.shape[2:]):
-            start = torch.arange(n, dtype=torch.int64) * s - p
-            sizes.append(torch.clamp(start + k, max=h + p) - start)
-        div = sizes[0][:, None] * sizes[1][None, :]  # (pooled_h, pooled_w)
-        return div.to(device=x.device, dtype=x.dtype)
 
     def extra_repr(self):
         kernel = "global" if self.global_pooling else self.kernel
@@ -278,5 +332,6 @@ class SPP(CaffeLayer):
         return [(shape[0], sum(math.prod(t[1:]) for t in tops))]
 
     def forward(self, x):
-        tops = [pool(x) for pool in self.levels(tuple(x.shape))]
-        return tops[0] if len(tops) == 1 else torch.cat([t.flatten(1) for t in tops], 1)
+        self.levels(tuple(x.shape))  # Caffe's checks, per level
+        return spp(x, _P.PoolMethod.Name(self.lp.spp_param.pool),
+                   self.lp.spp_param.pyramid_height)

@@ -71,6 +71,23 @@ def caffe_pool(x, method, k, s, p, ceil=True):
     return top, mask
 
 
+def test_pooled_size_is_caffes_float32_division():
+    """pooled_size divides integers; Caffe divides in float32 (caffe_pool's loop above). Every
+    size up to 1200 and 70000-70100, kernels 1-16, strides 1-9, pads below the kernel."""
+    from fcn_port.port.layers.pooling import pooled_size
+
+    sizes = list(range(1, 1201)) + list(range(70000, 70100))
+    for k, s, ceil in itertools.product(range(1, 17), range(1, 10), (True, False)):
+        for p in {0, k // 2, k - 1}:
+            h = np.array(sizes)
+            q = (h + 2 * p - k).astype(np.float32) / np.float32(s)
+            want = (np.ceil(q) if ceil else np.floor(q)).astype(np.int64) + 1
+            if p:
+                want -= (want - 1) * s >= h + p
+            got = [pooled_size((n,), (k,), (s,), (p,), ceil)[0] for n in sizes]
+            assert got == want.tolist(), (k, s, p, ceil)
+
+
 POOL_CONFIGS = [  # (kernel, stride, pad, ceil, input H x W)
     ((3, 3), (2, 2), (1, 1), True, (9, 12)),
     ((3, 3), (3, 3), (2, 2), True, (7, 8)),
