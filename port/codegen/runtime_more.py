@@ -7,10 +7,11 @@ forward only, for inference: the interpreter's layers also give Caffe's backward
 import torch
 import torch.nn.functional as F
 
+from ..layers.detection import _decode, _nms, detection_output
 from ..layers.pooling import spp
 from ..layers.recurrent import lstm_unit
 
-SHARED = (spp, lstm_unit)  # the interpreter's own functions, copied into files as they are
+SHARED = (spp, lstm_unit, _decode, _nms, detection_output)  # the interpreter's own functions, copied into files as they are
 
 
 def im2col(x, kernel, stride, pad, dilation):
@@ -235,71 +236,3 @@ def prior_box(fmap, image, sizes, img, step, offset, clip, variance):
         boxes = boxes.clamp(0, 1)
     var = torch.tensor(variance, dtype=f32).repeat(boxes.numel() // len(variance) + 1)
     return torch.stack([boxes, var[:boxes.numel()]])[None]
-
-
-def _decode(prior, var, off, code):
-    """SSD's DecodeBBox (port/layers/detection.py): CORNER, CENTER_SIZE or CORNER_SIZE."""
-    size = torch.stack([prior[:, 2] - prior[:, 0], prior[:, 3] - prior[:, 1]] * 2, 1)
-    if code == "CORNER":
-        return prior + var * off
-    if code == "CORNER_SIZE":
-        return prior + var * off * size
-    centre = ((prior[:, :2].double() + prior[:, 2:].double()) / 2).float()
-    c = var[:, :2] * off[:, :2] * size[:, :2] + centre
-    half = (torch.exp((var[:, 2:] * off[:, 2:]).double()).float() * size[:, 2:]).double() / 2
-    return torch.cat([c - half, c + half], 1).float()
-
-
-def _nms(boxes, scores, score_threshold, threshold, eta, top_k):
-    """SSD's ApplyNMSFast: kept indices by descending score (stable), IoU <= threshold."""
-    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    areas = torch.where((w < 0) | (h < 0), torch.zeros_like(w), w * h)
-    order = torch.nonzero(scores > score_threshold).reshape(-1)
-    order = order[torch.sort(-scores[order], stable=True).indices]
-    order = order[:top_k] if top_k > -1 else order
-    kept = []
-    for i in order.tolist():
-        if kept:
-            b, o = boxes[i], boxes[kept]
-            iw = torch.minimum(b[2], o[:, 2]) - torch.maximum(b[0], o[:, 0])
-            ih = torch.minimum(b[3], o[:, 3]) - torch.maximum(b[1], o[:, 1])
-            inter = iw * ih
-            iou = torch.where((iw > 0) & (ih > 0), inter / (areas[i] + areas[kept] - inter), 0)
-            if bool((iou > threshold).any()):
-                continue
-        kept.append(i)
-        if eta < 1 and threshold > 0.5:
-            threshold = torch.tensor(threshold * eta, dtype=torch.float32).item()
-    return kept
-
-
-def detection_output(loc, conf, prior, classes, share, background, code, in_target,
-                     score_threshold, threshold, eta, top_k, keep_top_k):
-    """SSD's DetectionOutput (port/layers/detection.py): decoded boxes, per-class NMS, the best
-    keep_top_k per image; rows [image, label, score, xmin, ymin, xmax, ymax] (1 x 1 x n x 7),
-    one row of -1 per image when nothing is kept."""
-    num, per = loc.shape[0], 1 if share else classes
-    prior = prior.reshape(2, -1, 4)
-    n = prior.shape[1]
-    var = torch.ones_like(prior[1]) if in_target else prior[1]
-    loc, conf = loc.reshape(num, n, per, 4), conf.reshape(num, n, classes)
-    rows = []
-    for i in range(num):
-        boxes = {c: _decode(prior[0], var, loc[i, :, c], code) for c in range(per)
-                 if (-1 if share else c) != background}
-        found = []
-        for c in range(classes):
-            if c != background and (0 if share else c) in boxes:
-                found += [(c, k) for k in _nms(boxes[0 if share else c], conf[i, :, c],
-                                               score_threshold, threshold, eta, top_k)]
-        if -1 < keep_top_k < len(found):
-            scores = torch.stack([conf[i, k, c] for c, k in found])
-            best = torch.sort(-scores, stable=True).indices[:keep_top_k].tolist()
-            found = sorted((found[j] for j in best), key=lambda ck: ck[0])
-        for c, k in found:
-            box = boxes[0 if share else c][k]
-            rows.append(torch.cat([torch.tensor([i, c], dtype=conf.dtype), conf[i, k, c:c + 1],
-                                   box]))
-    if not rows:
-        return torch.tensor([[i] + [-1] * 6 for i in range(num)], dtype=conf.dtype)[None, None]
-    return torch.stack(rows)[None, None]

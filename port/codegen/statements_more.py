@@ -3,6 +3,7 @@ and the SSD fork's layers.
 """
 import numpy as np
 
+from ..layers.detection import CODES
 from .statements import WRITERS, _axis, _f, writes
 
 __all__ = ["WRITERS"]  # with this module's writers registered: every one
@@ -89,7 +90,7 @@ def _prior_box(s):
 @writes("DetectionOutput")
 def _detection_output(s):
     p, k = s.lp.detection_output_param, s.layer
-    code = {1: "CORNER", 2: "CENTER_SIZE", 3: "CORNER_SIZE"}[p.code_type]
+    code = CODES[p.code_type]
     top_k = p.nms_param.top_k if p.nms_param.HasField("top_k") else -1
     return (f"detection_output({', '.join(s.b)}, {k.classes}, {k.share}, "
             f'{p.background_label_id}, "{code}", {p.variance_encoded_in_target}, '

@@ -37,69 +37,90 @@ Where PyTorch differs
 ---------------------
 ``torchvision.ops.batched_nms`` suppresses with ``IoU > threshold`` as here, but sorts
 unstably, has no ``eta``, no top_k before NMS, and needs torchvision. This layer computes
-Caffe's loops in numpy float32; the top's size depends on the data. It has no gradient.
+Caffe's loops in torch float32 (float64 where Caffe computes in double), in functions that
+codegen copies into the files it writes; the top's size depends on the data. It has no
+gradient.
 """
 import numpy as np
 import torch
 
 from .base import CaffeLayer
 from .registry import register
-from ..formats.proto import caffe_pb2
 
 f32 = np.float32
-_CODE = caffe_pb2.PriorBoxParameter
+CODES = {1: "CORNER", 2: "CENTER_SIZE", 3: "CORNER_SIZE"}  # PriorBoxParameter.CodeType
 
 
-def decode(prior, var, offset, code, in_target):
-    """``DecodeBBox`` for arrays of (P, 4) priors, variances and offsets: (boxes, areas)."""
-    v = np.ones_like(var) if in_target else var
-    if code == _CODE.CORNER:
-        boxes = prior + v * offset
-    elif code == _CODE.CORNER_SIZE:
-        size = np.stack([prior[:, 2] - prior[:, 0], prior[:, 3] - prior[:, 1]] * 2, 1)
-        boxes = prior + v * offset * size
-    else:
-        pw, ph = prior[:, 2] - prior[:, 0], prior[:, 3] - prior[:, 1]
-        pcx = ((prior[:, 0].astype(np.float64) + prior[:, 2]) / 2.).astype(f32)
-        pcy = ((prior[:, 1].astype(np.float64) + prior[:, 3]) / 2.).astype(f32)
-        cx, cy = v[:, 0] * offset[:, 0] * pw + pcx, v[:, 1] * offset[:, 1] * ph + pcy
-        w = np.exp((v[:, 2] * offset[:, 2]).astype(np.float64)).astype(f32) * pw
-        h = np.exp((v[:, 3] * offset[:, 3]).astype(np.float64)).astype(f32) * ph
-        half_w, half_h = w.astype(np.float64) / 2., h.astype(np.float64) / 2.
-        boxes = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], 1).astype(f32)
-    boxes = boxes.astype(f32)
+def _decode(prior, var, off, code):
+    """``DecodeBBox`` of (P, 4) priors, variances and offsets: CORNER, CENTER_SIZE or
+    CORNER_SIZE."""
+    size = torch.stack([prior[:, 2] - prior[:, 0], prior[:, 3] - prior[:, 1]] * 2, 1)
+    if code == "CORNER":
+        return prior + var * off
+    if code == "CORNER_SIZE":
+        return prior + var * off * size
+    centre = ((prior[:, :2].double() + prior[:, 2:].double()) / 2).float()
+    c = var[:, :2] * off[:, :2] * size[:, :2] + centre
+    half = (torch.exp((var[:, 2:] * off[:, 2:]).double()).float() * size[:, 2:]).double() / 2
+    return torch.cat([c - half, c + half], 1).float()
+
+
+def _nms(boxes, scores, score_threshold, threshold, eta, top_k):
+    """``ApplyNMSFast``: the kept indices, by descending score (a stable sort); a box is kept
+    when its ``JaccardOverlap`` with every kept one is ``<= threshold`` (so a NaN overlap
+    drops it, as in Caffe)."""
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    areas = np.where((w < 0) | (h < 0), f32(0), w * h).astype(f32)
-    return boxes, areas
-
-
-def overlap(box, area, others, other_areas):
-    """``JaccardOverlap`` of one box with each of ``others`` (float, as Caffe)."""
-    apart = (others[:, 0] > box[2]) | (others[:, 2] < box[0]) | (others[:, 1] > box[3]) | \
-        (others[:, 3] < box[1])
-    iw = np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0])
-    ih = np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1])
-    inter = (iw * ih).astype(f32)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = inter / (area + other_areas - inter)
-    return np.where(apart | (iw <= 0) | (ih <= 0), f32(0), iou)
-
-
-def nms(boxes, areas, scores, score_threshold, threshold, eta, top_k):
-    """``ApplyNMSFast``: the kept indices, by descending score."""
-    order = np.flatnonzero(scores > score_threshold)
-    order = order[np.argsort(-scores[order], kind="stable")]
-    if top_k > -1:
-        order = order[:top_k]
-    kept, adaptive = [], f32(threshold)
-    for i in order:
-        keep = not kept or bool((overlap(boxes[i], areas[i], boxes[kept], areas[kept])
-                                 <= adaptive).all())
-        if keep:
-            kept.append(int(i))
-            if eta < 1 and adaptive > 0.5:
-                adaptive = f32(adaptive * f32(eta))
+    areas = torch.where((w < 0) | (h < 0), torch.zeros_like(w), w * h)
+    order = torch.nonzero(scores > score_threshold).reshape(-1)
+    order = order[torch.sort(-scores[order], stable=True).indices]
+    order = order[:top_k] if top_k > -1 else order
+    kept = []
+    for i in order.tolist():
+        if kept:
+            b, o = boxes[i], boxes[kept]
+            iw = torch.minimum(b[2], o[:, 2]) - torch.maximum(b[0], o[:, 0])
+            ih = torch.minimum(b[3], o[:, 3]) - torch.maximum(b[1], o[:, 1])
+            inter = iw * ih
+            iou = torch.where((iw > 0) & (ih > 0), inter / (areas[i] + areas[kept] - inter), 0)
+            if not bool((iou <= threshold).all()):
+                continue
+        kept.append(i)
+        if eta < 1 and threshold > 0.5:
+            threshold = torch.tensor(threshold * eta, dtype=torch.float32).item()
     return kept
+
+
+def detection_output(loc, conf, prior, classes, share, background, code, in_target,
+                     score_threshold, threshold, eta, top_k, keep_top_k):
+    """SSD's DetectionOutput of float32 ``loc``, ``conf`` and ``prior``: decoded boxes,
+    per-class NMS, the best ``keep_top_k`` per image; rows [image, label, score, xmin, ymin,
+    xmax, ymax] (1 x 1 x n x 7), one row of -1 per image when nothing is kept. The layer
+    runs this, and codegen copies it."""
+    num, per = loc.shape[0], 1 if share else classes
+    prior = prior.reshape(2, -1, 4)
+    n = prior.shape[1]
+    var = torch.ones_like(prior[1]) if in_target else prior[1]
+    loc, conf = loc.reshape(num, n, per, 4), conf.reshape(num, n, classes)
+    rows = []
+    for i in range(num):
+        boxes = {c: _decode(prior[0], var, loc[i, :, c], code) for c in range(per)
+                 if (-1 if share else c) != background}
+        found = []
+        for c in range(classes):
+            if c != background and (0 if share else c) in boxes:
+                found += [(c, k) for k in _nms(boxes[0 if share else c], conf[i, :, c],
+                                               score_threshold, threshold, eta, top_k)]
+        if -1 < keep_top_k < len(found):
+            scores = torch.stack([conf[i, k, c] for c, k in found])
+            best = torch.sort(-scores, stable=True).indices[:keep_top_k].tolist()
+            found = sorted((found[j] for j in best), key=lambda ck: ck[0])
+        for c, k in found:
+            box = boxes[0 if share else c][k]
+            rows.append(torch.cat([torch.tensor([i, c], dtype=conf.dtype), conf[i, k, c:c + 1],
+                                   box]))
+    if not rows:
+        return torch.tensor([[i] + [-1] * 6 for i in range(num)], dtype=conf.dtype)[None, None]
+    return torch.stack(rows)[None, None]
 
 
 @register("DetectionOutput")
@@ -134,36 +155,10 @@ class DetectionOutput(CaffeLayer):
     @torch.no_grad()
     def forward(self, loc, conf, prior):
         p = self.lp.detection_output_param
-        num, per = loc.shape[0], 1 if self.share else self.classes
-        pri = prior.detach().cpu().numpy().astype(f32).reshape(2, -1, 4)
-        n = pri.shape[1]
-        locs = loc.detach().cpu().numpy().astype(f32).reshape(num, n, per, 4)
-        confs = conf.detach().cpu().numpy().astype(f32).reshape(num, n, self.classes)
-        rows = []
-        for i in range(num):
-            decoded = {}
-            for c in range(per):
-                label = -1 if self.share else c
-                if label != p.background_label_id:
-                    decoded[label] = decode(pri[0], pri[1], locs[i, :, c], p.code_type,
-                                            p.variance_encoded_in_target)
-            found = []  # (label, index) in Caffe's order
-            for c in range(self.classes):
-                if c == p.background_label_id or (-1 if self.share else c) not in decoded:
-                    continue
-                boxes, areas = decoded[-1 if self.share else c]
-                kept = nms(boxes, areas, confs[i, :, c], self.threshold, p.nms_param.nms_threshold,
-                           p.nms_param.eta, p.nms_param.top_k if p.nms_param.HasField("top_k")
-                           else -1)
-                found += [(c, k) for k in kept]
-            if p.keep_top_k > -1 and len(found) > p.keep_top_k:
-                scores = np.array([confs[i, k, c] for c, k in found], f32)
-                best = np.argsort(-scores, kind="stable")[:p.keep_top_k]
-                found = sorted((found[j] for j in best), key=lambda ck: ck[0])  # map by label
-            for c, k in found:
-                boxes, _ = decoded[-1 if self.share else c]
-                rows.append([i, c, confs[i, k, c], *boxes[k]])
-        if not rows:
-            rows = [[i] + [-1] * 6 for i in range(num)]
-        top = torch.from_numpy(np.array(rows, f32).reshape(1, 1, -1, 7))
+        top = detection_output(
+            loc.detach().float(), conf.detach().float(), prior.detach().float(), self.classes,
+            self.share, p.background_label_id, CODES[p.code_type], p.variance_encoded_in_target,
+            float(self.threshold), float(f32(p.nms_param.nms_threshold)),
+            float(f32(p.nms_param.eta)), p.nms_param.top_k if p.nms_param.HasField("top_k")
+            else -1, p.keep_top_k)
         return top.to(loc.device)

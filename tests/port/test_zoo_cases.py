@@ -27,6 +27,23 @@ def test_zoo_case_passes_at_1e_5(case):
     assert row["pass"] and row["compared"] > 0, row
 
 
+@pytest.mark.parametrize("case", [c for c in ZOO if c.name.startswith("detection_")],
+                         ids=lambda p: p.name)
+def test_detection_output_equals_caffe_bit_for_bit(case):
+    """DetectionOutput (port/layers/detection.py, the function codegen also copies) gives
+    real Caffe's rows exactly: its float and double steps are Caffe's."""
+    import numpy as np
+    import torch
+
+    from fcn_port.port.net import from_prototxt
+
+    blobs = np.load(case / "blobs.npz")
+    net = from_prototxt(case / "net.prototxt", "TEST", weights=case / "weights.caffemodel")
+    tops = net(record=True, **{b: torch.from_numpy(blobs[f"input/{b}"])
+                               for b in net.inputs})["_tops"]
+    assert np.array_equal(tops[("det", 0)].numpy(), blobs["top/det/0"])
+
+
 def test_resnet50_needs_caffes_order_and_passes_in_it():
     plain = parity.run_case(ORACLE / "zoo" / "resnet50")
     assert not plain["pass"] and plain["where"].startswith("top/bn5")  # the documented miss
