@@ -179,7 +179,7 @@ class CaffeNet(nn.Module):
                                "earlier; layer names must be unique (weights load by name)")
             layer = self._make(lp, bottoms, input_shapes, bound, allow_python_import)
             self.layers[_module_name(lp.name)] = layer
-            tops = _named(lp, layer.top_shapes, bottoms)
+            tops = _named(lp, bottoms, layer.top_shapes, bottoms)
             if len(tops) != len(lp.top):
                 raise NetError(f"layer '{lp.name}' ({lp.type}): makes {len(tops)} tops but the "
                                f"prototxt names {len(lp.top)}")
@@ -206,7 +206,7 @@ class CaffeNet(nn.Module):
             for k, t in enumerate(lp.top):
                 if t in input_shapes:
                     _set_input_shape(lp, k, input_shapes[t])
-        layer = _named(lp, cls, lp, bottoms, self.phase, **kw)
+        layer = _named(lp, bottoms, cls, lp, bottoms, self.phase, **kw)
         if layer.is_source:
             self.inputs.extend(lp.top)
         return layer
@@ -342,15 +342,15 @@ def _sharers(targets):
                    for i, t in enumerate(tensors))
 
 
-def _named(lp, fn, *args, **kw):
-    """``fn(*args)``, with an error from inside a layer reported as that layer's."""
+def _named(lp, bottom_shapes, fn, *args, **kw):
+    """``fn(*args)``, with an error from inside a layer reported as that layer's;
+    ``bottom_shapes`` say which bottom has none when that is the cause."""
     try:
         return fn(*args, **kw)
     except LayerError:
         raise
     except (ValueError, RuntimeError, IndexError, TypeError) as e:
-        shapes = next((a for a in args if isinstance(a, list)), [])  # the bottoms' shapes
-        unknown = [b for b, shape in zip(lp.bottom, shapes) if shape is None]
+        unknown = [b for b, shape in zip(lp.bottom, bottom_shapes) if shape is None]
         if isinstance(e, TypeError) and unknown:
             raise NetError(f"layer '{lp.name}' ({lp.type}): the shape of bottom '{unknown[0]}' "
                            "is not known when the net is set up (its source declares none: give "
