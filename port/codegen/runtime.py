@@ -12,11 +12,13 @@ from torch import nn
 
 from ..layers.crop import crop
 from ..layers.eltwise import eltwise
+from ..layers.norm import lrn
 from ..layers.pooling import (_no_nan, pooled_size, _widths, _max_pool, _sum_pool,  # as they
                               _divisor, pool)  # are defined there, which files keep
 
 # the interpreter's own functions, copied into files as they are
-SHARED = (crop, eltwise, _no_nan, pooled_size, _widths, _max_pool, _sum_pool, _divisor, pool)
+SHARED = (crop, eltwise, lrn, _no_nan, pooled_size, _widths, _max_pool, _sum_pool, _divisor,
+          pool)
 
 FLT_MAX = 3.4028234663852886e38
 
@@ -73,21 +75,6 @@ def scale(x, s, b, axis):
     view = (1,) * axis + tuple(blob.shape) + (1,) * (x.dim() - axis - blob.dim())
     y = x if s is None else x * s.reshape(view)
     return y if b is None else y + b.reshape(view)
-
-
-def lrn(x, size, alpha, beta, k, within):
-    """Caffe's LRN (port/layers/norm.py): across channels ``x * (k + alpha / n * sum x^2)^-beta``
-    over the n-channel window (zero-padded), ``alpha / n`` rounded to float; within a channel
-    ``x * (1 + alpha * mean x^2)^-beta`` over the n x n window, padding counted."""
-    pad, sq = (size - 1) // 2, x * x
-    if within:
-        area = F.avg_pool2d(sq, size, stride=1, padding=pad, count_include_pad=True)
-        return x * torch.pow(1 + area * alpha, -beta)
-    padded, c = F.pad(sq, (0, 0, 0, 0, pad, pad)), x.shape[1]
-    window = padded[:, 0:c]
-    for i in range(1, size):
-        window = window + padded[:, i:i + c]
-    return x * torch.pow(window * torch.tensor(alpha / size).item() + k, -beta)
 
 
 def softmax_loss(x, label, axis, ignore_label, normalization):

@@ -16,9 +16,10 @@
 ``blob / s`` (and 0 when s is 0). ``use_global_stats`` defaults to ``phase == TEST``.
 ``y = (x - mean) / sqrt(var + eps)``, in that order (``batch_norm_layer.cpp`` scales the blobs
 by ``1 / s``, subtracts, adds ``eps``, takes the square root and divides), with a correctly
-rounded ``sqrt`` (:mod:`.exact`: torch's CPU one is not). Without global stats the batch's per-channel mean and
-*biased* variance are used (the gradient is the full batch-norm gradient, as Caffe's), and each
-forward updates the blobs: ``s = s * f + 1``, ``blob0 = blob0 * f + mean``,
+rounded ``sqrt`` (:mod:`.exact`: torch's CPU one is not). Without global stats the batch's
+per-channel mean and *biased* variance are used (the gradient is the full batch-norm gradient,
+as Caffe's), and each forward updates the blobs: ``s = s * f + 1``, ``blob0 = blob0 * f +
+mean``,
 ``blob1 = blob1 * f + m/(m-1) * var`` with ``f = moving_average_fraction`` and m the number of
 values per channel (PyTorch's ``momentum`` is ``1 - f`` applied to the statistics themselves).
 The blobs are statistics, not learned: they never receive gradients (Caffe forces their
@@ -54,6 +55,22 @@ def _f32(v):
     return float(np.float32(v))
 
 
+def lrn(x, size, alpha, beta, k, within):
+    """Caffe's LRN of ``x`` (N, C, H, W): across channels ``x * (k + alpha / n * sum x^2)^-beta``
+    over the n-channel window (zero-padded), ``alpha / n`` rounded to float32 as Caffe stores
+    it; within a channel ``x * (1 + alpha * mean x^2)^-beta`` over the n x n window, padding
+    counted. The LRN layer runs this, and codegen copies it."""
+    pad, sq = (size - 1) // 2, x * x
+    if within:
+        area = F.avg_pool2d(sq, size, stride=1, padding=pad, count_include_pad=True)
+        return x * torch.pow(1 + area * alpha, -beta)
+    padded, c = F.pad(sq, (0, 0, 0, 0, pad, pad)), x.shape[1]
+    window = padded[:, 0:c]
+    for i in range(1, size):
+        window = window + padded[:, i:i + c]
+    return x * torch.pow(window * torch.full((), alpha / size, dtype=torch.float32) + k, -beta)
+
+
 @register("LRN")
 class LRN(CaffeLayer):
     def __init__(self, lp, bottom_shapes, phase="TEST"):
@@ -73,18 +90,7 @@ class LRN(CaffeLayer):
         return [tuple(bottoms[0])]
 
     def forward(self, x):
-        pad = (self.size - 1) // 2
-        sq = x * x
-        if self.within:
-            area = F.avg_pool2d(sq, self.size, stride=1, padding=pad, count_include_pad=True)
-            return x * torch.pow(1 + area * self.alpha, -self.beta)
-        padded = F.pad(sq, (0, 0, 0, 0, pad, pad))
-        c = x.shape[1]
-        window = padded[:, 0:c]
-        for i in range(1, self.size):
-            window = window + padded[:, i:i + c]
-        scale = window * _f32(self.alpha / self.size) + self.k
-        return x * torch.pow(scale, -self.beta)
+        return lrn(x, self.size, self.alpha, self.beta, self.k, self.within)
 
 
 @register("BatchNorm")
