@@ -147,6 +147,7 @@ def _minus(block, rect):
 
 
 def _source(seg, x0, x1):
+    """The collapsed blank's slice that real positions [x0, x1) of segment ``seg`` copy."""
     start, _, source, repeat = seg
     return slice(source, source + 1) if repeat else slice(source + x0 - start,
                                                           source + x1 - start)
