@@ -250,10 +250,7 @@ class BandedConvReLU(_Banded):
         pads = (max(-j0, 0), max(j1 - W, 0), max(-i0, 0), max(i1 - H, 0))
         if any(pads):
             piece = F.pad(piece, pads)
-        piece = piece.contiguous(memory_format=torch.channels_last)
-        return torch.ops.mkldnn._convolution_pointwise(
-            piece, self.whole.packed(piece), layer.blob(1) if layer.bias_term else None,
-            [0, 0], [1, 1], [1, 1], 1, "relu", [], "")
+        return self.whole(piece.contiguous(memory_format=torch.channels_last), (0, 0))
 
 
 class BandedPool(_Banded):

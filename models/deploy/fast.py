@@ -72,11 +72,13 @@ class FusedConvReLU(nn.Module):
             self._packed = x.shape, weight
         return weight
 
-    def forward(self, x):
+    def forward(self, x, pad=None):
+        """relu(conv(x)); ``pad`` overrides the layer's (a banded piece comes padded)."""
         c = self.layer
         return torch.ops.mkldnn._convolution_pointwise(
-            x, self.packed(x), c.blob(1) if c.bias_term else None, list(c.pad), list(c.stride),
-            list(c.dilation), c.group, "relu", [], "")
+            x, self.packed(x), c.blob(1) if c.bias_term else None,
+            list(c.pad if pad is None else pad), list(c.stride), list(c.dilation), c.group,
+            "relu", [], "")
 
 
 def conv_relu_pairs(model):
