@@ -14,11 +14,11 @@ from ..layers.crop import crop
 from ..layers.eltwise import eltwise
 from ..layers.norm import lrn
 from ..layers.pooling import (_no_nan, pooled_size, _widths, _max_pool, _sum_pool,  # as they
-                              _divisor, pool)  # are defined there, which files keep
+                              _divisor, is_plain, pool)  # are defined there, which files keep
 
 # the interpreter's own functions, copied into files as they are
 SHARED = (crop, eltwise, lrn, _no_nan, pooled_size, _widths, _max_pool, _sum_pool, _divisor,
-          pool)
+          is_plain, pool)
 
 FLT_MAX = 3.4028234663852886e38
 

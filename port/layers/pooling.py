@@ -142,13 +142,19 @@ def _divisor(x, kernel, stride, pad, pooled):
     return div.to(device=x.device, dtype=x.dtype)
 
 
+def is_plain(method, kernel, stride, pad, ceil):
+    """Caffe's MAX geometry is ``max_pool2d``'s ceil mode here (see the module docstring):
+    not global (``kernel`` given), pad 0, CEIL, every kernel >= its stride."""
+    return (method == "MAX" and kernel is not None and tuple(pad) == (0, 0) and ceil
+            and all(k >= s for k, s in zip(kernel, stride)))
+
+
 def pool(x, method, kernel, stride, pad, ceil=True):
     """Caffe's Pooling of ``x`` (N, C, H, W) with one top: "MAX", "AVE" or "STOCHASTIC" (its
     TEST phase: ``sum x^2 / sum x`` where ``sum x > 0``, else 0); ``kernel`` None for global
     pooling. fcn-port's Pooling layer (port/layers/pooling.py) runs this, and codegen copies
     it into the files it writes."""
-    plain = (method == "MAX" and kernel is not None and tuple(pad) == (0, 0) and ceil
-             and all(k >= s for k, s in zip(kernel, stride)))
+    plain = is_plain(method, kernel, stride, pad, ceil)
     if plain and torch.compiler.is_compiling():  # torch.export / compile: no Python sizes
         return _max_pool(_no_nan(x), kernel, stride, pad, None, True)
     kernel = tuple(x.shape[2:]) if kernel is None else tuple(kernel)
@@ -229,10 +235,8 @@ class Pooling(CaffeLayer):
                 if p >= k:
                     self.fail(f"pad_{ax} {p} must be less than kernel_{ax} {k}")
         self.ceil = pp.round_mode == _P.CEIL
-        # Caffe's geometry equals max_pool2d's ceil mode (see the module docstring)
-        self.plain = (self.method == "MAX" and not self.global_pooling and not self.with_mask
-                      and self.pad == (0, 0) and self.ceil
-                      and all(k >= s for k, s in zip(self.kernel, self.stride)))
+        self.plain = not self.with_mask and is_plain(self.method, self.kernel, self.stride,
+                                                     self.pad, self.ceil)
         self.top_shapes(bottom_shapes)  # Caffe's SetUp ends with Reshape: check the shapes now
 
     def _pair(self, pp, field):
