@@ -10,15 +10,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.crop import crop
+from ..layers.crop import crop, crop_offset
 from ..layers.eltwise import eltwise
 from ..layers.norm import lrn
 from ..layers.pooling import (_no_nan, pooled_size, _widths, _max_pool, _sum_pool,  # as they
                               _divisor, is_plain, pool)  # are defined there, which files keep
 
 # the interpreter's own functions, copied into files as they are
-SHARED = (crop, eltwise, lrn, _no_nan, pooled_size, _widths, _max_pool, _sum_pool, _divisor,
-          is_plain, pool)
+SHARED = (crop_offset, crop, eltwise, lrn, _no_nan, pooled_size, _widths, _max_pool, _sum_pool,
+          _divisor, is_plain, pool)
 
 FLT_MAX = 3.4028234663852886e38
 

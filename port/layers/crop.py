@@ -27,12 +27,20 @@ from .base import CaffeLayer, canonical_axis
 from .registry import register
 
 
+def crop_offset(offsets, axis, i):
+    """The crop's start on axis ``i``: 0 before ``axis`` or with no offsets; the one offset for
+    every axis; else one per axis from ``axis`` on."""
+    if i < axis or not offsets:
+        return 0
+    return offsets[0] if len(offsets) == 1 else offsets[i - axis]
+
+
 def crop(x, like, axis, offsets):
-    """``x`` cut to ``like``'s size on every axis from ``axis`` on, from ``offsets`` (none: 0;
-    one: for every axis; else one per axis). The Crop layer runs this after Caffe's checks,
-    and codegen copies it into the files it writes."""
+    """``x`` cut to ``like``'s size on every axis from ``axis`` on, from :func:`crop_offset`.
+    The Crop layer runs this after Caffe's checks, and codegen copies it into the files it
+    writes."""
     for i in range(axis, x.dim()):  # sized by the reference at run time
-        o = offsets[0] if len(offsets) == 1 else offsets[i - axis] if offsets else 0
+        o = crop_offset(offsets, axis, i)
         x = x[(slice(None),) * i + (slice(o, o + like.shape[i]),)]
     return x
 
@@ -55,12 +63,6 @@ class Crop(CaffeLayer):
                       f"({self.ndim - self.axis})")
         self.top_shapes(bottom_shapes)  # Caffe's SetUp ends with Reshape: check the shapes now
 
-    def _offset(self, i):
-        """Crop offset on axis ``i`` (0 for the axes before ``axis``)."""
-        if i < self.axis or not self.offsets:
-            return 0
-        return self.offsets[0] if len(self.offsets) == 1 else self.offsets[i - self.axis]
-
     def top_shapes(self, bottoms):
         data, ref = tuple(bottoms[0]), tuple(bottoms[1])
         if len(data) != self.ndim:
@@ -70,7 +72,7 @@ class Crop(CaffeLayer):
             self.fail(f"reference bottom {ref} has fewer axes than bottom 0 {data}")
         top = list(data)
         for i in range(self.axis, self.ndim):
-            o = self._offset(i)
+            o = crop_offset(self.offsets, self.axis, i)
             if data[i] - o < ref[i]:
                 self.fail(f"crop on axis {i} is out of bounds: offset {o} + reference size "
                           f"{ref[i]} = {o + ref[i]} > bottom size {data[i]} (bottom {data}, "
