@@ -3,7 +3,6 @@ and the SSD fork's layers.
 """
 import numpy as np
 
-from ..layers.detection import CODES
 from .statements import WRITERS, _axis, _f, writes
 
 __all__ = ["WRITERS"]  # with this module's writers registered: every one
@@ -89,10 +88,5 @@ def _prior_box(s):
 
 @writes("DetectionOutput")
 def _detection_output(s):
-    p, k = s.lp.detection_output_param, s.layer
-    code = CODES[p.code_type]
-    top_k = p.nms_param.top_k if p.nms_param.HasField("top_k") else -1
-    return (f"detection_output({', '.join(s.b)}, {k.classes}, {k.share}, "
-            f'{p.background_label_id}, "{code}", {p.variance_encoded_in_target}, '
-            f"{_f(k.threshold)}, {_f(np.float32(p.nms_param.nms_threshold))}, "
-            f"{_f(np.float32(p.nms_param.eta))}, {top_k}, {p.keep_top_k})")
+    args = (_f(a) if isinstance(a, float) else repr(a) for a in s.layer.args)  # the layer's
+    return f"detection_output({', '.join(s.b)}, {', '.join(args)})"

@@ -135,8 +135,13 @@ class DetectionOutput(CaffeLayer):
             self.fail(f"nms_threshold ({nms_p.nms_threshold}) must be >= 0 and eta "
                       f"({nms_p.eta}) in (0, 1]")
         self.classes, self.share = p.num_classes, p.share_location
-        self.threshold = f32(p.confidence_threshold) if p.HasField("confidence_threshold") \
+        threshold = f32(p.confidence_threshold) if p.HasField("confidence_threshold") \
             else f32(-3.4028234663852886e38)
+        # detection_output's arguments after the bottoms (codegen writes the same ones)
+        self.args = (self.classes, self.share, p.background_label_id, CODES[p.code_type],
+                     p.variance_encoded_in_target, float(threshold),
+                     float(f32(nms_p.nms_threshold)), float(f32(nms_p.eta)),
+                     nms_p.top_k if nms_p.HasField("top_k") else -1, p.keep_top_k)
 
     def top_shapes(self, bottoms):
         if len(bottoms) != 3:
@@ -154,11 +159,6 @@ class DetectionOutput(CaffeLayer):
 
     @torch.no_grad()
     def forward(self, loc, conf, prior):
-        p = self.lp.detection_output_param
-        top = detection_output(
-            loc.detach().float(), conf.detach().float(), prior.detach().float(), self.classes,
-            self.share, p.background_label_id, CODES[p.code_type], p.variance_encoded_in_target,
-            float(self.threshold), float(f32(p.nms_param.nms_threshold)),
-            float(f32(p.nms_param.eta)), p.nms_param.top_k if p.nms_param.HasField("top_k")
-            else -1, p.keep_top_k)
+        top = detection_output(loc.detach().float(), conf.detach().float(),
+                               prior.detach().float(), *self.args)
         return top.to(loc.device)
